@@ -53,9 +53,11 @@ def _parse_literal(text):
 def configure(config, args):
     """Apply config files (args without --) and --key=value overrides to the dict config
     (a script's globals()), in order. Only keys that are already in config may be set; the
-    settable keys are those whose default is a plain value (number, bool, str, None, tuple)."""
+    settable keys are those whose default is a plain value (number, bool, str, None, tuple).
+    Returns the set of keys that were set (a script applies presets to the others only)."""
     settable = {k: v for k, v in config.items() if not k.startswith("_")
                 and isinstance(v, (int, float, bool, str, tuple, list, type(None)))}
+    was_set = set()
     for arg in args:
         if not arg.startswith("--"):
             with open(arg) as f:
@@ -75,4 +77,6 @@ def configure(config, args):
                 raise _unknown_key(key, settable)
             value = _check_type(key, value, settable[key])
             config[key] = settable[key] = value
+            was_set.add(key)
             print(f"config: {key} = {value!r}")
+    return was_set

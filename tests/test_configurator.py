@@ -22,7 +22,8 @@ def test_config_file_then_overrides_in_order(tmp_path):
     path = tmp_path / "cfg.py"
     path.write_text("import math\nbatch_size = 4\nlearning_rate = math.sqrt(1e-6)\n")
     config = defaults()
-    configure(config, [str(path), "--batch_size=2"])
+    was_set = configure(config, [str(path), "--batch_size=2"])
+    assert was_set == {"batch_size", "learning_rate"}
     assert config["batch_size"] == 2 and config["learning_rate"] == pytest.approx(1e-3)
 
 

@@ -1,0 +1,294 @@
+"""
+bench.py: micro-benchmarks of the three hot paths: the log-prob kernel, rollout, and reward.
+
+    python bench.py                  # all parts
+    python bench.py --part=kernel    # one part: kernel | rollout | reward
+
+(Each part is written by its owner; edit only your own function.)
+"""
+import time
+
+# ----------------------------------------------------------------------------- kernel (kernel helper)
+
+def _naive_logprobs(hidden, weight, targets):
+    """The direct way: the (N, V) logits in float32, log_softmax, gather."""
+    import torch
+    return torch.log_softmax((hidden @ weight.T).float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+
+
+def _kernel_setup(methods, n, d, v, backward, threads):
+    """The functions to compare, one problem (bfloat16 on a GPU, float32 on a CPU), and `call`."""
+    import functools
+    import torch
+    import model
+    cuda = torch.cuda.is_available()
+    if threads:
+        torch.set_num_threads(threads)
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    every = {"naive": lambda: _naive_logprobs,
+             "torch.compile": lambda: torch.compile(_naive_logprobs),
+             "torch chunked": lambda: functools.partial(model.fused_logprobs, backend="torch"),
+             "triton": lambda: functools.partial(model.fused_logprobs, backend="triton")}
+    fns = {method: every[method]() for method in methods}
+
+    def problem(n, v):
+        gen = torch.Generator(device).manual_seed(0)
+        hidden = torch.randn(n, d, device=device, generator=gen).to(dtype).requires_grad_(backward)
+        weight = (torch.randn(v, d, device=device, generator=gen) / d ** 0.5).to(dtype).requires_grad_(backward)
+        targets = torch.randint(0, v, (n,), device=device, generator=gen)
+        return hidden, weight, targets, torch.randn(n, device=device, generator=gen)
+
+    def call(fn, hidden, weight, targets, grad):
+        hidden.grad = weight.grad = None
+        with torch.set_grad_enabled(backward):
+            logp = fn(hidden, weight, targets)
+            if backward:
+                logp.backward(grad)
+        if cuda:
+            torch.cuda.synchronize()
+
+    return fns, problem, call, cuda
+
+
+def _kernel_memory(method, n, d, v, backward, threads):
+    """Peak extra memory (MB) of one call, in a fresh process (see _kernel_isolated): the peak
+    above what was held before the call (the inputs), less the gradients every method returns.
+    CUDA: the caching allocator's exact peak counter, after a warm-up call. CPU: torch's CPU
+    allocator keeps no peak, so we read the process's resident-set high-water mark (VmHWM),
+    reset just before the call by writing 5 to /proc/self/clear_refs (Linux); the first call in a
+    fresh process, so that no memory freed by an earlier call is silently reused."""
+    import re
+    import torch
+    fns, problem, call, cuda = _kernel_setup([method], n, d, v, backward, threads)
+    fn, x = fns[method], problem(n, v)
+
+    def kb(field):
+        return int(re.search(field + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1))
+
+    if cuda:
+        call(fn, *x)  # (torch.compile compiles here)
+        x[0].grad = x[1].grad = None
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        call(fn, *x)
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        call(fn, *problem(64, 512))  # load the libraries and start the thread pools on a tiny problem
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = kb("VmRSS")
+        call(fn, *x)
+        peak = (kb("VmHWM") - before) * 1024
+    returned = sum(p.grad.numel() * p.grad.element_size() for p in x[:2] if p.grad is not None)
+    return max(0, peak - returned) / 2 ** 20
+
+
+def _kernel_times(methods, n, d, v, backward, threads, reps):
+    """Median milliseconds per call of each method on one problem, in one process. The methods
+    take turns, round after round, so that a machine whose load drifts treats them alike."""
+    fns, problem, call, cuda = _kernel_setup(methods, n, d, v, backward, threads)
+    x = problem(n, v)
+    times = {method: [] for method in methods}
+    for turn in range(reps + 1):  # turn 0 warms up (and compiles)
+        for method in methods:
+            start = time.perf_counter()
+            call(fns[method], *x)
+            if turn:
+                times[method].append(1000 * (time.perf_counter() - start))
+    return {method: sorted(t)[len(t) // 2] for method, t in times.items()}
+
+
+def _kernel_isolated(function, *args):
+    """bench.<function>(*args) in a fresh Python process (its own memory high-water mark)."""
+    import json, os, subprocess, sys
+    code = f"import json, bench; print(json.dumps(bench.{function}{args!r}))"
+    env = {k: val for k, val in os.environ.items() if k != "TRITON_INTERPRET"}  # the real kernels
+    run = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.abspath(__file__)),
+                         capture_output=True, text=True, env=env)
+    if run.returncode:
+        raise RuntimeError(f"kernel bench {function}{args} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def bench_kernel(shapes=None, reps=None, threads=None):
+    """Per-token log-probs from hidden (N, d) and W (V, d): naive, torch.compile(naive) (GPU),
+    the chunked torch path and the Triton kernel (GPU) of model.fused_logprobs; the forward
+    alone (under no_grad, as for the old policy and the reference) and forward + backward.
+    threads: torch's CPU threads (default: torch's own choice). Prints a table; returns
+    {"N=..,d=..,V=..": {method: {fwd_ms, fwd_mb, fwdbwd_ms, fwdbwd_mb, and the fwdbwd time and
+    memory ratios vs naive and torch.compile}}}."""
+    import torch
+    cuda = torch.cuda.is_available()
+    if shapes is None:
+        shapes = [(4096, 768, 50304), (16384, 768, 50304), (16384, 4096, 151936)] if cuda else [(8192, 256, 32768)]
+    reps = reps or (10 if cuda else 3)
+    methods = ["naive", "torch.compile", "torch chunked", "triton"] if cuda else ["naive", "torch chunked"]
+    device = f"cuda ({torch.cuda.get_device_name()}), bfloat16" if cuda else f"cpu ({threads or torch.get_num_threads()} threads), float32"
+    print(f"kernel: log-probs of N tokens from hidden (N, d) and W (V, d); {device}; time = median of {reps} "
+          f"calls, the methods taking turns;\n  extra MB = peak memory of one call beyond the inputs and the "
+          f"returned gradients ({'cuda max_memory_allocated' if cuda else 'RSS high-water mark'}, a fresh process each)")
+    if not cuda:
+        print("  torch.compile and triton: GPU only, skipped (on CPUs Triton runs in its interpreter, for tests)")
+    print(f"{'N':>6} {'d':>5} {'V':>7} | {'method':<13} | {'fwd ms':>8} {'fwd MB':>8} | {'f+b ms':>8} {'f+b MB':>8} | "
+          f"{'f+b time, mem vs naive':>22} | {'vs torch.compile':>16} | {'f+b MB / fp32 logits':>20}")
+    figures = {}
+    for n, d, v in shapes:
+        fwd_ms = _kernel_isolated("_kernel_times", methods, n, d, v, False, threads, reps)
+        both_ms = _kernel_isolated("_kernel_times", methods, n, d, v, True, threads, reps)
+        rows = figures[f"N={n},d={d},V={v}"] = {}
+        for method in methods:
+            rows[method] = dict(fwd_ms=fwd_ms[method], fwdbwd_ms=both_ms[method],
+                                fwd_mb=_kernel_isolated("_kernel_memory", method, n, d, v, False, threads),
+                                fwdbwd_mb=_kernel_isolated("_kernel_memory", method, n, d, v, True, threads))
+        for method, row in rows.items():
+            shown = {}
+            for base in ("naive", "torch.compile"):
+                if base in rows:
+                    shown[base] = (row["fwdbwd_ms"] / rows[base]["fwdbwd_ms"], row["fwdbwd_mb"] / max(rows[base]["fwdbwd_mb"], 1e-9))
+                    row[f"fwdbwd_vs_{base}"] = dict(time=shown[base][0], memory=shown[base][1])
+            vs_compile = "{:5.2f}x, {:6.1%}".format(*shown["torch.compile"]) if "torch.compile" in shown else "-"
+            print(f"{n:>6} {d:>5} {v:>7} | {method:<13} | {row['fwd_ms']:8.1f} {row['fwd_mb']:8.1f} | "
+                  f"{row['fwdbwd_ms']:8.1f} {row['fwdbwd_mb']:8.1f} | {shown['naive'][0]:8.2f}x, {shown['naive'][1]:9.1%} | "
+                  f"{vs_compile:>16} | {row['fwdbwd_mb'] / (4 * n * v / 2 ** 20):20.2%}", flush=True)
+    return figures
+
+
+# ----------------------------------------------------------------------------- reward (reward helper)
+
+def _reward_batch(lang, n_tasks=16):
+    """64 completions for 16 tasks as a rollout with G = 4 gives them, duplicates included: per
+    task the reference twice, a wrong answer and a syntax error (48 distinct programs)."""
+    import tasks
+    completions, batch = [], []
+    for seed in range(n_tasks):
+        program, tests = tasks.generate(f"bench-{seed}")
+        reference = tasks.render(program, lang)
+        wrong = reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1)
+        task = {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
+        for completion in (reference, reference, wrong, reference + "\n)(\n"):
+            completions.append(completion)
+            batch.append(task)
+    return completions, batch
+
+
+def _naive_rewards(completions, batch, compile_per_test, workers):
+    """The baseline, the human-eval / MultiPL-E way: every test case runs in its own unsandboxed
+    subprocess, nothing is cached or shared between completions. compile_per_test: each test
+    case also compiles the program again (no cache at all); else once per completion."""
+    import os, shutil, subprocess, tempfile
+    from concurrent.futures import ThreadPoolExecutor
+    import reward, tasks
+
+    def words(command, directory, name):
+        if "-include" in command:  # the plain compiler: no precompiled prelude either
+            at = command.index("-include")
+            command = command[:at] + command[at + 2:]
+        filled = [w.replace("{src}", f"{directory}/{name}").replace("{prog}", directory).replace("{out}", directory)
+                  .replace("{cache}", directory) for w in command]
+        return [shutil.which(filled[0], path=reward.SEARCH_PATH) or filled[0]] + filled[1:]
+
+    def one(i):
+        lang, task = batch[i]["tgt_lang"], batch[i]
+        spec, program = reward.LANGUAGES[lang], tasks.harness(completions[i], lang, task["n_args"])
+        name = spec.source
+        env = {**os.environ, **dict(spec.env)}
+        directory = None
+        try:
+            for line, expected in task["tests"]:  # stops at the first failing test, as asserts do
+                if directory is None or compile_per_test:
+                    if directory:
+                        shutil.rmtree(directory)
+                    directory = tempfile.mkdtemp(prefix="bench-naive-")
+                    with open(os.path.join(directory, name), "w") as file:
+                        file.write(program)
+                    if spec.compiled and subprocess.run(words(spec.check, directory, name), cwd=directory,
+                                                        capture_output=True, env={**env, "GOCACHE": directory,
+                                                                                 "HOME": directory}).returncode:
+                        return 0.0
+                try:
+                    run = subprocess.run(words(spec.run, directory, name), input=line + "\n", cwd=directory,
+                                         capture_output=True, text=True, timeout=reward.RUN_TIMEOUT, env=env)
+                except subprocess.TimeoutExpired:
+                    return 0.0
+                if run.returncode or run.stdout.strip() != expected:
+                    return 0.0
+            return 1.0
+        finally:
+            if directory:
+                shutil.rmtree(directory)
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, range(len(completions))))
+
+
+def _timed(fn):
+    """(result, wall seconds, CPU seconds of the child processes: compilers, sandboxes, programs)."""
+    import resource
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    result = fn()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return result, time.perf_counter() - start, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def bench_reward(langs=("python", "cpp", "java", "javascript", "bash", "php"), baseline_sample=8, cores=2):
+    """Reward throughput per language for a realistic batch on `cores` cores: reward.score (the
+    sandbox, the compile cache, one process for all tests, duplicates run once) against the naive
+    baseline (one unsandboxed subprocess per test case, nothing cached), timed on the batch's
+    first `baseline_sample` completions (it is slow). Both start cold. Figures: programs per
+    second of wall clock, and CPU seconds per program (steadier on a busy machine)."""
+    import os
+    import reward
+    all_cores, workers = os.sched_getaffinity(0), reward.WORKERS
+    os.sched_setaffinity(0, sorted(all_cores)[:cores])  # the child processes inherit it
+    reward.WORKERS = cores
+    try:
+        return _bench_reward_languages(langs, baseline_sample, cores)
+    finally:
+        os.sched_setaffinity(0, all_cores)
+        reward.WORKERS = workers
+
+
+def _bench_reward_languages(langs, baseline_sample, cores):
+    import shutil, tempfile
+    import reward
+    completions, _ = _reward_batch("python")
+    print(f"reward: {cores} cores; batch: {len(completions)} completions for 16 tasks, {len(set(completions))} "
+          f"distinct; sandbox: {reward._sandbox_mode()}")
+    print(f"{'language':>10} | {'reward.score':>18} | {'naive':>18} | {'naive, compile once':>19} | speed-up (wall, CPU)")
+    print(f"{'':>10} | {'programs/s  CPU s':>18} | {'programs/s  CPU s':>18} | {'programs/s  CPU s':>19} |")
+    figures = {}
+    for lang in langs:
+        if not reward.available(lang):
+            print(f"{lang:>10} | unavailable")
+            continue
+        completions, batch = _reward_batch(lang)
+        cache, reward._cache_dir = reward._cache_dir, tempfile.mkdtemp(prefix="bench-cache-")
+        reward._memory_cache.clear()
+        reward._warmed_up.clear()
+        try:
+            rewards, wall, cpu = _timed(lambda: reward.score(completions, batch))
+        finally:
+            shutil.rmtree(reward._cache_dir)
+            reward._cache_dir = cache
+            reward._memory_cache.clear()
+            reward._warmed_up.clear()
+        assert rewards == [1.0, 1.0, 0.0, 0.0] * 16, f"{lang}: the references should pass, the rest fail"
+        row = {"reward_score": (len(completions) / wall, cpu / len(completions))}
+        sample, sample_batch = completions[:baseline_sample], batch[:baseline_sample]
+        for name, compile_per_test in (("naive", True), ("naive_compile_once", False)):
+            if name == "naive_compile_once" and not reward.LANGUAGES[lang].compiled:
+                row[name] = row["naive"]  # nothing to compile: the same baseline
+                continue
+            naive, wall, cpu = _timed(lambda: _naive_rewards(sample, sample_batch, compile_per_test, cores))
+            assert naive == rewards[:baseline_sample], f"{lang}: the baseline disagrees with reward.score"
+            row[name] = (len(sample) / wall, cpu / len(sample))
+        figures[lang] = row
+        cells = " | ".join(f"{row[k][0]:10.2f} {row[k][1]:7.3f}" for k in ("reward_score", "naive"))
+        ours, naive, once = row["reward_score"], row["naive"], row["naive_compile_once"]
+        print(f"{lang:>10} | {cells} | {once[0]:10.2f} {once[1]:8.3f} | "
+              f"{ours[0] / naive[0]:.1f}x, {naive[1] / ours[1]:.1f}x "
+              f"(vs compile once {ours[0] / once[0]:.1f}x, {once[1] / ours[1]:.1f}x)", flush=True)
+    return figures
+
+
+# ----------------------------------------------------------------------------- rollout (lead)

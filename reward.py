@@ -1,0 +1,672 @@
+"""
+reward.py: how each language is compiled and run, the sandbox that runs model-written code, and
+the binary reward of eq. 4 (1 if a completion is well formed, compiles and passes every test).
+
+    from reward import execute, score
+    execute("print(input()[::-1])", "python", stdin="abc\\n")  # Execution(status='ok', stdout='cba\\n', ...)
+    score(completions, tasks)                                 # [1.0, 0.0, ...]: eq. 4, in parallel
+
+    python reward.py      # how programs are isolated here, and which languages work
+
+An RL step runs hundreds of programs written by a model that is still learning: some loop
+forever, some allocate without end, a few would do worse if they could. Each runs in a sandbox
+built from trusted parts, layer by layer:
+
+  bubblewrap (`bwrap`, the sandbox under Flatpak): new user, PID, network, IPC, UTS and mount
+      namespaces. The program sees a fresh root with the system directories read-only, a copy of
+      its own files in /prog and two small private tmpfs, /work (its working directory and
+      $HOME) and /tmp, which vanish with it: nothing it writes reaches the disk. It sees no
+      other process (so not the trainer's /proc/PID/environ) and no network. It is PID 1 of its
+      namespace, so when it exits the kernel kills everything it left behind.
+  resource limits, set by `prlimit` inside the sandbox: address space (per language: the JVM,
+      V8 and Go reserve far more than they use), CPU time, file size, open files, processes.
+  a wall-clock timeout that kills the whole sandbox, and capped stdout/stderr ("output_limit").
+  a scrubbed environment: no variable of the trainer reaches the program.
+  an unprivileged user: a trainer running as root starts programs as `nobody`.
+
+Fork bombs. RLIMIT_NPROC is the one bound on processes short of cgroups, and the kernel ignores
+it for root (it checks the real uid): that is why root hands programs to nobody. Set inside the
+sandbox's fresh user namespace, it counts only that sandbox's processes (Linux >= 5.14 counts
+per user namespace), so concurrent sandboxes do not starve each other and the user's own
+processes do not count. What a bomb makes meanwhile dies with its PID namespace at the timeout.
+(Older kernels count all of the user's processes, so there the limit is left unset.)
+
+Compilers read untrusted source but never run it: programs are compiled in the same sandbox, as
+the invoking user (rustup toolchains live in /root), with more memory and time. Compiled
+programs (and the syntax checks of interpreted languages) are cached by (language, source) in
+memory and in a private directory under the system temp dir, written atomically (built in a
+staging directory, then renamed) so that threads and several trainer processes share it. The
+cache also keeps, per language, what makes its compiler start faster: the harness headers
+precompiled for g++, an archive of javac's own classes for the JVM, Go's build cache.
+
+Where bubblewrap is missing or cannot create namespaces, programs run with rlimits and process
+groups only, and a warning says so once: then nothing stops writes outside the working
+directory, the network, or children that escape the process group.
+"""
+import collections
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+from tasks import EOT, defines_f, harness
+
+MiB = 1 << 20
+RUN_TIMEOUT = 5.0          # seconds of wall clock for one run (all of a task's tests at once)
+COMPILE_TIMEOUT = 60.0     # seconds for a compiler or syntax check
+OUTPUT_LIMIT = 1 * MiB     # bytes of stdout (and of stderr) before "output_limit"
+FILE_SIZE = 16 * MiB       # the largest file a program may write (a compiler: 256 MiB)
+TMPFS_SIZE = 64 * MiB      # the size of the sandbox's /work and of its /tmp
+OPEN_FILES = 256           # the JVM opens its modules file, jars and a few sockets
+PROCESSES = 128            # tasks (threads count) per sandbox: the JVM and node start ~20
+ERROR_LINES = 20           # lines of a compiler error kept for logging
+WORKERS = len(os.sched_getaffinity(0))  # score() runs this many programs at once
+SANDBOX_UID = 65534        # `nobody`: who runs the programs of a trainer running as root
+CACHE_ENTRIES = 20000      # compiled programs kept on disk (the least recently used go first)
+
+# JVM start-up dominates a tiny program: C1 only, the serial GC, class-data sharing, no perf file.
+JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto", "-XX:-UsePerfData",
+             "-Xss8m", "-Xmx256m", "-XX:ReservedCodeCacheSize=32m", "-XX:MaxMetaspaceSize=128m",
+             "-XX:CompressedClassSpaceSize=64m")
+JAVAC_FLAGS = ("-J-XX:TieredStopAtLevel=1", "-J-XX:+UseSerialGC", "-J-XX:-UsePerfData", "-J-Xmx512m",
+               "-proc:none", "-encoding", "UTF-8", "-nowarn")
+CPP_FLAGS = ("-O1", "-std=c++17")
+PYTHON_CHECK = "import sys; compile(open(sys.argv[1], 'rb').read(), sys.argv[1], 'exec')"
+
+
+@dataclasses.dataclass(frozen=True)
+class Language:
+    """How one language is checked and run. A command's first word is a tool (looked up on
+    SEARCH_PATH) or a path. Placeholders: {src} the source file, {out} the compiler's output
+    directory, {prog} the directory of what runs (the compiled program, or the source), {cache}
+    a directory kept between compiles."""
+    source: str                  # the source file's name (Java: the public class must be Main)
+    check: tuple                 # compile, or (interpreted languages) check the syntax
+    run: tuple
+    package: str                 # the Debian package that provides the toolchain
+    compiled: bool = True        # False: the check writes nothing and the source itself runs
+    memory: int = 256 * MiB      # address space of a run (small, so that a memory bomb fails fast)
+    compile_memory: int = 2048 * MiB
+    env: tuple = ()              # extra (name, value) pairs in the environment of both steps
+    compile_env: tuple = ()      # ... and of the check only
+    warm_up: tuple = ()          # ({file: text}, command, product): run once per cache, it leaves
+                                 # {cache}/product, which then makes every check start faster
+
+
+LANGUAGES = {
+    "python": Language("main.py", ("python3", "-I", "-c", PYTHON_CHECK, "{src}"), ("python3", "-I", "{src}"),
+                       "python3", compiled=False),
+    "c": Language("main.c", ("gcc", "-O1", "-o", "{out}/main", "{src}", "-lm"), ("{prog}/main",), "gcc"),
+    # Parsing <iostream> is most of g++'s time on a small program: the headers of tasks.harness
+    # are precompiled once and force-included (g++ parses them as usual if the .gch is unusable).
+    "cpp": Language("main.cpp", ("g++", *CPP_FLAGS, "-include", "{cache}/prelude.h", "-o", "{out}/main", "{src}"),
+                    ("{prog}/main",), "g++",
+                    warm_up=({"prelude.h": "#include <algorithm>\n#include <cstdlib>\n#include <iostream>\n"},
+                             ("g++", *CPP_FLAGS, "-x", "c++-header", "-o", "{out}/prelude.h.gch", "{cache}/prelude.h"),
+                             "prelude.h.gch")),
+    # javac's start-up is loading its own classes: an archive of them (AppCDS) made once halves it;
+    # a missing or stale archive is silently ignored.
+    "java": Language("Main.java", ("javac", *JAVAC_FLAGS, "-J-XX:SharedArchiveFile={cache}/javac.jsa",
+                                   "-d", "{out}", "{src}"),
+                     ("java", *JVM_FLAGS, "-cp", "{prog}", "Main"), "default-jdk-headless",
+                     memory=1536 * MiB, compile_memory=3072 * MiB,
+                     warm_up=({"Warm.java": "class Warm { public static void main(String[] a) {} }\n"},
+                              ("javac", *JAVAC_FLAGS, "-J-XX:ArchiveClassesAtExit={out}/javac.jsa", "-d", "{out}",
+                               "{cache}/Warm.java"), "javac.jsa")),
+    "javascript": Language("main.js", ("node", "--check", "{src}"), ("node", "--max-old-space-size=256", "{src}"),
+                           "nodejs", compiled=False, memory=1536 * MiB),
+    "bash": Language("main.sh", ("bash", "-n", "{src}"), ("bash", "{src}"), "bash", compiled=False),
+    "php": Language("main.php", ("php", "-l", "{src}"),
+                    ("php", "-d", "display_errors=stderr", "-d", "memory_limit=256M", "{src}"), "php-cli",
+                    compiled=False),
+    "rust": Language("main.rs", ("rustc", "--edition", "2021", "-C", "opt-level=1", "-C", "debuginfo=0",
+                                 "-C", "strip=symbols", "-o", "{out}/main", "{src}"), ("{prog}/main",), "rustc"),
+    # CGO_ENABLED=0: cgo would run the C compiler with flags taken from the source.
+    "go": Language("main.go", ("go", "build", "-o", "{out}/main", "{src}"), ("{prog}/main",), "golang-go",
+                   memory=1024 * MiB,  # the Go runtime reserves ~700 MiB of address space at start
+                   env=(("CGO_ENABLED", "0"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local"),
+                        ("GOTELEMETRY", "off"), ("GO111MODULE", "off"), ("GOMAXPROCS", "2")),
+                   compile_env=(("GOCACHE", "{cache}"),)),
+    "lua": Language("main.lua", ("luac5.4", "-p", "{src}"), ("lua5.4", "{src}"), "lua5.4", compiled=False),
+}
+TOOL_ALTERNATIVES = {"gcc": ("gcc", "clang"), "g++": ("g++", "clang++")}
+# Programs that print "ok": available() runs one per language in the sandbox, once.
+HELLO = {
+    "python": 'print("ok")\n',
+    "c": '#include <stdio.h>\nint main(void) { puts("ok"); return 0; }\n',
+    "cpp": '#include <iostream>\nint main() { std::cout << "ok" << std::endl; }\n',
+    "java": 'public class Main { public static void main(String[] a) { System.out.println("ok"); } }\n',
+    "javascript": 'console.log("ok");\n',
+    "bash": "echo ok\n",
+    "php": '<?php echo "ok\\n";\n',
+    "rust": 'fn main() { println!("ok"); }\n',
+    "go": 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("ok") }\n',
+    "lua": 'print("ok")\n',
+}
+# System directories first: a shim in $HOME (pyenv, nvm) cannot run in the sandbox.
+SEARCH_PATH = os.pathsep.join(["/usr/local/bin", "/usr/bin", "/bin", os.environ.get("PATH", "")])
+SYSTEM_DIRS = ("/usr", "/etc", "/opt", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # read-only
+
+Execution = collections.namedtuple("Execution", "status stdout stderr")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    reward: float  # eq. 4: 1.0 or 0.0
+    status: str    # "passed", "wrong_answer", "malformed", or the execution status that failed
+    passed: int    # tests whose output line was right
+    total: int
+    error: str     # the first lines of the compiler's message or of stderr ("" if none)
+
+
+# ----------------------------------------------------------------------------- toolchains
+
+_lock = threading.Lock()
+_warned, _tool_paths, _availability = set(), {}, {}
+
+
+def _warn_once(message):
+    with _lock:
+        if message in _warned:
+            return
+        _warned.add(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _tool(name):
+    """The absolute path of a tool, or None. A rustup proxy is replaced by the real rustc of its
+    default toolchain, which needs no $HOME."""
+    if name not in _tool_paths:
+        found = (shutil.which(n, path=SEARCH_PATH) for n in TOOL_ALTERNATIVES.get(name, (name,)))
+        path = next(filter(None, found), None)
+        if path and os.path.basename(os.path.realpath(path)) == "rustup":
+            sysroot = subprocess.run([path, "--print", "sysroot"], capture_output=True, text=True).stdout.strip()
+            path = os.path.join(sysroot, "bin", name) if sysroot else None
+        _tool_paths[name] = path
+    return _tool_paths[name]
+
+
+def _tools(lang):
+    return [command[0] for command in (LANGUAGES[lang].check, LANGUAGES[lang].run) if command[0][0] != "{"]
+
+
+def available(lang):
+    """True if `lang`'s toolchain is installed and a hello-world program runs in the sandbox.
+    Otherwise warns once, naming the Debian package, and `execute` answers "unavailable"."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"unknown language {lang!r}; known: {', '.join(LANGUAGES)}")
+    with _lock:
+        if lang in _availability:
+            return _availability[lang]
+    package, missing = LANGUAGES[lang].package, [t for t in _tools(lang) if _tool(t) is None]
+    if missing:
+        _warn_once(f"reward.py: {lang} is unavailable: {', '.join(missing)} not found. Install it with "
+                   f"`apt-get install {package}`; until then every {lang} program gets status 'unavailable'.")
+        works = False
+    else:
+        hello = _execute(HELLO[lang], lang, "", COMPILE_TIMEOUT)
+        if "timed out" in hello.stderr or hello.status == "timeout":
+            return True  # a busy machine proves nothing: ask again next time
+        works = hello.status == "ok" and hello.stdout == "ok\n"
+        if not works:
+            _warn_once(f"reward.py: {lang} is unavailable: a hello-world program failed in the sandbox "
+                       f"({hello.status}: {_first_lines(hello.stderr, 5)}). Check the {package} installation.")
+    with _lock:
+        _availability[lang] = works
+    return works
+
+
+# ----------------------------------------------------------------------------- the sandbox
+
+SANDBOX = None  # "bwrap" or "rlimits": decided by _sandbox_mode() at first use
+
+
+def _sandbox_mode():
+    """Probes once whether bubblewrap works here, as the compilers' and as the programs' user."""
+    global SANDBOX
+    with _lock:
+        if SANDBOX is None:
+            if shutil.which("prlimit", path=SEARCH_PATH) is None:
+                raise RuntimeError("reward.py needs `prlimit` to set resource limits: apt-get install util-linux")
+            problem = "bubblewrap is not installed (apt-get install bubblewrap)"
+            if shutil.which("bwrap", path=SEARCH_PATH):
+                SANDBOX = "bwrap"
+                with open("/bin/true", "rb") as true:
+                    for as_user in {None, _run_as()}:
+                        argv = _bwrap_argv([(true.fileno(), "/prog/true")], [], as_user) + ["/prog/true"]
+                        _, code, _, err = _spawn(argv, b"", COMPILE_TIMEOUT, [true.fileno()], _environment({}), as_user)
+                        if code != 0:
+                            SANDBOX, problem = None, ("bubblewrap cannot create its namespaces here (unprivileged "
+                                                      f"user namespaces disabled?): {_first_lines(err.decode(), 3)}")
+            if SANDBOX is None:
+                SANDBOX = "rlimits"
+                warnings.warn(f"reward.py: {problem}. Programs now run with resource limits and process groups "
+                              "only: NO namespaces, so they can write outside their directory, reach the network "
+                              "and leave escaped children behind. Do not train untrusted models like this.",
+                              RuntimeWarning, stacklevel=3)
+        return SANDBOX
+
+
+def _run_as():
+    """(uid, gid) of the programs: root hands them to nobody, anyone else runs them as themself."""
+    return (SANDBOX_UID, SANDBOX_UID) if os.geteuid() == 0 else None
+
+
+def _environment(extra):
+    """The whole environment a program gets: nothing of the trainer's."""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8", **extra}
+
+
+def _limits(memory, timeout, file_size, as_user):
+    limits = [f"--as={memory}", f"--cpu={int(timeout) + 1}:{int(timeout) + 2}", f"--fsize={file_size}",
+              f"--nofile={OPEN_FILES}", "--core=0"]
+    kernel = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    if SANDBOX == "bwrap" and (as_user or os.geteuid() != 0) and kernel >= (5, 14):
+        limits.append(f"--nproc={PROCESSES}")  # see "Fork bombs" above
+    return [shutil.which("prlimit", path=SEARCH_PATH), *limits, "--"]
+
+
+def _bwrap_argv(files, binds, as_user):
+    """bubblewrap's command line: files [(fd, path)] are copied into the sandbox, binds [(host
+    dir, dir)] mounted writable (a compiler's output); toolchains outside the system directories
+    (a rustup sysroot) are mounted for the invoking user only."""
+    bwrap = shutil.which("bwrap", path=SEARCH_PATH)
+    argv = [bwrap, "--unshare-all", "--unshare-user", "--as-pid-1", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL", "--hostname", "sandbox"]
+    if "--disable-userns" in _bwrap_options(bwrap):  # bubblewrap >= 0.8: no nested user namespace either
+        argv.append("--disable-userns")
+    toolchains = set()
+    for tool in filter(None, map(_tool, {t for lang in LANGUAGES for t in _tools(lang)})):
+        real = os.path.realpath(tool)
+        if not as_user and not real.startswith(tuple(d + "/" for d in SYSTEM_DIRS)):
+            toolchains.add(os.path.dirname(os.path.dirname(real)))
+    for path in SYSTEM_DIRS + tuple(sorted(toolchains)):
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--dir", "/prog"]
+    for directory in ("/tmp", "/work"):
+        argv += (["--size", str(TMPFS_SIZE)] if "--size" in _bwrap_options(bwrap) else []) + ["--tmpfs", directory]
+    for fd, path in files:
+        argv += ["--perms", "0555", "--file", str(fd), path]
+    for host_dir, path in binds:
+        argv += ["--bind", host_dir, path]
+    return argv + ["--remount-ro", "/", "--chdir", "/work", "--"]
+
+
+@functools.lru_cache(maxsize=None)
+def _bwrap_options(bwrap):
+    """The options this bubblewrap knows (older ones lack --size and --disable-userns)."""
+    return set(re.findall(r"--[a-z-]+", subprocess.run([bwrap, "--help"], capture_output=True, text=True).stdout))
+
+
+def _in_sandbox(command, files, stdin, timeout, memory, env, as_user, out_dir=None, cache_dir=None):
+    """Runs a Language command ({src} filled in) in a fresh sandbox. files: [(host
+    path, name)] copied read-only into {prog}; out_dir and cache_dir: host directories mounted
+    writable at {out} and {cache}, for compilers. Returns _spawn's (status, code, stdout, stderr)."""
+    file_size = FILE_SIZE if not (out_dir or cache_dir) else 256 * MiB  # a precompiled header is ~30 MiB
+    tool = command[0] if command[0][0] == "{" else _tool(command[0])
+    if _sandbox_mode() == "bwrap":
+        paths = {"{prog}": "/prog", "{out}": "/out", "{cache}": "/cache"}
+        binds = [(host, paths[name]) for host, name in ((out_dir, "{out}"), (cache_dir, "{cache}")) if host]
+        fds = [os.open(host, os.O_RDONLY | os.O_CLOEXEC) for host, _ in files]
+        try:
+            argv = _bwrap_argv([(fd, f"/prog/{name}") for fd, (_, name) in zip(fds, files)], binds, as_user)
+            argv += _limits(memory, timeout, file_size, as_user) + list(_fill((tool, *command[1:]), paths))
+            return _spawn(argv, stdin, timeout, fds, _environment(dict(_fill_pairs(env, paths))), as_user)
+        finally:
+            for fd in fds:
+                os.close(fd)
+    work = tempfile.mkdtemp(prefix="oorl-run-")  # no bubblewrap: one host directory, removed after
+    try:
+        for host, name in files:
+            shutil.copy(host, os.path.join(work, name))
+        paths = {"{prog}": work, "{out}": out_dir or "", "{cache}": cache_dir or ""}
+        environment = {**_environment(dict(_fill_pairs(env, paths))), "HOME": work, "TMPDIR": work}
+        argv = _limits(memory, timeout, file_size, None) + list(_fill((tool, *command[1:]), paths))
+        return _spawn(argv, stdin, timeout, [], environment, None, cwd=work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fill(words, mapping):
+    for placeholder, value in mapping.items():
+        words = tuple(word.replace(placeholder, value) for word in words)
+    return words
+
+
+def _fill_pairs(pairs, mapping):
+    return [(name, _fill((value,), mapping)[0]) for name, value in pairs]
+
+
+def _spawn(argv, stdin, timeout, pass_fds, env, as_user, cwd="/"):
+    """Runs argv in a new session (its own process group) with a wall-clock timeout and capped
+    output. Returns (status, returncode, stdout, stderr); status is None if it ended by itself.
+
+    bubblewrap (argv[0]) gets an --info-fd through which it tells the pid of the sandbox's
+    PID 1. On a timeout that one is killed, which ends its whole PID namespace, and bwrap reaps
+    it and exits. (Killing bwrap first would orphan it: a zombie for whoever is PID 1, which in
+    a container may be the trainer itself, and it never reaps.)"""
+    bwrap = os.path.basename(argv[0]) == "bwrap"
+    info_read, info_write = os.pipe() if bwrap else (-1, -1)
+    if bwrap:
+        argv, pass_fds = [argv[0], "--info-fd", str(info_write), *argv[1:]], [*pass_fds, info_write]
+    stdin_file = os.memfd_create("stdin")  # a file, not a pipe: no deadlock on a large input
+    os.write(stdin_file, stdin)
+    os.lseek(stdin_file, 0, os.SEEK_SET)
+    user = dict(user=as_user[0], group=as_user[1], extra_groups=[]) if as_user else {}
+    try:
+        proc = subprocess.Popen(argv, stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=cwd, env=env, pass_fds=pass_fds, start_new_session=True, **user)
+    finally:
+        os.close(stdin_file)
+        if bwrap:
+            os.close(info_write)
+    out, err, exited = proc.stdout.fileno(), proc.stderr.fileno(), os.pidfd_open(proc.pid)
+    output = {out: bytearray(), err: bytearray(), info_read: bytearray()}
+    status, deadline, has_exited = None, time.monotonic() + timeout, False
+    with selectors.DefaultSelector() as selector:
+        for fd in (out, err, exited) + ((info_read,) if bwrap else ()):
+            selector.register(fd, selectors.EVENT_READ)
+        while status is None and len(selector.get_map()) > (0 if has_exited else 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and not has_exited:
+                status = "timeout"
+                break
+            # After the exit only what is already in the pipes is read: a child that escaped
+            # (possible without namespaces) and holds them open must not hold us up.
+            events = selector.select(0 if has_exited else remaining)
+            if not events and has_exited:
+                break
+            for key, _ in events:
+                if key.fd == exited:
+                    has_exited = True
+                    selector.unregister(exited)
+                elif not (data := os.read(key.fd, 65536)):
+                    selector.unregister(key.fd)
+                elif key.fd != info_read and len(output[key.fd]) + len(data) > OUTPUT_LIMIT:
+                    output[key.fd] += data[:OUTPUT_LIMIT - len(output[key.fd])]
+                    status = "output_limit"
+                else:
+                    output[key.fd] += data
+        if status and bwrap:  # bwrap writes its info as soon as the sandbox exists
+            while info_read in selector.get_map() and selector.select(1.0) and (data := os.read(info_read, 4096)):
+                output[info_read] += data
+            _kill_sandbox(proc, output[info_read])
+    try:  # the whole group, before reaping (its id cannot be reused while the leader is a zombie)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    os.close(exited)
+    if bwrap:
+        os.close(info_read)
+    proc.stdout.close()
+    proc.stderr.close()
+    return status, proc.returncode, bytes(output[out]), bytes(output[err])
+
+
+def _kill_sandbox(proc, info):
+    """Kills the PID 1 of bwrap's sandbox (pid from bwrap's --info-fd JSON) and lets bwrap reap
+    it. Through a pidfd, checked to be bwrap's child, so that a reused pid is never hit."""
+    try:
+        pid = json.loads(info)["child-pid"]
+        pidfd = os.pidfd_open(pid)
+    except (ValueError, KeyError, ProcessLookupError):
+        return  # bwrap failed before starting a sandbox, or it is gone already
+    try:
+        with open(f"/proc/{pid}/status") as file:
+            if int(re.search(r"PPid:\s+(\d+)", file.read()).group(1)) == proc.pid:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                proc.wait(timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # gone meanwhile, or bwrap is stuck: the caller kills its process group
+    finally:
+        os.close(pidfd)
+
+
+def _first_lines(text, n=ERROR_LINES):
+    return "\n".join(text.strip().splitlines()[:n])
+
+
+# ----------------------------------------------------------------------------- compile once, cache
+
+_memory_cache = collections.OrderedDict()  # key -> (cache entry directory, compiler error or None)
+_compiling = {}                            # key -> Lock held by the one thread compiling it
+_warmed_up = set()                         # languages whose warm_up this process has seen to
+_cache_dir = None
+_new_entries = 0                           # entries this process added to the disk cache
+
+
+def _cache_root():
+    """A directory under the system temp dir, private to this user (created 0700, checked; made
+    again if someone removed it meanwhile)."""
+    global _cache_dir
+    if _cache_dir is None or not os.path.isdir(_cache_dir):
+        root = _cache_dir or os.path.join(tempfile.gettempdir(), f"oorl-reward-cache-{os.geteuid()}")
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        info = os.lstat(root)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            raise RuntimeError(f"the compile cache {root} must be a directory of yours with mode 700 "
+                               "(another user may have made it): remove it and run again")
+        _cache_dir = root
+    return _cache_dir
+
+
+def _cache_key(lang, source):
+    return f"{lang}-" + hashlib.sha256(repr((LANGUAGES[lang].check, source)).encode()).hexdigest()[:40]
+
+
+def _artifact(lang, source):
+    """(directory, error) of this source's cache entry: from memory, from disk, or compiled now.
+    One thread compiles a given source; the others wait for it."""
+    key = _cache_key(lang, source)
+    with _lock:
+        lock = _compiling.setdefault(key, threading.Lock())
+    with lock:
+        try:
+            with _lock:
+                if key in _memory_cache and os.path.isdir(_memory_cache[key][0]):
+                    _memory_cache.move_to_end(key)
+                    return _memory_cache[key]
+            directory = os.path.join(_cache_root(), key)
+            if os.path.isdir(directory):
+                os.utime(directory)  # recently used: pruning keeps it
+            elif _compile(lang, source, directory) == "timeout":  # a busy machine, maybe: not cached
+                return directory, f"the compiler timed out after {COMPILE_TIMEOUT:.0f} s"
+            try:
+                with open(os.path.join(directory, "error.txt")) as file:
+                    artifact = directory, file.read()
+            except FileNotFoundError:
+                artifact = directory, None
+            with _lock:
+                _memory_cache[key] = artifact
+                if len(_memory_cache) > CACHE_ENTRIES:
+                    _memory_cache.popitem(last=False)
+            return artifact
+        finally:
+            with _lock:
+                _compiling.pop(key, None)
+
+
+def _compile(lang, source, directory):
+    """Compiles (or checks) into a staging directory, then renames it to `directory` at once, so
+    that other threads and processes see a whole entry or none. Returns the sandbox's status."""
+    global _new_entries
+    spec = LANGUAGES[lang]
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=_cache_root())
+    try:
+        prog = os.path.join(staging, "prog")  # what runs: the compiler's output, or the source
+        os.mkdir(prog)
+        source_path = os.path.join(staging if spec.compiled else prog, spec.source)
+        with open(source_path, "w") as file:
+            file.write(source)
+        cache_dir = None
+        if "{cache}" in " ".join(spec.check + tuple(value for _, value in spec.compile_env)):
+            cache_dir = os.path.join(_cache_root(), f".{lang}")
+            os.makedirs(cache_dir, exist_ok=True)
+            _warm_up(lang, cache_dir)
+        command = _fill(spec.check, {"{src}": "{prog}/" + spec.source})
+        status, code, out, err = _in_sandbox(command, [(source_path, spec.source)], b"", COMPILE_TIMEOUT,
+                                             spec.compile_memory, spec.env + spec.compile_env, None,
+                                             prog if spec.compiled else None, cache_dir)
+        if status == "timeout":
+            return status
+        if status or code:
+            with open(os.path.join(staging, "error.txt"), "w") as file:
+                file.write(_first_lines((err + out).decode("utf-8", "replace")) or f"the compiler exited with {code}")
+        try:
+            os.rename(staging, directory)
+        except OSError:  # another process finished the same source first: its entry is as good
+            return status
+        _new_entries += 1
+        if _new_entries % 1000 == 0:
+            _prune_cache()
+        return status
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _warm_up(lang, cache_dir):
+    """Runs the language's warm_up once per cache (per process, and not at all when another
+    process did it already). Its files appear at once; the product when it is complete."""
+    files, command, product = LANGUAGES[lang].warm_up or ({}, None, None)
+    with _lock:
+        if not command or lang in _warmed_up:
+            return
+        _warmed_up.add(lang)
+    if os.path.exists(os.path.join(cache_dir, product)):
+        return
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=_cache_root())
+    try:
+        for name, text in files.items():
+            with open(os.path.join(staging, name), "w") as file:
+                file.write(text)
+            os.replace(os.path.join(staging, name), os.path.join(cache_dir, name))
+        status, code, _, _ = _in_sandbox(command, [], b"", COMPILE_TIMEOUT, LANGUAGES[lang].compile_memory,
+                                         LANGUAGES[lang].env, None, staging, cache_dir)
+        if status is None and code == 0:
+            os.replace(os.path.join(staging, product), os.path.join(cache_dir, product))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _prune_cache():
+    """Keeps the CACHE_ENTRIES most recently used entries on disk (never one used in the last ten
+    minutes: another process may be about to run it) and drops abandoned staging directories."""
+    now, entries = time.time(), sorted(os.scandir(_cache_root()), key=lambda entry: entry.stat().st_mtime)
+    programs = [e for e in entries if not e.name.startswith(".")]
+    stale = [e for e in entries if e.name.startswith(".staging-") and e.stat().st_mtime < now - 3600]
+    for entry in stale + programs[:max(0, len(programs) - CACHE_ENTRIES)]:
+        if entry.stat().st_mtime < now - 600:
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- execute
+
+def execute(program, lang, stdin="", timeout=RUN_TIMEOUT):
+    """Compiles (if `lang` needs it) and runs a complete program in the sandbox, feeding it
+    `stdin`. Returns Execution(status, stdout, stderr); status is one of "ok", "compile_error"
+    (stderr: the first lines of the compiler's message), "runtime_error" (a non-zero exit),
+    "timeout", "output_limit" or "unavailable" (no working toolchain here)."""
+    if not isinstance(program, str) or not isinstance(stdin, str):
+        raise TypeError("execute(program, lang, stdin): program and stdin must be str")
+    if not available(lang):
+        return Execution("unavailable", "", f"no working {lang} toolchain here "
+                                            f"(apt-get install {LANGUAGES[lang].package})")
+    return _execute(program, lang, stdin, timeout)
+
+
+def _execute(program, lang, stdin, timeout):
+    spec = LANGUAGES[lang]
+    command = _fill(spec.run, {"{src}": "{prog}/" + spec.source})
+    for attempt in range(2):
+        directory, error = _artifact(lang, program)
+        if error is not None:
+            return Execution("compile_error", "", error)
+        try:
+            prog = os.path.join(directory, "prog")
+            files = [(os.path.join(prog, name), name) for name in sorted(os.listdir(prog))]
+            status, code, out, err = _in_sandbox(command, files, stdin.encode(), timeout, spec.memory, spec.env,
+                                                 _run_as())
+            break
+        except FileNotFoundError:  # another process pruned the entry just now: compile it again
+            with _lock:
+                _memory_cache.pop(_cache_key(lang, program), None)
+            if attempt:
+                raise
+    if status is None:  # it ended by itself; bubblewrap says "killed by signal n" as 128 + n
+        out_of_cpu = code in (-signal.SIGXCPU, 128 + signal.SIGXCPU)
+        status = "ok" if code == 0 else "timeout" if out_of_cpu else "runtime_error"
+    return Execution(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+# ----------------------------------------------------------------------------- the reward (eq. 4)
+
+def score_details(completions, tasks, truncated=None, timeout=RUN_TIMEOUT):
+    """One Verdict per completion (see score), for logging. Identical programs run once; the
+    others run in parallel, WORKERS at a time."""
+    if len(completions) != len(tasks):
+        raise ValueError(f"score: {len(completions)} completions but {len(tasks)} tasks; give one task per completion")
+    truncated = [False] * len(completions) if truncated is None else list(truncated)
+    if len(truncated) != len(completions):
+        raise ValueError(f"score: truncated has {len(truncated)} entries for {len(completions)} completions")
+    verdicts, jobs = [None] * len(completions), {}  # jobs: (lang, program, stdin) -> completion indices
+    for i, (completion, task) in enumerate(zip(completions, tasks)):
+        code, lang, n_tests = completion.split(EOT, 1)[0], task["tgt_lang"], len(task["tests"])
+        if truncated[i]:  # cut off at the token limit: not well formed, whatever it holds
+            verdicts[i] = Verdict(0.0, "malformed", 0, n_tests, "cut off at the token limit")
+        elif not defines_f(code, lang):
+            verdicts[i] = Verdict(0.0, "malformed", 0, n_tests, f"no function f defined in {lang}")
+        else:  # every test in one process: a line of input per test, a line of output back
+            stdin = "".join(line + "\n" for line, _ in task["tests"])
+            jobs.setdefault((lang, harness(code, lang, task["n_args"]), stdin), []).append(i)
+    with ThreadPoolExecutor(max(1, min(WORKERS, len(jobs)))) as pool:
+        executions = pool.map(lambda job: execute(job[1], job[0], job[2], timeout), jobs)
+        for execution, indices in zip(executions, jobs.values()):
+            for i in indices:
+                verdicts[i] = _judge(execution, tasks[i]["tests"])
+    return verdicts
+
+
+def _judge(execution, tests):
+    expected = [output.strip() for _, output in tests]
+    lines = [line.strip() for line in execution.stdout.rstrip().splitlines()]
+    passed = sum(got == want for got, want in zip(lines, expected))
+    if execution.status != "ok":
+        return Verdict(0.0, execution.status, passed, len(tests), _first_lines(execution.stderr))
+    if passed == len(tests) == len(lines):
+        return Verdict(1.0, "passed", passed, len(tests), "")
+    return Verdict(0.0, "wrong_answer", passed, len(tests), _first_lines(execution.stderr))
+
+
+def score(completions, tasks, truncated=None, timeout=RUN_TIMEOUT):
+    """The reward of eq. 4 for each completion (a target-language function f, maybe followed by
+    the end-of-text token) of its task: 1.0 if it is well formed (defines f and was not cut off
+    at the token limit: truncated[i]), compiles inside the task's harness and prints every
+    test's expected output, else 0.0."""
+    return [verdict.reward for verdict in score_details(completions, tasks, truncated, timeout)]
+
+
+if __name__ == "__main__":
+    mode = _sandbox_mode()
+    print(f"sandbox: {mode}" + (f", programs run as uid {SANDBOX_UID}" if mode == "bwrap" and _run_as() else ""))
+    print(f"compile cache: {_cache_root()}")
+    for language in LANGUAGES:
+        start = time.time()
+        works = available(language)
+        print(f"{language:>10}: {'works' if works else 'UNAVAILABLE'} ({time.time() - start:.2f} s for hello world)")

@@ -1,0 +1,95 @@
+"""
+rollout.py: sample G completions for each of B prompts with the KV cache (the "rollout" of RL).
+
+Each prompt is prefilled once; its cache is then copied to its G rows, and all B*G rows decode
+together, one token per step, until every row has written end-of-text or max_new_tokens. Prompts
+of different lengths are left-padded inside the cache (see model.KVCache), so each row computes
+exactly what a forward pass of that row alone would.
+
+The returned log-probs are those of the sampled tokens under pi_old at the sampling temperature,
+log softmax(logits / T)[token], without the top-k / top-p truncation: that is the pi_old of the
+ratio in eq. 5, and the loss evaluates pi_theta at the same temperature.
+
+    from rollout import rollout
+    out = rollout(model, [prompt_ids, ...], group_size=8, max_new_tokens=128, eot_id=eot)
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from model import KVCache, sample
+
+
+@dataclass
+class Rollout:
+    prompts: list            # B lists of prompt token ids
+    group_size: int          # G: row r belongs to prompt r // G
+    completions: torch.Tensor  # (B*G, max_new_tokens) sampled ids; after end-of-text: eot_id
+    mask: torch.Tensor       # (B*G, max_new_tokens) True on completion tokens (end-of-text included)
+    logprobs: torch.Tensor   # (B*G, max_new_tokens) float32 log pi_old of each sampled token (0 off mask)
+    truncated: torch.Tensor  # (B*G,) True where no end-of-text came within max_new_tokens
+    entropy: torch.Tensor    # (B*G, max_new_tokens) entropy of pi_old at each sampled position (for logging)
+
+    def completion_ids(self, row):
+        """The tokens of one completion, end-of-text excluded."""
+        ids = self.completions[row][self.mask[row]].tolist()
+        return ids if self.truncated[row] else ids[:-1]
+
+    def sequences(self, pad_id):
+        """Right-padded prompt + completion rows for a training forward: returns idx, targets
+        (idx shifted by one) and a mask over targets that selects the completion tokens, so that
+        model.token_logprobs(idx, targets)[mask] lines up with self.logprobs[self.mask]."""
+        rows = [self.prompts[r // self.group_size] + self.completions[r][self.mask[r]].tolist()
+                for r in range(len(self.completions))]
+        width = max(len(row) for row in rows)
+        full = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width - 1, dtype=torch.bool)
+        for r, row in enumerate(rows):
+            full[r, :len(row)] = torch.tensor(row)
+            prompt_len = len(self.prompts[r // self.group_size])
+            mask[r, prompt_len - 1:len(row) - 1] = True  # target positions of the completion
+        device = self.completions.device
+        return full[:, :-1].to(device), full[:, 1:].to(device), mask.to(device)
+
+
+@torch.no_grad()
+def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0, top_k=None,
+            top_p=None, generator=None):
+    """G = group_size samples for each prompt (lists of token ids). generator seeds the sampling."""
+    device = model.lm_head.weight.device
+    B, G = len(prompts), group_size
+    prompt_len = max(len(p) for p in prompts)
+    assert prompt_len + max_new_tokens <= model.config.block_size, (
+        f"prompt of {prompt_len} + {max_new_tokens} new tokens > block_size {model.config.block_size}")
+    idx = torch.zeros(B, prompt_len, dtype=torch.long, device=device)
+    valid = torch.zeros(B, prompt_len, dtype=torch.bool, device=device)
+    for b, p in enumerate(prompts):  # left padding: every prompt ends at the same slot
+        idx[b, prompt_len - len(p):] = torch.tensor(p, device=device)
+        valid[b, prompt_len - len(p):] = True
+
+    prompt_cache = KVCache(model.config, B, prompt_len + max_new_tokens, device, model.lm_head.weight.dtype)
+    logits, _ = model(idx, cache=prompt_cache, valid=valid)  # prefill: once per prompt
+    cache = prompt_cache.repeat_rows(G)
+    logits = logits[:, -1].float().repeat_interleave(G, dim=0)
+
+    completions = torch.full((B * G, max_new_tokens), eot_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(B * G, max_new_tokens, device=device)
+    mask = torch.zeros(B * G, max_new_tokens, dtype=torch.bool, device=device)
+    entropy = torch.zeros(B * G, max_new_tokens, device=device)
+    done = torch.zeros(B * G, dtype=torch.bool, device=device)
+    for t in range(max_new_tokens):
+        token = sample(logits, temperature, top_k, top_p, generator)
+        token = torch.where(done, torch.full_like(token, eot_id), token)
+        pi_old = F.log_softmax(logits / max(temperature, 1e-6), dim=-1)  # greedy (T=0) scores at T->0
+        logprobs[:, t] = torch.where(done, 0.0, pi_old.gather(1, token[:, None])[:, 0])
+        entropy[:, t] = torch.where(done, 0.0, -(pi_old.exp() * pi_old).nan_to_num().sum(-1))
+        completions[:, t] = token
+        mask[:, t] = ~done
+        done |= token == eot_id
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        logits, _ = model(token[:, None], cache=cache)
+        logits = logits[:, -1].float()
+    return Rollout(prompts=[list(p) for p in prompts], group_size=G, completions=completions,
+                   mask=mask, logprobs=logprobs, truncated=~done, entropy=entropy)

@@ -1,0 +1,229 @@
+"""Tests of gepo.py: the GEPO loss against hand-worked numbers, its DPO special case, padding
+masks, the variance term, the logging metrics, and group_logps against a direct computation."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gepo import dpo_loss, gepo_loss, gepo_metrics, group_logps
+
+GARBAGE = 1e6  # what padding entries hold in these tests: huge, so any leak shows
+
+
+def two_hand_groups():
+    """Two groups, padded to n_max = 2 winners and m_max = 2 losers, with beta = 0.5.
+
+    Group 0: winners pi - ref = [1, -1]  -> rewards [0.5, -0.5], mean 0, population var 0.25
+             loser   pi - ref = [-1]     -> reward  -0.5;   margin 0 - (-0.5) = 0.5
+             loss = -log sigmoid(0.5) + lam * 0.25 = log(1 + e^-0.5) + 0.25 lam
+    Group 1: winner  pi - ref = [0]      -> reward  0, var 0
+             losers  pi - ref = [0, 4]   -> rewards [0, 2], mean 1;   margin -1
+             loss = -log sigmoid(-1) = log(1 + e)
+    """
+    policy_chosen = torch.tensor([[-1.0, -3.0], [-2.0, GARBAGE]])
+    ref_chosen = torch.tensor([[-2.0, -2.0], [-2.0, -GARBAGE]])
+    policy_rejected = torch.tensor([[-4.0, GARBAGE], [-1.0, 3.0]])
+    ref_rejected = torch.tensor([[-3.0, GARBAGE], [-1.0, -1.0]])
+    chosen_mask = torch.tensor([[True, True], [True, False]])
+    rejected_mask = torch.tensor([[True, False], [True, True]])
+    return policy_chosen, policy_rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask
+
+
+def test_gepo_loss_matches_hand_computation():
+    args = two_hand_groups()
+    group0 = math.log(1 + math.exp(-0.5))  # 0.4740769842
+    group1 = math.log(1 + math.e)          # 1.3132616875
+    loss = gepo_loss(*args, beta=0.5, lam=1.0)
+    assert loss.item() == pytest.approx((group0 + 0.25 + group1) / 2, abs=1e-6)  # 1.0186693359
+    loss_no_var = gepo_loss(*args, beta=0.5, lam=0.0)
+    assert loss_no_var.item() == pytest.approx((group0 + group1) / 2, abs=1e-6)
+
+
+def test_gepo_metrics_match_hand_computation():
+    metrics = gepo_metrics(*two_hand_groups(), beta=0.5)
+    assert metrics["margin"] == pytest.approx((0.5 - 1.0) / 2)
+    assert metrics["winner_var"] == pytest.approx((0.25 + 0.0) / 2)
+    assert metrics["accuracy"] == pytest.approx(0.5)  # group 0 margin > 0, group 1 margin < 0
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_dpo_loss_matches_hand_computation():
+    # beta * ((pi_w - ref_w) - (pi_l - ref_l)) = 0.1 * (2 - (-3)) = 0.5 -> log(1 + e^-0.5)
+    loss = dpo_loss(torch.tensor([-1.0]), torch.tensor([-6.0]), torch.tensor([-3.0]), torch.tensor([-3.0]), beta=0.1)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-0.5)), abs=1e-6)
+
+
+def test_gepo_with_one_winner_one_loser_and_no_variance_is_dpo():
+    torch.manual_seed(0)
+    pc, pr, rc, rr = (torch.randn(7) * 5 for _ in range(4))
+    ones = torch.ones(7, 1, dtype=torch.bool)
+    gepo = gepo_loss(pc[:, None], pr[:, None], rc[:, None], rr[:, None], ones, ones, beta=0.3, lam=0.0)
+    dpo = dpo_loss(pc, pr, rc, rr, beta=0.3)
+    assert torch.allclose(gepo, dpo, atol=1e-6)
+    # and with lam > 0 still DPO: the variance of a single winner is 0
+    gepo_lam = gepo_loss(pc[:, None], pr[:, None], rc[:, None], rr[:, None], ones, ones, beta=0.3, lam=5.0)
+    assert torch.allclose(gepo_lam, dpo, atol=1e-6)
+
+
+def random_padded_batch(seed, n_max=4, m_max=3, B=5):
+    g = torch.Generator().manual_seed(seed)
+    n = torch.randint(1, n_max + 1, (B,), generator=g)
+    m = torch.randint(1, m_max + 1, (B,), generator=g)
+    chosen_mask = torch.arange(n_max)[None, :] < n[:, None]
+    rejected_mask = torch.arange(m_max)[None, :] < m[:, None]
+    logps = [torch.randn(B, w, generator=g) * 10 - 30 for w in (n_max, m_max, n_max, m_max)]
+    return logps, chosen_mask, rejected_mask
+
+
+def test_padding_changes_neither_loss_nor_gradient():
+    logps, chosen_mask, rejected_mask = random_padded_batch(1)
+    results = []
+    for fill in (0.0, GARBAGE, -GARBAGE):
+        inputs = []
+        # opposite signs in policy and reference, so pi - ref on padding is +-2 * fill
+        for t, mask, sign in zip(logps, (chosen_mask, rejected_mask, chosen_mask, rejected_mask), (1, -1, -1, 1)):
+            inputs.append(torch.where(mask, t, sign * fill).requires_grad_(True))
+        loss = gepo_loss(*inputs, chosen_mask, rejected_mask, beta=0.2, lam=1.0)
+        loss.backward()
+        results.append((loss.detach(), [t.grad for t in inputs]))
+        for t, mask in zip(inputs, (chosen_mask, rejected_mask)):
+            assert torch.all(t.grad[~mask] == 0), "padding entries received gradient"
+    assert torch.isfinite(results[0][0])
+    for loss, grads in results[1:]:
+        assert torch.equal(loss, results[0][0])
+        for grad, grad0 in zip(grads, results[0][1]):
+            assert torch.equal(grad, grad0)
+
+
+def test_padded_batch_equals_mean_of_unpadded_groups():
+    logps, chosen_mask, rejected_mask = random_padded_batch(2)
+    batched = gepo_loss(*logps, chosen_mask, rejected_mask, beta=0.2, lam=0.7)
+    per_group = []
+    for b in range(chosen_mask.size(0)):
+        c, r = chosen_mask[b], rejected_mask[b]
+        one = [logps[0][b, c], logps[1][b, r], logps[2][b, c], logps[3][b, r]]
+        per_group.append(gepo_loss(*(t[None] for t in one), c[c][None], r[r][None], beta=0.2, lam=0.7))
+    assert torch.allclose(batched, torch.stack(per_group).mean(), atol=1e-6)
+    # the masks really vary in this batch, so the check above exercises padding
+    assert chosen_mask.sum(1).unique().numel() > 1 and rejected_mask.sum(1).unique().numel() > 1
+
+
+def test_lam_adds_the_winner_variance_and_pulls_winners_together():
+    logps, chosen_mask, rejected_mask = random_padded_batch(3)
+    metrics = gepo_metrics(*logps, chosen_mask, rejected_mask, beta=0.2)
+    base = gepo_loss(*logps, chosen_mask, rejected_mask, beta=0.2, lam=0.0)
+    with_var = gepo_loss(*logps, chosen_mask, rejected_mask, beta=0.2, lam=2.0)
+    assert metrics["winner_var"] > 0
+    assert with_var.item() == pytest.approx(base.item() + 2.0 * metrics["winner_var"], rel=1e-5)
+
+    def winner_spread_after_steps(lam):
+        chosen = logps[0].clone().requires_grad_(True)
+        for _ in range(20):
+            loss = gepo_loss(chosen, logps[1], logps[2], logps[3], chosen_mask, rejected_mask, beta=0.2, lam=lam)
+            (grad,) = torch.autograd.grad(loss, chosen)
+            chosen = (chosen - 5.0 * grad).detach().requires_grad_(True)
+        return gepo_metrics(chosen, logps[1], logps[2], logps[3], chosen_mask, rejected_mask, beta=0.2)["winner_var"]
+
+    # lam = 0: every winner of a group gets the same gradient, so their spread never changes;
+    # lam > 0: the variance term pulls equivalent winners towards the same implicit reward
+    assert winner_spread_after_steps(0.0) == pytest.approx(metrics["winner_var"], rel=1e-4)
+    assert winner_spread_after_steps(1.0) < 0.5 * metrics["winner_var"]
+
+
+def test_gepo_rejects_bad_input():
+    args = list(two_hand_groups())
+    with pytest.raises(ValueError, match="bool"):
+        gepo_loss(*args[:4], args[4].float(), args[5])
+    empty = args[5].clone()
+    empty[1] = False
+    with pytest.raises(ValueError, match="at least one rejected"):
+        gepo_loss(*args[:5], empty)
+    with pytest.raises(ValueError, match="same"):
+        gepo_loss(args[0][:, :1], *args[1:])
+    with pytest.raises(ValueError, match=r"\(B,\)"):
+        dpo_loss(torch.zeros(3), torch.zeros(3), torch.zeros(3), torch.zeros(2))
+
+
+# ----------------------------------------------------------------------------- group_logps
+
+class TinyCausalLM(torch.nn.Module):
+    """A stand-in for model.GPT: the hidden state at t is the mean of the embeddings of
+    tokens 0..t (causal), then a linear head. token_logprobs has GPT's contract."""
+
+    def __init__(self, vocab_size=13, n_embd=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(vocab_size, n_embd)
+        self.head = torch.nn.Linear(n_embd, vocab_size)
+
+    def token_logprobs(self, idx, targets):
+        positions = torch.arange(1, idx.size(1) + 1, dtype=torch.float32)
+        hidden = self.embed(idx).cumsum(dim=1) / positions[None, :, None]
+        logp = F.log_softmax(self.head(hidden), dim=-1)
+        return logp.gather(-1, targets[..., None]).squeeze(-1)
+
+    def direct_sequence_logp(self, prompt, response):
+        """log pi(response | prompt), one token at a time, recomputing the prefix each step:
+        shares no padding or indexing logic with group_logps."""
+        total = torch.zeros(())
+        prefix = list(prompt)
+        for token in response:
+            hidden = self.embed(torch.tensor(prefix)).mean(dim=0)
+            total = total + F.log_softmax(self.head(hidden), dim=-1)[token]
+            prefix.append(token)
+        return total
+
+
+def ir_groups():
+    return [
+        {"prompt_ids": [1, 2, 3], "winner_ids": [[4, 5, 0], [6, 0], [7, 7, 7, 0]], "loser_ids": [[4, 6, 0]]},
+        {"prompt_ids": [9], "winner_ids": [[2, 0]], "loser_ids": [[3, 0], [8, 8, 0]]},
+        {"prompt_ids": [5, 5, 11, 12, 2], "winner_ids": [[1, 0], [10, 12, 0]], "loser_ids": [[0]]},
+    ]
+
+
+def test_group_logps_equals_direct_per_sequence_computation():
+    lm, groups = TinyCausalLM(), ir_groups()
+    chosen, rejected, chosen_mask, rejected_mask = group_logps(lm, groups, torch.device("cpu"))
+    assert chosen.shape == chosen_mask.shape == (3, 3)
+    assert rejected.shape == rejected_mask.shape == (3, 2)
+    assert chosen_mask.tolist() == [[True, True, True], [True, False, False], [True, True, False]]
+    assert rejected_mask.tolist() == [[True, False], [True, True], [True, False]]
+    for b, group in enumerate(groups):
+        for values, key in ((chosen, "winner_ids"), (rejected, "loser_ids")):
+            for k, response in enumerate(group[key]):
+                expected = lm.direct_sequence_logp(group["prompt_ids"], response)
+                assert values[b, k].item() == pytest.approx(expected.item(), abs=1e-5)
+    assert torch.all(chosen[~chosen_mask] == 0) and torch.all(rejected[~rejected_mask] == 0)
+
+
+def test_group_logps_gradient_equals_direct_gradient():
+    lm, groups = TinyCausalLM(), ir_groups()
+    chosen, rejected, chosen_mask, rejected_mask = group_logps(lm, groups, torch.device("cpu"))
+    with torch.no_grad():
+        ref_chosen, ref_rejected = chosen - 1.0, rejected + 0.5  # any constants will do
+    gepo_loss(chosen, rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask, beta=0.5).backward()
+    batched_grad = lm.head.weight.grad.clone()
+
+    lm.zero_grad()
+    direct = [[torch.stack([lm.direct_sequence_logp(g["prompt_ids"], y) for y in g[key]]) for g in groups]
+              for key in ("winner_ids", "loser_ids")]
+    per_group = []
+    for b in range(len(groups)):
+        c, r = direct[0][b], direct[1][b]
+        ref_c, ref_r = ref_chosen[b, :len(c)], ref_rejected[b, :len(r)]
+        all_c, all_r = torch.ones(1, len(c), dtype=torch.bool), torch.ones(1, len(r), dtype=torch.bool)
+        per_group.append(gepo_loss(c[None], r[None], ref_c[None], ref_r[None], all_c, all_r, beta=0.5))
+    torch.stack(per_group).mean().backward()
+    assert torch.allclose(batched_grad, lm.head.weight.grad, atol=1e-5)
+
+
+def test_group_logps_rejects_groups_without_winners_or_losers():
+    lm = TinyCausalLM()
+    with pytest.raises(ValueError, match="no loser_ids"):
+        group_logps(lm, [{"prompt_ids": [1], "winner_ids": [[2, 0]], "loser_ids": []}], "cpu")
+    with pytest.raises(ValueError, match="empty prompt"):
+        group_logps(lm, [{"prompt_ids": [], "winner_ids": [[2, 0]], "loser_ids": [[3]]}], "cpu")
+    with pytest.raises(ValueError, match="at least one group"):
+        group_logps(lm, [], "cpu")

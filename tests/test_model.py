@@ -1,0 +1,274 @@
+"""Tests of model.py: the GPT, its KV cache, from_pretrained, and the fused log-prob kernel."""
+import pytest
+import torch
+
+import model
+
+# ----------------------------------------------------------------------------- GPT tests (lead)
+
+def tiny_gpt(seed=0, **overrides):
+    torch.manual_seed(seed)
+    cfg = dict(block_size=64, vocab_size=97, n_layer=2, n_head=4, n_embd=32, dropout=0.0, bias=True)
+    cfg.update(overrides)
+    return model.GPT(model.GPTConfig(**cfg)).eval()
+
+
+def test_forward_shapes_and_loss():
+    gpt = tiny_gpt()
+    idx = torch.randint(0, 97, (3, 20))
+    logits, loss = gpt(idx, targets=idx)
+    assert logits.shape == (3, 20, 97)
+    assert abs(loss.item() - torch.log(torch.tensor(97.0)).item()) < 0.5  # near uniform at init
+    logits, loss = gpt(idx)
+    assert logits.shape == (3, 1, 97) and loss is None
+    ignored = idx.clone()
+    ignored[:, :10] = -1  # ignore_index: the loss only counts the last 10 positions
+    full_logits, _ = gpt(idx, targets=idx)
+    expected = torch.nn.functional.cross_entropy(full_logits[:, 10:].reshape(-1, 97), idx[:, 10:].reshape(-1))
+    assert torch.allclose(gpt(idx, targets=ignored)[1], expected, atol=1e-6)
+    assert gpt.get_num_params() == sum(p.numel() for p in gpt.parameters()) - 64 * 32
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_kv_cache_matches_full_forward_on_ragged_batch(bias):
+    """Left-padded prompts of different lengths, prefilled at once, then 30 single-token steps:
+    the logits of every step equal the full forward of that row alone (float32, 1e-5)."""
+    gpt = tiny_gpt(bias=bias)
+    torch.manual_seed(1)
+    lengths = [5, 12, 1, 9]
+    steps = 30
+    rows = [torch.randint(0, 97, (n + steps,)) for n in lengths]
+    prompt_len = max(lengths)
+    prompt = torch.zeros(len(rows), prompt_len, dtype=torch.long)
+    valid = torch.zeros(len(rows), prompt_len, dtype=torch.bool)
+    for b, (row, n) in enumerate(zip(rows, lengths)):
+        prompt[b, prompt_len - n:] = row[:n]
+        valid[b, prompt_len - n:] = True
+    cache = model.KVCache(gpt.config, len(rows), prompt_len + steps, "cpu")
+    with torch.no_grad():
+        step_logits = [gpt(prompt, cache=cache, valid=valid)[0][:, -1]]
+        for s in range(steps - 1):
+            token = torch.stack([row[n + s] for row, n in zip(rows, lengths)])
+            step_logits.append(gpt(token[:, None], cache=cache)[0][:, -1])
+        for b, (row, n) in enumerate(zip(rows, lengths)):
+            full, _ = gpt(row[None, :n + steps - 1], targets=row[None, 1:n + steps])
+            for s in range(steps):
+                assert torch.allclose(step_logits[s][b], full[0, n - 1 + s], atol=1e-5), (b, s)
+
+
+def test_kv_cache_repeat_rows_matches_separate_prefills():
+    gpt = tiny_gpt()
+    prompt = torch.randint(0, 97, (2, 7))
+    with torch.no_grad():
+        cache = model.KVCache(gpt.config, 2, 10, "cpu")
+        gpt(prompt, cache=cache)
+        repeated = cache.repeat_rows(3)
+        next_tokens = torch.randint(0, 97, (6, 1))
+        logits, _ = gpt(next_tokens, cache=repeated)
+        full, _ = gpt(torch.cat([prompt.repeat_interleave(3, 0), next_tokens], 1))
+    assert torch.allclose(logits, full, atol=1e-5)
+
+
+def test_token_logprobs_equal_log_softmax_of_forward():
+    gpt = tiny_gpt()
+    idx = torch.randint(0, 97, (2, 15))
+    targets = torch.randint(0, 97, (2, 15))
+    logits, _ = gpt(idx, targets=targets)
+    for temperature in (1.0, 0.7):
+        expected = torch.log_softmax(logits / temperature, -1).gather(-1, targets[..., None])[..., 0]
+        got = gpt.token_logprobs(idx, targets, temperature)
+        assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-5)
+
+
+def test_generate_is_deterministic_under_a_seed_and_uses_the_cache_correctly():
+    gpt = tiny_gpt()
+    idx = torch.randint(0, 97, (2, 4))
+    runs = [gpt.generate(idx, 12, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(7))
+            for _ in range(2)]
+    assert torch.equal(runs[0], runs[1]) and runs[0].shape == (2, 16)
+    other = gpt.generate(idx, 12, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(runs[0], other)
+    greedy = gpt.generate(idx, 12, temperature=0.0)  # greedy decoding equals argmax of full forwards
+    seq = idx
+    for _ in range(12):
+        logits, _ = gpt(seq)
+        seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(greedy, seq)
+
+
+def test_sample_top_p_keeps_the_nucleus_only():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    draws = {model.sample(logits, top_p=0.7, generator=torch.Generator().manual_seed(s)).item() for s in range(200)}
+    assert draws == {0, 1}
+    draws = {model.sample(logits, top_k=1).item() for _ in range(20)}
+    assert draws == {0}
+
+
+def test_from_pretrained_matches_hugging_face_logits(tmp_path):
+    import transformers
+    torch.manual_seed(0)
+    hf_config = transformers.GPT2Config(vocab_size=101, n_positions=32, n_embd=48, n_layer=2, n_head=4)
+    hf_model = transformers.GPT2LMHeadModel(hf_config).eval()
+    hf_model.save_pretrained(tmp_path)
+    gpt = model.GPT.from_pretrained(str(tmp_path)).eval()
+    idx = torch.randint(0, 101, (2, 20))
+    with torch.no_grad():
+        expected = hf_model(idx).logits
+        got, _ = gpt(idx, targets=idx)
+    assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_configure_optimizers_decays_matrices_only():
+    gpt = tiny_gpt()
+    opt = gpt.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decayed["params"])
+    assert plain["weight_decay"] == 0.0 and all(p.dim() < 2 for p in plain["params"])
+    assert gpt.estimate_mfu(fwdbwd_per_iter=1, dt=1.0) > 0
+
+# ----------------------------------------------------------------------------- fused log-prob tests (kernel helper)
+# The Triton backend runs on CPU tensors in Triton's interpreter (tests/conftest.py sets
+# TRITON_INTERPRET=1 when there is no GPU), which is slow: its shapes are small but span several
+# tiles (16 rows x 32 vocab x 16 hidden there). The torch shapes span several 2048 x 2048 chunks.
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def reference_logprobs(hidden, weight, targets, temperature, grad):
+    """float64 log_softmax + gather, the entropy, and the gradients of sum(grad * logp)."""
+    hidden = hidden.detach().double().requires_grad_()
+    weight = weight.detach().double().requires_grad_()
+    logprobs = torch.log_softmax(hidden @ weight.T / temperature, dim=-1)
+    logp = logprobs.gather(1, targets[:, None]).squeeze(1)
+    logp.backward(grad.double())
+    entropy = -(logprobs.exp() * logprobs).sum(-1)
+    return logp.detach(), entropy.detach(), hidden.grad, weight.grad
+
+
+def rel_err(got, ref):
+    return ((got.double() - ref.to(got.device)).abs().max() / ref.abs().max()).item()
+
+
+def logprob_problem(N, d, V, scale, dtype=torch.float32, seed=0):
+    """hidden, weight with logits of size ~scale; targets with repeats and both ends of the
+    vocabulary; an upstream gradient of both signs (like advantages)."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(N, d, generator=gen)
+    weight = torch.randn(V, d, generator=gen) * scale / d ** 0.5
+    targets = torch.randint(0, V, (N,), generator=gen)
+    targets[: N // 3] = targets[0]  # a third of the rows share one target
+    targets[-2:] = torch.tensor([0, V - 1])
+    grad = torch.randn(N, generator=gen)
+    return [x.to(DEVICE) for x in (hidden.to(dtype), weight.to(dtype), targets, grad)]
+
+
+@pytest.mark.parametrize("backend,N,d,V,temperature,scale", [
+    ("triton", 37, 24, 203, 1.0, 1.0),    # N, V, d not multiples of the tiles; V not a power of two
+    ("triton", 50, 40, 130, 0.7, 5.0),
+    ("triton", 29, 16, 77, 2.0, 1e3),     # logits of size 1e3
+    ("torch", 2500, 32, 4500, 1.0, 1.0),  # several chunks of rows and of vocabulary
+    ("torch", 2100, 24, 2100, 0.7, 5.0),
+    ("torch", 300, 16, 1500, 2.0, 1e3),
+])
+def test_fused_logprobs_match_float64_reference(backend, N, d, V, temperature, scale):
+    hidden, weight, targets, grad = logprob_problem(N, d, V, scale)
+    hidden.requires_grad_()
+    weight.requires_grad_()
+    logp, entropy = model.fused_logprobs(hidden, weight, targets, temperature, backend=backend,
+                                         return_entropy=True)
+    logp.backward(grad)
+    ref_logp, ref_entropy, ref_dh, ref_dw = reference_logprobs(hidden, weight, targets, temperature, grad)
+    assert logp.dtype == torch.float32 and logp.shape == (N,)
+    for got in (logp, entropy, hidden.grad, weight.grad):
+        assert torch.isfinite(got).all()
+    assert rel_err(logp, ref_logp) <= 1e-4
+    assert rel_err(hidden.grad, ref_dh) <= 1e-4
+    assert rel_err(weight.grad, ref_dw) <= 1e-4
+    # float32 logits of size ~scale are only known to ~scale * 1e-7 * sqrt(d): so is the entropy
+    assert (entropy.double() - ref_entropy.to(DEVICE)).abs().max() <= 1e-6 * max(1.0, scale / temperature) * d ** 0.5
+    assert not entropy.requires_grad
+
+
+@pytest.mark.parametrize("backend,dtype", [("triton", torch.float16), ("torch", torch.float16), ("torch", torch.bfloat16)]
+                         # (Triton's CPU interpreter cannot do bfloat16 dots; see _check_triton_can_run)
+                         + [("triton", torch.bfloat16)] * (DEVICE == "cuda"))
+def test_fused_logprobs_half_precision_accumulates_in_float32(backend, dtype, monkeypatch):
+    # a small grad_weight scratch, so that the vocabulary is done in several chunks
+    monkeypatch.setattr(model, "_GRAD_WEIGHT_SCRATCH_FLOATS", 32 * 24)
+    hidden, weight, targets, grad = logprob_problem(45, 24, 150, 3.0, dtype=dtype)
+    hidden.requires_grad_()
+    weight.requires_grad_()
+    logp = model.fused_logprobs(hidden, weight, targets, 1.3, backend=backend)
+    logp.backward(grad)
+    ref_logp, _, ref_dh, ref_dw = reference_logprobs(hidden, weight, targets, 1.3, grad)
+    assert logp.dtype == torch.float32 and hidden.grad.dtype == weight.grad.dtype == dtype
+    assert rel_err(logp, ref_logp) <= 1e-4  # exact inputs, float32 accumulation
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-2  # dL/dz and the gradients are rounded to dtype
+    assert rel_err(hidden.grad, ref_dh) <= tolerance
+    assert rel_err(weight.grad, ref_dw) <= tolerance
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_fused_logprobs_frozen_weight_and_empty_batch(backend):
+    hidden, weight, targets, grad = logprob_problem(20, 16, 70, 1.0)
+    hidden.requires_grad_()
+    model.fused_logprobs(hidden, weight, targets, backend=backend).backward(grad)
+    assert weight.grad is None
+    assert rel_err(hidden.grad, reference_logprobs(hidden, weight, targets, 1.0, grad)[2]) <= 1e-4
+    empty = model.fused_logprobs(hidden[:0], weight, targets[:0], backend=backend)
+    assert empty.shape == (0,) and empty.dtype == torch.float32
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the size in bytes of the largest tensor any torch op produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.nbytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        sizes = [t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        self.nbytes = max([self.nbytes] + sizes)
+        return out
+
+
+def test_fused_logprobs_never_build_the_logits(monkeypatch):
+    """The torch path (the Triton path keeps its tiles on chip by construction; the
+    interpreter, which runs it on CPUs, is too slow under a dispatch mode to check it here)."""
+    monkeypatch.setattr(model._ChunkedLogprobs, "chunk_sizes", staticmethod(lambda device: (256, 512)))
+    N, d, V = 1000, 8, 1500
+    hidden, weight, targets, grad = logprob_problem(N, d, V, 1.0)
+    hidden.requires_grad_()
+    weight.requires_grad_()
+    with LargestTensor() as naive:  # the recorder does see the N x V logits of the direct way
+        torch.log_softmax(hidden @ weight.T, -1).gather(1, targets[:, None]).squeeze(1).backward(grad)
+    assert naive.nbytes >= 4 * N * V
+    with LargestTensor() as fused:
+        model.fused_logprobs(hidden, weight, targets, backend="torch").backward(grad)
+    assert fused.nbytes < N * V  # a quarter of the float32 logits
+
+
+def test_fused_logprobs_refuse_bad_input():
+    hidden, weight, targets, _ = logprob_problem(10, 8, 30, 1.0)
+    with pytest.raises(ValueError, match=r"hidden \(N, d\) and weight \(V, d\)"):
+        model.fused_logprobs(hidden[None], weight, targets)
+    with pytest.raises(ValueError, match=r"hidden \(N, d\) and weight \(V, d\)"):
+        model.fused_logprobs(hidden, weight[:, :5], targets)
+    with pytest.raises(ValueError, match="integer token ids"):
+        model.fused_logprobs(hidden, weight, targets.float())
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 30\)"):
+        model.fused_logprobs(hidden, weight, torch.full_like(targets, 30))
+    with pytest.raises(ValueError, match="temperature"):
+        model.fused_logprobs(hidden, weight, targets, temperature=0.0)
+    with pytest.raises(ValueError, match="backend"):
+        model.fused_logprobs(hidden, weight, targets, backend="cuda")
+
+
+def test_fused_logprobs_triton_on_cpu_without_interpreter_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(model, "_TRITON_INTERPRET", False)
+    hidden, weight, targets, _ = logprob_problem(10, 8, 30, 1.0)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        model.fused_logprobs(hidden.cpu(), weight.cpu(), targets.cpu(), backend="triton")

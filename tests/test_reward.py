@@ -1,0 +1,474 @@
+"""
+Tests for reward.py: statuses in every language, the hostile suite (each attack in every language
+where it can be written), the compile cache under concurrent use, and the reward of eq. 4.
+
+    python -m pytest tests/test_reward.py          # the whole file (~1-2 minutes on 2 cores)
+
+Hostile programs are run with short timeouts; each call's wall time is printed (pytest -s) and only
+checked against a generous bound, which catches hangs without timing the machine.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import reward
+import tasks
+from tasks import EOT, LANGS
+
+TOKEN = uuid.uuid4().hex[:12]  # marks what this test run's programs try to leave behind
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SLACK = 10.0                   # seconds beyond the timeout that count as a hang (generous: no timing)
+
+
+def timed_execute(program, lang, stdin="", timeout=2.0):
+    start = time.monotonic()
+    result = reward.execute(program, lang, stdin, timeout)
+    elapsed = time.monotonic() - start
+    print(f"{lang:>10}: {result.status:<14} {elapsed:5.2f} s (timeout {timeout} s)")
+    assert elapsed < timeout + reward.COMPILE_TIMEOUT + SLACK, f"{lang} took {elapsed:.1f} s: something hangs"
+    return result
+
+
+def run_all(jobs, timeout=2.0):
+    """[(program, lang)] -> executions, four at a time from threads (so part of the suite runs
+    concurrently, as in training)."""
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda job: timed_execute(job[0], job[1], "", timeout), jobs))
+
+
+def sandbox_processes(marker="/prog/"):
+    """pids of live processes whose command line contains marker (every sandboxed command does)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                if marker.encode() in file.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def assert_nothing_left(marker="/prog/"):
+    assert sandbox_processes(marker) == [], f"processes outlived their sandbox ({marker})"
+    assert subprocess.run(["true"]).returncode == 0, "the test process can no longer start processes"
+
+
+# ----------------------------------------------------------------------------- statuses, every language
+
+def make_task(seed, lang):
+    program, tests = tasks.generate(seed)
+    return {"id": f"{seed}-{lang}", "tgt_lang": lang, "tests": tests, "n_args": program.n_args,
+            "reference": tasks.render(program, lang)}, program
+
+
+TASK_SEED = 6  # a one-argument program: the hand-written functions below take one argument `a`
+
+RUNTIME_ERROR_F = {
+    "python": "def f(a):\n    return [a][a + 100]",
+    "c": "int f(int a) {\n    return *(volatile int *)0 + a;\n}",
+    "cpp": "int f(int a) {\n    throw a;\n}",
+    "java": "    public static int f(int a) {\n        return a / (a - a);\n    }",
+    "javascript": "function f(a) {\n    return a.b.c;\n}",
+    "bash": "f() {\n    exit 3\n}",
+    "php": "function f($a) {\n    throw new Exception(\"boom\");\n}",
+    "rust": "fn f(a: i32) -> i32 {\n    let v: Vec<i32> = Vec::new();\n    v[a as usize + 100]\n}",
+    "go": "func f(a int) int {\n\tvar s []int\n\treturn s[a+100]\n}",
+    "lua": "function f(a)\n    return nil + a\nend",
+}
+INFINITE_LOOP_F = {
+    "python": "def f(a):\n    while True:\n        a += 1",
+    "c": "int f(int a) {\n    volatile int x = a;\n    while (1) x++;\n    return x;\n}",
+    "cpp": "int f(int a) {\n    volatile int x = a;\n    while (1) x++;\n    return x;\n}",
+    "java": "    public static int f(int a) {\n        while (true) a++;\n    }",
+    "javascript": "function f(a) {\n    while (true) a++;\n}",
+    "bash": "f() {\n    while true; do :; done\n}",
+    "php": "function f($a) {\n    while (true) $a++;\n}",
+    "rust": "fn f(mut a: i32) -> i32 {\n    loop {\n        a = std::hint::black_box(a.wrapping_add(1));\n    }\n}",
+    "go": "func f(a int) int {\n\tfor {\n\t\ta++\n\t}\n}",
+    "lua": "function f(a)\n    while true do a = a + 1 end\nend",
+}
+
+
+def wrong_program(task):
+    """Another one-argument program, whose outputs differ from the task's on its tests."""
+    for seed in range(TASK_SEED + 1, 1000):
+        program, _ = tasks.generate(seed)
+        if program.n_args != 1:
+            continue
+        try:
+            outputs = [str(tasks.evaluate(program, (int(line),))) for line, _ in task["tests"]]
+        except tasks.OutOfDomain:
+            continue
+        if outputs != [expected for _, expected in task["tests"]]:
+            return program
+    raise AssertionError("no wrong program found")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_every_status_in_every_language(lang):
+    task, program = make_task(TASK_SEED, lang)
+    assert program.n_args == 1
+    reference = task["reference"]
+    completions = [
+        reference,                                 # passes
+        tasks.render(wrong_program(task), lang),   # compiles, runs, prints wrong numbers
+        reference + "\n)(\n",                      # a syntax error after a well-formed f
+        RUNTIME_ERROR_F[lang],
+        reference + EOT,                           # the end-of-text token is not part of the code
+        reference,                                 # cut off at the token limit: not well formed
+        "the model wrote prose instead of code",   # no f at all
+    ]
+    truncated = [False] * 5 + [True, False]
+    verdicts = reward.score_details(completions, [task] * len(completions), truncated)
+    # an infinite loop, on its own with a short timeout (it burns a core until then)
+    verdicts += reward.score_details([INFINITE_LOOP_F[lang]], [task], timeout=1.0)
+    statuses = [v.status for v in verdicts]
+    assert statuses == ["passed", "wrong_answer", "compile_error", "runtime_error", "passed", "malformed",
+                        "malformed", "timeout"], [(v.status, v.error) for v in verdicts]
+    assert [v.reward for v in verdicts] == [1.0, 0, 0, 0, 1.0, 0, 0, 0]
+    assert verdicts[0].passed == verdicts[0].total == len(task["tests"])
+    assert verdicts[1].passed < verdicts[1].total
+    assert verdicts[2].error, "a compile error carries the compiler's message"
+
+
+def test_execute_ok_and_unknown_language():
+    result = reward.execute("import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))", "python",
+                            "1 2\n3\n")
+    assert result == reward.Execution("ok", "6\n", "")
+    with pytest.raises(ValueError, match="unknown language"):
+        reward.execute("print(1)", "cobol")
+
+
+def test_large_input_and_output_do_not_deadlock():
+    data = "".join(f"{i} {i}\n" for i in range(50000))  # ~0.5 MB each way, beyond any pipe buffer
+    result = reward.execute("import sys\nfor line in sys.stdin:\n    print(sum(map(int, line.split())))",
+                            "python", data, timeout=20)
+    assert result.status == "ok"
+    assert result.stdout.splitlines()[-1] == str(2 * 49999)
+
+
+# ----------------------------------------------------------------------------- hostile programs
+
+MEMORY_BOMBS = {
+    "python": "blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 24))\n",
+    "c": "#include <stdlib.h>\n#include <string.h>\nint main(void) {\n    for (;;) {\n"
+         "        char *p = malloc(1 << 24);\n        if (!p) return 1;\n        memset(p, 1, 1 << 24);\n    }\n}\n",
+    "cpp": "#include <vector>\nint main() {\n    std::vector<std::vector<char>> blocks;\n"
+           "    for (;;) blocks.emplace_back(1 << 24, 'x');\n}\n",
+    "java": "import java.util.*;\npublic class Main {\n    public static void main(String[] args) {\n"
+            "        List<long[]> blocks = new ArrayList<>();\n        while (true) blocks.add(new long[1 << 21]);\n    }\n}\n",
+    "javascript": "const blocks = [];\nwhile (true) blocks.push(new Float64Array(1 << 21).fill(1));\n",
+    "bash": "data=$(yes | head -c 2000000000)\necho ${#data}\n",
+    "php": "<?php\n$blocks = [];\nwhile (true) $blocks[] = str_repeat('x', 1 << 24);\n",
+    "rust": "fn main() {\n    let mut blocks = Vec::new();\n    loop {\n        blocks.push(vec![1u8; 1 << 24]);\n    }\n}\n",
+    "go": "package main\n\nfunc main() {\n\tvar blocks [][]byte\n\tfor {\n\t\tb := make([]byte, 1<<24)\n"
+          "\t\tfor i := range b {\n\t\t\tb[i] = 1\n\t\t}\n\t\tblocks = append(blocks, b)\n\t}\n}\n",
+    "lua": "local blocks = {}\nwhile true do\n    blocks[#blocks + 1] = string.rep('x', 1 << 24) .. #blocks\nend\n",
+}
+OUTPUT_FLOODS = {
+    "python": "while True:\n    print('y' * 1000)\n",
+    "c": "#include <stdio.h>\nint main(void) {\n    for (;;) puts(\"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\");\n}\n",
+    "cpp": "#include <iostream>\nint main() {\n    for (;;) std::cout << \"yyyyyyyyyyyyyyyyyyyyyyyyyyyy\\n\";\n}\n",
+    "java": "public class Main {\n    public static void main(String[] args) {\n"
+            "        while (true) System.out.println(\"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\");\n    }\n}\n",
+    "javascript": "const line = 'y'.repeat(1000) + '\\n';\nfunction flood() {\n"
+                  "    while (process.stdout.write(line)) {}\n    process.stdout.once('drain', flood);\n}\nflood();\n",
+    "bash": "while true; do echo yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy; done\n",
+    "php": "<?php\nwhile (true) echo str_repeat('y', 1000), \"\\n\";\n",
+    "rust": "fn main() {\n    loop {\n        println!(\"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\");\n    }\n}\n",
+    "go": "package main\n\nimport \"fmt\"\n\nfunc main() {\n\tfor {\n\t\tfmt.Println(\"yyyyyyyyyyyyyyyyyyyyyyyyyyy\")\n\t}\n}\n",
+    "lua": "while true do\n    print(string.rep('y', 1000))\nend\n",
+}
+
+
+def test_sandbox_is_bubblewrap():
+    """The hostile suite below relies on the namespaces: bubblewrap must work where tests run."""
+    assert reward._sandbox_mode() == "bwrap"
+
+
+@pytest.mark.slow
+def test_memory_bombs_fail_and_output_floods_are_cut_in_every_language():
+    jobs = [(MEMORY_BOMBS[lang], lang) for lang in LANGS] + [(OUTPUT_FLOODS[lang], lang) for lang in LANGS]
+    results = run_all(jobs, timeout=10.0)
+    for (_, lang), result in zip(jobs[:len(LANGS)], results[:len(LANGS)]):
+        assert result.status == "runtime_error", f"memory bomb in {lang}: {result.status} {result.stderr[-300:]}"
+    for (_, lang), result in zip(jobs[len(LANGS):], results[len(LANGS):]):
+        assert result.status == "output_limit", f"output flood in {lang}: {result.status}"
+        assert len(result.stdout.encode()) == reward.OUTPUT_LIMIT
+    assert_nothing_left()
+
+
+FORK_BOMBS = {
+    "python": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+    "c": "#include <unistd.h>\nint main(void) {\n    for (;;) fork();\n}\n",
+    "bash": "bomb() { bomb | bomb & }\nbomb\nwhile :; do :; done\n",
+    "javascript": "const { spawn } = require('child_process');\n"
+                  "while (true) { try { spawn(process.execPath, [__filename], { detached: true }); } catch (e) {} }\n",
+}
+
+
+def test_fork_bombs_are_contained_and_killed():
+    before = len(os.listdir("/proc"))
+    results = run_all([(program, lang) for lang, program in FORK_BOMBS.items()], timeout=1.5)
+    for lang, result in zip(FORK_BOMBS, results):
+        assert result.status in ("timeout", "runtime_error"), f"fork bomb in {lang}: {result.status}"
+    assert_nothing_left()
+    assert len(os.listdir("/proc")) < before + 50, "processes are piling up"
+
+
+def write_attempts(lang, paths):
+    """A program that tries to write a file at each path (~ is the program's $HOME)."""
+    quoted = ", ".join(json.dumps(p) for p in paths)
+    return {
+        "python": f"import os\nfor path in [{quoted}]:\n    try:\n"
+                  f"        open(os.path.expanduser(path), 'w').write('x')\n        print('wrote', path)\n"
+                  f"    except OSError as error:\n        print('refused', path, error)\n",
+        "c": "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\nint main(void) {\n"
+             f"    const char *paths[] = {{{quoted}}};\n    char full[4096];\n"
+             "    for (unsigned i = 0; i < sizeof paths / sizeof *paths; i++) {\n"
+             "        if (paths[i][0] == '~') snprintf(full, sizeof full, \"%s%s\", getenv(\"HOME\"), paths[i] + 1);\n"
+             "        else snprintf(full, sizeof full, \"%s\", paths[i]);\n"
+             "        FILE *f = fopen(full, \"w\");\n        if (f) { fputs(\"x\", f); fclose(f); puts(full); }\n    }\n"
+             "    return 0;\n}\n",
+        "bash": "for path in " + " ".join(p.replace("~", "$HOME") if p.startswith("~") else p for p in paths)
+                + "; do\n    echo x > \"$path\" && echo wrote \"$path\"\ndone\n",
+        "javascript": f"const fs = require('fs');\nfor (const path of [{quoted}]) {{\n"
+                      "    try { fs.writeFileSync(path.replace(/^~/, process.env.HOME), 'x'); console.log('wrote', path); }\n"
+                      "    catch (e) { console.log('refused', path); }\n}\n",
+        "php": f"<?php\nforeach ([{quoted}] as $path) {{\n"
+               "    if (@file_put_contents(str_replace('~', getenv('HOME'), $path), 'x') !== false) echo \"wrote $path\\n\";\n}\n",
+        "lua": f"for _, path in ipairs({{{quoted}}}) do\n"
+               "    local f = io.open((path:gsub('^~', os.getenv('HOME'))), 'w')\n"
+               "    if f then f:write('x'); f:close(); print('wrote', path) end\nend\n",
+    }[lang]
+
+
+def test_writes_outside_the_working_directory_never_reach_the_host():
+    home = os.path.expanduser("~")
+    targets = {lang: [f"{tempfile.gettempdir()}/oorl-{TOKEN}-{lang}-tmp", f"~/oorl-{TOKEN}-{lang}-home",
+                      f"{home}/oorl-{TOKEN}-{lang}-realhome", f"{REPO}/oorl-{TOKEN}-{lang}-repo",
+                      f"/oorl-{TOKEN}-{lang}-root"]
+               for lang in ("python", "c", "bash", "javascript", "php", "lua")}
+    results = run_all([(write_attempts(lang, paths), lang) for lang, paths in targets.items()])
+    for lang, result in zip(targets, results):
+        assert result.status in ("ok", "runtime_error"), (lang, result)
+        for path in targets[lang]:
+            assert not os.path.exists(path.replace("~", home)), f"{lang} wrote {path} on the host"
+    assert "wrote" in results[0].stdout, "the program may write inside its sandbox (its /tmp and $HOME)"
+    leftovers = [name for name in os.listdir(tempfile.gettempdir()) if TOKEN in name or name.startswith("oorl-run-")]
+    assert leftovers == []
+    assert_nothing_left()
+
+
+def test_children_that_call_setsid_and_sleep_do_not_outlive_the_program():
+    marker = f"86.{int(TOKEN, 16) % 10**9}"  # `sleep 86.xxx`: findable in the process table
+    programs = {
+        "python": f"import os\nif os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '{marker}'])\n"
+                  "print('parent done')\n",
+        "c": "#include <stdio.h>\n#include <unistd.h>\nint main(void) {\n"
+             f"    if (fork() == 0) {{ setsid(); execlp(\"sleep\", \"sleep\", \"{marker}\", (char *)0); }}\n"
+             "    puts(\"parent done\");\n    return 0;\n}\n",
+        "bash": f"setsid sleep {marker} &\nnohup sleep {marker} >/dev/null 2>&1 &\ndisown -a\necho parent done\n",
+    }
+    results = run_all([(program, lang) for lang, program in programs.items()], timeout=3.0)
+    for lang, result in zip(programs, results):
+        assert result.status == "ok" and "parent done" in result.stdout, (lang, result)
+    assert_nothing_left(marker)
+
+
+def test_programs_see_nothing_of_the_trainers_environment(monkeypatch):
+    secret = f"secret-{TOKEN}"
+    monkeypatch.setenv("OORL_TEST_SECRET", secret)
+    programs = {
+        "python": "import glob, os\nprint(dict(os.environ))\nfor path in glob.glob('/proc/*/environ'):\n"
+                  "    try:\n        print(path, open(path, 'rb').read())\n    except OSError:\n        pass\n",
+        "bash": "env\ncat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'\n",
+        "c": "#include <stdio.h>\n#include <unistd.h>\nextern char **environ;\nint main(void) {\n"
+             "    for (char **e = environ; *e; e++) puts(*e);\n    char path[64]; int c;\n"
+             "    snprintf(path, sizeof path, \"/proc/%d/environ\", (int)getppid());\n"
+             "    FILE *f = fopen(path, \"r\");\n    if (f) while ((c = fgetc(f)) != EOF) putchar(c ? c : '\\n');\n    return 0;\n}\n",
+        "javascript": "const fs = require('fs');\nconsole.log(JSON.stringify(process.env));\n"
+                      "for (const pid of fs.readdirSync('/proc').filter(p => /^\\d+$/.test(p))) {\n"
+                      "    try { console.log(fs.readFileSync(`/proc/${pid}/environ`, 'utf8')); } catch (e) {}\n}\n",
+        "php": "<?php\nprint_r(getenv());\nforeach (glob('/proc/*/environ') as $path) echo @file_get_contents($path), \"\\n\";\n",
+    }
+    with open("/proc/self/environ", "rb") as file:  # the trainer's own start-up environment
+        items = [item.decode().split("=", 1) for item in file.read().split(b"\0") if b"=" in item]
+    sandbox_values = reward._environment({}).values()
+    distinctive = {value for _, value in items  # values the sandbox could not have made up itself
+                   if len(value) >= 8 and not any(value in allowed for allowed in sandbox_values)}
+    assert distinctive, "the test needs some distinctive variable to look for"
+    results = run_all([(program, lang) for lang, program in programs.items()])
+    for lang, result in zip(programs, results):
+        output = result.stdout + result.stderr
+        assert result.status == "ok", (lang, result)
+        assert secret not in output, f"{lang} read the secret"
+        leaked = [value for value in distinctive if value in output]
+        assert leaked == [], f"{lang} saw the trainer's environment: {leaked}"
+
+
+def test_programs_cannot_reach_a_listener_on_localhost():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    programs = {
+        "python": f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+                  f"s.sendall(b'{TOKEN}')\nprint('connected')\n",
+        "bash": f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo {TOKEN} >&3 && echo connected\n",
+        "c": "#include <arpa/inet.h>\n#include <stdio.h>\n#include <sys/socket.h>\n#include <unistd.h>\n"
+             "int main(void) {\n    int s = socket(AF_INET, SOCK_STREAM, 0);\n"
+             f"    struct sockaddr_in a = {{.sin_family = AF_INET, .sin_port = htons({port})}};\n"
+             "    inet_pton(AF_INET, \"127.0.0.1\", &a.sin_addr);\n"
+             "    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) { perror(\"connect\"); return 1; }\n"
+             f"    write(s, \"{TOKEN}\", 12);\n    puts(\"connected\");\n    return 0;\n}}\n",
+        "javascript": f"const s = require('net').connect({port}, '127.0.0.1');\n"
+                      f"s.on('connect', () => {{ s.write('{TOKEN}'); console.log('connected'); s.end(); }});\n"
+                      "s.on('error', e => { console.error(e.message); process.exit(1); });\n",
+        "php": f"<?php\n$s = @fsockopen('127.0.0.1', {port}, $errno, $errstr, 1);\n"
+               f"if ($s) {{ fwrite($s, '{TOKEN}'); echo \"connected\\n\"; }} else {{ exit(1); }}\n",
+    }
+    try:
+        results = run_all([(program, lang) for lang, program in programs.items()])
+        for lang, result in zip(programs, results):
+            assert "connected" not in result.stdout, f"{lang} reached the listener"
+            assert result.status == "runtime_error", (lang, result)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody ever connected
+    finally:
+        listener.close()
+
+
+@pytest.mark.slow
+def test_works_for_an_unprivileged_user():
+    """Users run the trainer as themselves: compile, run, and contain a fork bomb without root.
+    (As root, runs already happen as nobody; this also compiles as nobody, in a fresh cache.)"""
+    script = ("import json, reward\n"
+              "r = [reward.execute('print(int(input()) * 2)', 'python', '21\\n'),\n"
+              "     reward.execute('#include <stdio.h>\\nint main(void) { puts(\"c ok\"); return 0; }', 'c'),\n"
+              f"     reward.execute({FORK_BOMBS['c']!r}, 'c', '', 2.0)]\n"
+              "print(json.dumps([reward._sandbox_mode()] + [list(x) for x in r]))\n")
+    if os.geteuid() != 0:
+        mode, *results = json.loads(subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                                                   text=True, check=True).stdout)
+    else:
+        home = tempfile.mkdtemp()
+        try:
+            for name in ("reward.py", "tasks.py"):
+                shutil.copy(os.path.join(REPO, name), home)
+            os.chmod(home, 0o755)
+            os.chown(home, reward.SANDBOX_UID, reward.SANDBOX_UID)
+            python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+            done = subprocess.run([python, "-c", script], cwd=home, capture_output=True, text=True,
+                                  env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home},
+                                  user=reward.SANDBOX_UID, group=reward.SANDBOX_UID, extra_groups=[])
+            assert done.returncode == 0, done.stderr
+            mode, *results = json.loads(done.stdout)
+        finally:
+            shutil.rmtree(home)
+    assert mode == "bwrap"
+    assert [r[0] for r in results] == ["ok", "ok", "timeout"], results
+    assert results[0][1] == "42\n" and results[1][1] == "c ok\n"
+    assert_nothing_left()
+
+
+def test_without_bubblewrap_the_fallback_still_limits_and_warns(monkeypatch):
+    which = shutil.which
+    monkeypatch.setattr(reward.shutil, "which", lambda name, **kw: None if name == "bwrap" else which(name, **kw))
+    monkeypatch.setattr(reward, "SANDBOX", None)
+    with pytest.warns(RuntimeWarning, match="bubblewrap is not installed.*NO namespaces"):
+        assert reward._sandbox_mode() == "rlimits"
+    monkeypatch.setattr(reward.shutil, "which", which)
+    assert reward.execute("print(6 * 7)", "python").stdout == "42\n"
+    assert reward.execute("while True: pass", "python", timeout=1.0).status == "timeout"
+    assert reward.execute("while True: print('y' * 1000)", "python").status == "output_limit"
+    assert reward.execute("x = bytearray(1 << 30)", "python").status == "runtime_error"
+    assert [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("oorl-run-")] == []
+
+
+# ----------------------------------------------------------------------------- cache, toolchains
+
+def test_compiled_once_then_cached_in_memory_and_on_disk(monkeypatch):
+    program = f'#include <stdio.h>\nint main(void) {{ puts("{TOKEN}"); return 0; }}\n'
+    assert reward.available("c")  # (its hello-world program is compiled before counting starts)
+    compiles = []
+    compile_for_real = reward._compile
+    monkeypatch.setattr(reward, "_compile", lambda *args: compiles.append(args) or compile_for_real(*args))
+    with ThreadPoolExecutor(6) as pool:  # six threads ask for the same new program at once
+        results = list(pool.map(lambda _: reward.execute(program, "c"), range(6)))
+    assert {r.stdout for r in results} == {TOKEN + "\n"} and len(compiles) == 1
+    reward._memory_cache.clear()  # as a fresh process would: found on disk, not compiled again
+    assert reward.execute(program, "c").stdout == TOKEN + "\n" and len(compiles) == 1
+    entry = os.path.join(reward._cache_root(), reward._cache_key("c", program))
+    assert os.listdir(os.path.join(entry, "prog")) == ["main"]
+    assert oct(os.stat(reward._cache_root()).st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.slow
+def test_several_processes_share_the_cache_safely():
+    program = f'fn main() {{ println!("{TOKEN}"); }}\n'
+    script = f"import reward; print(reward.execute({program!r}, 'rust').stdout, end='')"
+    procs = [subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    assert [p.communicate()[0] for p in procs] == [TOKEN + "\n"] * 3
+    entries = [n for n in os.listdir(reward._cache_root()) if n == reward._cache_key("rust", program)]
+    assert len(entries) == 1
+
+
+def test_missing_toolchain_is_unavailable_with_one_warning(monkeypatch):
+    monkeypatch.setattr(reward, "_tool_paths", {**reward._tool_paths, "lua5.4": None})
+    monkeypatch.setattr(reward, "_availability", {})
+    monkeypatch.setattr(reward, "_warned", set())
+    with pytest.warns(RuntimeWarning, match=r"apt-get install lua5\.4") as caught:
+        first = reward.execute("print(1)", "lua")
+        second = reward.execute("print(2)", "lua")
+    assert first.status == second.status == "unavailable"
+    assert len([w for w in caught if "lua" in str(w.message)]) == 1
+    assert not reward.available("lua")
+    assert reward.available("python")
+    with pytest.raises(ValueError):
+        reward.available("klingon")
+
+
+# ----------------------------------------------------------------------------- the reward (eq. 4)
+
+def test_references_score_one_and_corruptions_zero():
+    batch, corrupted = [], []
+    for seed in range(2):
+        for lang in tasks.RL_TARGETS:
+            task, _ = make_task(seed, lang)
+            batch.append(task)
+            corrupted.append(task["reference"].replace("return", "return 1 +", 1).replace("echo", "echo 1", 1))
+    assert reward.score([t["reference"] + EOT for t in batch], batch) == [1.0] * len(batch)
+    # the first return gets "1 +": a wrong answer (or, in bash, a wrong echo) everywhere
+    assert reward.score(corrupted, batch) == [0.0] * len(batch)
+
+
+def test_identical_programs_run_once(monkeypatch):
+    tasks_ = [make_task(seed, "python")[0] for seed in (0, 1)]
+    completions = [tasks_[0]["reference"]] * 5 + [tasks_[1]["reference"]] * 3 + ["no code"] * 2
+    batch = [tasks_[0]] * 5 + [tasks_[1]] * 3 + [tasks_[1]] * 2
+    runs = []
+    execute = reward.execute
+    monkeypatch.setattr(reward, "execute", lambda *args: runs.append(args) or execute(*args))
+    assert reward.score(completions, batch) == [1.0] * 8 + [0.0] * 2
+    assert len(runs) == 2
+
+
+def test_bad_input_is_refused_with_a_clear_message():
+    task, _ = make_task(0, "python")
+    with pytest.raises(ValueError, match="one task per completion"):
+        reward.score(["def f(a, b):\n    return a"], [task, task])
+    with pytest.raises(ValueError, match="truncated"):
+        reward.score(["def f(a, b):\n    return a"], [task], truncated=[False, True])

@@ -1,0 +1,72 @@
+"""Tests of rollout.py: shapes, stopping, seeding, and KV-cached log-probs that equal the training forward's."""
+import torch
+
+import model
+from rollout import rollout
+
+EOT = 3
+
+
+def tiny_gpt():
+    torch.manual_seed(0)
+    cfg = model.GPTConfig(block_size=64, vocab_size=11, n_layer=2, n_head=2, n_embd=16, bias=False)
+    return model.GPT(cfg).eval()
+
+
+def prompts():
+    return [[1, 5, 7, 2, 9], [4, 4], [8, 1, 2, 6, 6, 5, 10, 0]]
+
+
+def test_rollout_logprobs_equal_training_forward_logprobs():
+    gpt = tiny_gpt()
+    out = rollout(gpt, prompts(), group_size=4, max_new_tokens=20, eot_id=EOT,
+                  generator=torch.Generator().manual_seed(0))
+    idx, targets, mask = out.sequences(pad_id=0)
+    with torch.no_grad():
+        train_logp = gpt.token_logprobs(idx, targets)
+    assert mask.sum() == out.mask.sum()
+    assert torch.allclose(train_logp[mask], out.logprobs[out.mask], atol=1e-5)
+    # the masked training targets are exactly the sampled completion tokens
+    assert torch.equal(targets[mask], out.completions[out.mask])
+
+
+def test_rollout_temperature_logprobs_match_the_forward_at_that_temperature():
+    gpt = tiny_gpt()
+    out = rollout(gpt, prompts(), group_size=2, max_new_tokens=12, eot_id=EOT, temperature=0.7,
+                  top_k=5, generator=torch.Generator().manual_seed(1))
+    idx, targets, mask = out.sequences(pad_id=0)
+    with torch.no_grad():
+        train_logp = gpt.token_logprobs(idx, targets, temperature=0.7)
+    assert torch.allclose(train_logp[mask], out.logprobs[out.mask], atol=1e-5)
+
+
+def test_rows_stop_at_end_of_text_and_truncation_is_flagged():
+    gpt = tiny_gpt()
+    out = rollout(gpt, prompts(), group_size=5, max_new_tokens=15, eot_id=EOT,
+                  generator=torch.Generator().manual_seed(2))
+    assert out.completions.shape == (15, 15)
+    for r in range(15):
+        n = int(out.mask[r].sum())
+        assert out.mask[r, :n].all() and not out.mask[r, n:].any()  # a prefix
+        tokens = out.completions[r, :n].tolist()
+        if out.truncated[r]:
+            assert EOT not in tokens and n == 15
+        else:
+            assert tokens[-1] == EOT and EOT not in tokens[:-1]
+            assert out.completion_ids(r) == tokens[:-1]
+
+
+def test_rollout_is_seeded():
+    gpt = tiny_gpt()
+    runs = [rollout(gpt, prompts(), 3, 10, EOT, generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert torch.equal(runs[0].completions, runs[1].completions)
+    other = rollout(gpt, prompts(), 3, 10, EOT, generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(runs[0].completions, other.completions)
+
+
+def test_greedy_rollout_equals_generate():
+    gpt = tiny_gpt()
+    out = rollout(gpt, [[1, 5, 7]], group_size=1, max_new_tokens=10, eot_id=EOT, temperature=0.0)
+    ref = gpt.generate(torch.tensor([[1, 5, 7]]), 10, temperature=0.0)[0, 3:].tolist()
+    n = int(out.mask[0].sum())
+    assert out.completions[0, :n].tolist() == ref[:n]
