@@ -144,6 +144,13 @@ def learning_rate(step, total, base_lr):
     return base_lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def set_learning_rate(optimizer, step, total, base_lr):
+    lr = learning_rate(step, total, base_lr)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
 def log_metrics(row):
     with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -180,14 +187,16 @@ if resume and state is None:
     print(f"resume: no {ckpt_path} yet, starting afresh")
 
 # ----------------------------------------------------------------------------- stage 1: SFT
-# Examples are (prompt, completion) token lists; the loss counts completion tokens only.
-sft_examples = [(encode(t["prompt"]), encode(t["reference"]) + [eot]) for t in train_tasks]
-ir_examples = [(encode(g["prompt"]), encode(ir) + [eot]) for g in ir_groups for ir in g["winners"]]
-sft_examples = [e for e in sft_examples if len(e[0]) + len(e[1]) <= block_size]
-ir_examples = [e for e in ir_examples if len(e[0]) + len(e[1]) <= block_size]
+def sft_datasets():
+    """(prompt, completion) token lists of the translation pairs and of the C -> IR pairs that
+    fit in block_size; built only when SFT runs (a resumed OORL run or --sft_ckpt skips it)."""
+    translations = [(encode(t["prompt"]), encode(t["reference"]) + [eot]) for t in train_tasks]
+    irs = [(encode(g["prompt"]), encode(ir) + [eot]) for g in ir_groups for ir in g["winners"]]
+    return ([e for e in translations if len(e[0]) + len(e[1]) <= block_size],
+            [e for e in irs if len(e[0]) + len(e[1]) <= block_size])
 
 
-def sft_batch(rng):
+def sft_batch(rng, sft_examples, ir_examples):
     """Right-padded inputs and targets; prompt and padding targets are -1 (ignored)."""
     batch = [rng.choice(ir_examples) if ir_examples and rng.random() < sft_ir_share else rng.choice(sft_examples)
              for _ in range(sft_batch_size)]
@@ -202,6 +211,7 @@ def sft_batch(rng):
 
 
 def run_sft(model, state):
+    sft_examples, ir_examples = sft_datasets()
     optimizer = model.configure_optimizers(0.1, sft_lr, (0.9, 0.95), device)
     start, rng = 0, random.Random(seed)
     if state is not None:
@@ -213,10 +223,8 @@ def run_sft(model, state):
     t_start = time.time()
     for step in range(start, sft_steps):
         t0 = time.time()
-        lr = learning_rate(step, sft_steps, sft_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        idx, targets = sft_batch(rng)
+        lr = set_learning_rate(optimizer, step, sft_steps, sft_lr)
+        idx, targets = sft_batch(rng, sft_examples, ir_examples)
         with autocast:
             _, loss = model(idx, targets=targets)
         optimizer.zero_grad(set_to_none=True)
@@ -238,8 +246,10 @@ def run_sft(model, state):
 
 
 # ----------------------------------------------------------------------------- stage 2: OORL
-rl_tasks = [t for t in train_tasks if t["src_lang"] in tasks.SOURCE_LANGS and t["tgt_lang"] in tasks.RL_TARGETS]
-rl_tasks = [t for t in rl_tasks if len(encode(t["prompt"])) + max_new_tokens <= block_size]
+# (task, prompt ids) of the RL split, each prompt encoded once; held-out targets never appear here
+rl_tasks = [(t, encode(t["prompt"])) for t in train_tasks
+            if t["src_lang"] in tasks.SOURCE_LANGS and t["tgt_lang"] in tasks.RL_TARGETS]
+rl_tasks = [(t, ids) for t, ids in rl_tasks if len(ids) + max_new_tokens <= block_size]
 gepo_groups = [dict(prompt_ids=encode(g["prompt"]), winner_ids=[encode(w) + [eot] for w in g["winners"]],
                     loser_ids=[encode(l) + [eot] for l in g["losers"]]) for g in ir_groups]
 gepo_groups = [g for g in gepo_groups
@@ -277,15 +287,13 @@ def run_oorl(model, reference, state):
           f"adv_estimator={adv_estimator}")
     t_start = time.time()
     for step in range(start, rl_steps):
-        lr = learning_rate(step, rl_steps, rl_lr)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_learning_rate(optimizer, step, rl_steps, rl_lr)
         # rollout: B prompts x G completions with the KV cache
         t0 = time.time()
-        batch = rng.sample(rl_tasks, prompts_per_step)
+        batch, prompt_ids = zip(*rng.sample(rl_tasks, prompts_per_step))
         model.eval()
         with autocast:
-            out = rollout(model, [encode(t["prompt"]) for t in batch], group_size, max_new_tokens, eot,
+            out = rollout(model, list(prompt_ids), group_size, max_new_tokens, eot,
                           temperature, top_k, top_p, generator)
         completions = [enc.decode(out.completion_ids(r)) for r in range(len(out.completions))]
         row_tasks = [t for t in batch for _ in range(group_size)]
