@@ -64,7 +64,9 @@ from concurrent.futures import ThreadPoolExecutor
 from tasks import EOT, defines_f, harness
 
 MiB = 1 << 20
-RUN_TIMEOUT = 5.0          # seconds of wall clock for one run (all of a task's tests at once)
+RUN_TIMEOUT = 2.0          # seconds of wall clock for one run (all of a task's tests at once): the
+                           # references take < 0.5 s even on the JVM, and a sampled program stuck in
+                           # a loop holds a worker this long (at 5 s, 4% of timeouts were half of eval)
 COMPILE_TIMEOUT = 60.0     # seconds for a compiler or syntax check
 OUTPUT_LIMIT = 1 * MiB     # bytes of stdout (and of stderr) before "output_limit"
 FILE_SIZE = 16 * MiB       # the largest file a program may write (a compiler: 256 MiB)
@@ -568,11 +570,17 @@ def _warm_up(lang, cache_dir):
 def _prune_cache():
     """Keeps the CACHE_ENTRIES most recently used entries on disk (never one used in the last ten
     minutes: another process may be about to run it) and drops abandoned staging directories."""
-    now, entries = time.time(), sorted(os.scandir(_cache_root()), key=lambda entry: entry.stat().st_mtime)
-    programs = [e for e in entries if not e.name.startswith(".")]
-    stale = [e for e in entries if e.name.startswith(".staging-") and e.stat().st_mtime < now - 3600]
-    for entry in stale + programs[:max(0, len(programs) - CACHE_ENTRIES)]:
-        if entry.stat().st_mtime < now - 600:
+    now, entries = time.time(), []
+    for entry in os.scandir(_cache_root()):
+        try:
+            entries.append((entry.stat().st_mtime, entry))
+        except FileNotFoundError:  # another thread or process renamed or removed it meanwhile
+            continue
+    entries.sort(key=lambda item: item[0])
+    programs = [(mtime, e) for mtime, e in entries if not e.name.startswith(".")]
+    stale = [(mtime, e) for mtime, e in entries if e.name.startswith(".staging-") and mtime < now - 3600]
+    for mtime, entry in stale + programs[:max(0, len(programs) - CACHE_ENTRIES)]:
+        if mtime < now - 600:
             shutil.rmtree(entry.path, ignore_errors=True)
 
 

@@ -472,3 +472,22 @@ def test_bad_input_is_refused_with_a_clear_message():
         reward.score(["def f(a, b):\n    return a"], [task, task])
     with pytest.raises(ValueError, match="truncated"):
         reward.score(["def f(a, b):\n    return a"], [task], truncated=[False, True])
+
+
+def test_cache_pruning_survives_entries_vanishing_under_it(tmp_path, monkeypatch):
+    """Pruning lists the cache and then stats each entry: another thread's staging directory can
+    be renamed away in between (this crashed a training run). Old entries beyond the cap go, a
+    vanished one is skipped, recent ones stay."""
+    for name in ("old-1", "old-2", "new-1", ".staging-gone"):
+        (tmp_path / name).mkdir()
+    for name in ("old-1", "old-2"):
+        os.utime(tmp_path / name, (time.time() - 7200, time.time() - 7200))
+    listed = list(os.scandir(tmp_path))  # listed now; one of them then disappears
+    (tmp_path / ".staging-gone").rmdir()
+    monkeypatch.setattr(reward, "_cache_dir", str(tmp_path))
+    monkeypatch.setattr(reward, "CACHE_ENTRIES", 1)
+    real_scandir = os.scandir
+    monkeypatch.setattr(reward.os, "scandir",
+                        lambda path=".": iter(listed) if path == str(tmp_path) else real_scandir(path))
+    reward._prune_cache()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new-1"]
