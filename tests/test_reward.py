@@ -59,6 +59,7 @@ def sandbox_processes(marker="/prog/"):
 
 
 def assert_nothing_left(marker="/prog/"):
+    # (every sandboxed program on the machine counts: run this file with no training or eval beside it)
     assert sandbox_processes(marker) == [], f"processes outlived their sandbox ({marker})"
     assert subprocess.run(["true"]).returncode == 0, "the test process can no longer start processes"
 
