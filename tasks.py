@@ -718,7 +718,7 @@ def make_prompt(src_lang, source, tgt_lang):
 # translation can copy them. Whitespace-delimited chunks (" b;", " 7)", " f(a,") make texts 20%
 # shorter, but then copying is a table to learn: the CPU preset's SFT model (1000 steps) got
 # greedy pass@1 0% on val RL targets and 44% of lines right, against 31% and 80% with this one.
-# The merges run out near 710 tokens (vocab_size is a cap).
+# The merges run out near 745 tokens on the default data (vocab_size is a cap).
 PAT_STR = r"\n[ \t]*| ?[%@$]?[A-Za-z_0-9]+| ?[^\sA-Za-z_0-9]+|\s+"
 SPECIAL_TOKENS = (EOT, TRANSLATE, TO)  # their ids follow the byte-pair ranks, in this order
 TOKENIZER_FILE = "tokenizer.tiktoken"

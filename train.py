@@ -59,7 +59,7 @@ sft_batch_size = 32
 sft_lr = 2e-3
 sft_ir_share = 0.15      # share of SFT examples that are C -> IR pairs
 # stage 2: OORL
-rl_steps = 60
+rl_steps = 40
 prompts_per_step = 8     # B prompts per step ...
 group_size = 8           # ... G completions each
 max_new_tokens = 160
