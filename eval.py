@@ -367,10 +367,10 @@ def plot_metrics(metrics_path):
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     panels = [("SFT loss", sft, ["loss"]), ("reward (eq. 4)", rl, ["reward"]),
               ("KL(pi_old || pi_ref) per token", rl, ["kl"]), ("GEPO winner - loser margin", rl, ["gepo_margin"]),
-              ("entropy, clip fraction", rl, ["entropy", "clip_frac"])]
+              ("entropy, clip fraction, cos of successive gradients", rl, ["entropy", "clip_frac", "grad_cos"])]
     for ax, (title, data, keys) in zip([axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1], axes[1, 2]], panels):
         for key in keys:
-            points = [(r["step"], r[key]) for r in data if key in r]
+            points = [(r["step"], r[key]) for r in data if r.get(key) is not None]
             if points:
                 steps, values = zip(*points)
                 if data is sft:

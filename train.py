@@ -58,9 +58,10 @@ sft_steps = 1000
 sft_batch_size = 32
 sft_lr = 2e-3
 sft_ir_share = 0.15      # share of SFT examples that are C -> IR pairs
+sft_warmup_frac = 0.03   # share of SFT steps spent warming the learning rate up
 # stage 2: OORL
-rl_steps = 40
-prompts_per_step = 8     # B prompts per step ...
+rl_steps = 16
+prompts_per_step = 32    # B prompts per step ...
 group_size = 8           # ... G completions each
 max_new_tokens = 160
 temperature = 0.8        # sampling temperature (eval.py's too); the loss scores pi_theta at the same one
@@ -70,8 +71,8 @@ ppo_epochs = 2           # gradient steps on each batch of rollouts (eq. 5's rat
 clip_eps = 0.2           # eq. 5
 beta_kl = 0.01           # KL to the SFT model (eq. 1)
 adv_estimator = "reinforce++"  # "reinforce++" (the paper's) | "grpo"
-rl_lr = 3e-5             # small: Adam's first steps move every weight by ~lr, whatever the gradient's size
-warmup_frac = 0.03       # share of steps spent warming the learning rate up (paper: 3%)
+rl_lr = 1e-4             # Adam moves every weight by ~lr a step, whatever the gradient's size
+rl_warmup_frac = 0.03    # share of OORL steps spent warming the learning rate up (paper: 3%)
 weight_decay = 0.0       # paper: AdamW without weight decay
 grad_clip = 1.0
 w_rl = 1.0               # eq. 10
@@ -82,10 +83,12 @@ gepo_lam = 1.0           # eq. 9's weight of the winners' variance (paper: 1)
 gepo_groups_per_step = 2
 
 PRESETS = {
-    # about 0.88M parameters: SFT ~11 min and OORL ~7 min (~10 s a step, most of it compiling and
-    # running the 64 completions) on 2 idle CPU cores
+    # about 0.88M parameters: SFT ~11 min and OORL ~8 min on 2 idle CPU cores. Few large RL steps:
+    # the gradient of 8 x 8 completions is mostly sampling noise (successive steps' gradients have
+    # cosine ~0.04, see grad_cos), and Adam takes lr-sized steps in it; 32 x 8 completions a step
+    # (~30 s, most of it compiling and running them) make lr 1e-4 safe, warmed up over 4 steps.
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=512, sft_steps=1000, sft_batch_size=32,
-                rl_steps=40, prompts_per_step=8, group_size=8),
+                rl_steps=16, prompts_per_step=32, group_size=8, rl_lr=1e-4, rl_warmup_frac=0.25),
     # about 30M parameters for one GPU
     "gpu": dict(n_layer=8, n_head=8, n_embd=512, block_size=768, sft_steps=4000, sft_batch_size=64,
                 sft_lr=1e-3, rl_steps=300, prompts_per_step=32, group_size=8),
@@ -136,7 +139,7 @@ def save_checkpoint(path, **state):
     os.replace(tmp, path)
 
 
-def learning_rate(step, total, base_lr):
+def learning_rate(step, total, base_lr, warmup_frac):
     """Linear warm-up over warmup_frac of the steps, then cosine decay to a tenth."""
     warmup = max(1, int(warmup_frac * total))
     if step < warmup:
@@ -145,8 +148,8 @@ def learning_rate(step, total, base_lr):
     return base_lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def set_learning_rate(optimizer, step, total, base_lr):
-    lr = learning_rate(step, total, base_lr)
+def set_learning_rate(optimizer, step, total, base_lr, warmup_frac):
+    lr = learning_rate(step, total, base_lr, warmup_frac)
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
@@ -224,7 +227,7 @@ def run_sft(model, state):
     t_start = time.time()
     for step in range(start, sft_steps):
         t0 = time.time()
-        lr = set_learning_rate(optimizer, step, sft_steps, sft_lr)
+        lr = set_learning_rate(optimizer, step, sft_steps, sft_lr, sft_warmup_frac)
         idx, targets = sft_batch(rng, sft_examples, ir_examples)
         with autocast:
             _, loss = model(idx, targets=targets)
@@ -287,8 +290,9 @@ def run_oorl(model, reference, state):
     print(f"OORL: {len(rl_tasks)} RL prompts, {len(gepo_groups)} IR groups, pref_loss={pref_loss}, "
           f"adv_estimator={adv_estimator}")
     t_start = time.time()
+    previous_grad = None
     for step in range(start, rl_steps):
-        lr = set_learning_rate(optimizer, step, rl_steps, rl_lr)
+        lr = set_learning_rate(optimizer, step, rl_steps, rl_lr, rl_warmup_frac)
         # rollout: B prompts x G completions with the KV cache
         t0 = time.time()
         batch, prompt_ids = zip(*rng.sample(rl_tasks, prompts_per_step))
@@ -318,7 +322,7 @@ def run_oorl(model, reference, state):
             with torch.no_grad(), autocast:
                 ref_chosen, ref_rejected, _, _ = gepo.group_logps(reference, groups, device)
         model.train()
-        for _ in range(ppo_epochs):
+        for epoch in range(ppo_epochs):
             with autocast:
                 logp = model.token_logprobs(idx, targets, temperature).float()
                 loss_onp, onp_stats = reinforce.policy_loss(logp, logp_old, advantages, mask, clip_eps)
@@ -330,7 +334,15 @@ def run_oorl(model, reference, state):
                 loss = loss + w_gepo * loss_pref
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if epoch == 0:
+                # Signal vs noise: two batches of different prompts share only the expected
+                # gradient, so the cosine of successive steps' gradients is near 0 when a batch's
+                # gradient is mostly sampling noise (Adam then takes lr-sized steps in noise).
+                grad = torch.cat([p.grad.flatten() for p in model.parameters()])
+                grad_cos = (torch.nn.functional.cosine_similarity(grad, previous_grad, dim=0).item()
+                            if previous_grad is not None else None)
+                grad_norm, previous_grad = norm.item(), grad
             optimizer.step()
         t3 = time.time()
 
@@ -347,13 +359,15 @@ def run_oorl(model, reference, state):
                    zero_adv_share=reinforce.zero_advantage_share(rewards, group_size),
                    truncated=out.truncated.float().mean().item(),
                    gepo_margin=pref_stats.get("margin", 0.0), gepo_winner_var=pref_stats.get("winner_var", 0.0),
+                   grad_norm=grad_norm, grad_cos=grad_cos,
                    time_rollout=t1 - t0, time_reward=t2 - t1, time_update=t3 - t2,
                    rollout_tok_per_s=n_tokens / (t1 - t0))
         log_metrics(row)
         langs = " ".join(f"{lang} {r:.2f}" for lang, r in row["pass_rate"].items())
         print(f"oorl step {step} | reward {row['reward']:.3f} | kl {kl:.4f} | entropy {row['entropy']:.3f} | "
               f"clip {row['clip_frac']:.3f} | gepo {row['loss_gepo']:.4f} margin {row['gepo_margin']:.3f} | "
-              f"zero-adv {row['zero_adv_share']:.2f} | {langs} | time rollout {t1 - t0:.1f}s reward "
+              f"zero-adv {row['zero_adv_share']:.2f} | grad cos {'-' if grad_cos is None else f'{grad_cos:.3f}'} | "
+              f"{langs} | time rollout {t1 - t0:.1f}s reward "
               f"{t2 - t1:.1f}s update {t3 - t2:.1f}s | {progress('oorl', step, rl_steps, t_start)}")
         if (step + 1) % ckpt_interval == 0 or step == rl_steps - 1:
             save_checkpoint(ckpt_path, stage="oorl", step=step + 1, model=model.state_dict(),

@@ -42,9 +42,12 @@ def test_smoke_runs_both_stages_and_resumes(data_dir, tmp_path):
     rl_rows = [r for r in rows if r["stage"] == "oorl"]
     for key in ("step", "reward", "kl", "loss_onp", "loss_gepo", "pass_rate", "entropy", "clip_frac",
                 "zero_adv_share", "gepo_margin", "gepo_winner_var", "time_rollout", "time_reward",
-                "time_update", "rollout_tok_per_s"):
+                "time_update", "rollout_tok_per_s", "grad_norm", "grad_cos"):
         assert key in rl_rows[0], key
     assert [r["step"] for r in rl_rows] == [0, 1]
+    # the first step has no previous gradient to compare with; the second one has
+    assert rl_rows[0]["grad_cos"] is None and -1.0 <= rl_rows[1]["grad_cos"] <= 1.0
+    assert rl_rows[1]["grad_norm"] > 0
 
     stdout = run("train.py", "config/smoke.py", f"--data_dir={data_dir}", f"--out_dir={out}",
                  "--rl_steps=4", "--resume=True")
