@@ -54,13 +54,13 @@ block_size = 512
 dropout = 0.0
 bias = False
 # stage 1: SFT
-sft_steps = 1000
+sft_steps = 1500
 sft_batch_size = 32
 sft_lr = 2e-3
-sft_ir_share = 0.15      # share of SFT examples that are C -> IR pairs
+sft_ir_share = 0.15      # share of SFT batches made of C -> IR pairs
 sft_warmup_frac = 0.03   # share of SFT steps spent warming the learning rate up
 # stage 2: OORL
-rl_steps = 16
+rl_steps = 14
 prompts_per_step = 32    # B prompts per step ...
 group_size = 8           # ... G completions each
 max_new_tokens = 160
@@ -83,12 +83,12 @@ gepo_lam = 1.0           # eq. 9's weight of the winners' variance (paper: 1)
 gepo_groups_per_step = 2
 
 PRESETS = {
-    # about 0.88M parameters: SFT ~11 min and OORL ~8 min on 2 idle CPU cores. Few large RL steps:
-    # the gradient of 8 x 8 completions is mostly sampling noise (successive steps' gradients have
-    # cosine ~0.04, see grad_cos), and Adam takes lr-sized steps in it; 32 x 8 completions a step
-    # (~30 s, most of it compiling and running them) make lr 1e-4 safe, warmed up over 4 steps.
-    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=512, sft_steps=1000, sft_batch_size=32,
-                rl_steps=16, prompts_per_step=32, group_size=8, rl_lr=1e-4, rl_warmup_frac=0.25),
+    # about 0.88M parameters: SFT ~10 min and OORL ~7 min on 2 idle CPU cores. Few large RL steps:
+    # the gradient of 8 x 8 completions is mostly sampling noise (independent batches' gradients
+    # have cosine ~0.04, see grad_cos), and Adam takes lr-sized steps in it; 32 x 8 completions a
+    # step (~30 s, most of it compiling and running them) make lr 1e-4 safe, warmed up over 3 steps.
+    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=512, sft_steps=1500, sft_batch_size=32,
+                rl_steps=14, prompts_per_step=32, group_size=8, rl_lr=1e-4, rl_warmup_frac=0.25),
     # about 30M parameters for one GPU
     "gpu": dict(n_layer=8, n_head=8, n_embd=512, block_size=768, sft_steps=4000, sft_batch_size=64,
                 sft_lr=1e-3, rl_steps=300, prompts_per_step=32, group_size=8),
@@ -201,9 +201,11 @@ def sft_datasets():
 
 
 def sft_batch(rng, sft_examples, ir_examples):
-    """Right-padded inputs and targets; prompt and padding targets are -1 (ignored)."""
-    batch = [rng.choice(ir_examples) if ir_examples and rng.random() < sft_ir_share else rng.choice(sft_examples)
-             for _ in range(sft_batch_size)]
+    """Right-padded inputs and targets; prompt and padding targets are -1 (ignored). A batch is
+    all C -> IR (with probability sft_ir_share) or all translations: an IR example is about twice
+    as long as a translation, and a mixed batch would pad every translation to its length."""
+    pool = ir_examples if ir_examples and rng.random() < sft_ir_share else sft_examples
+    batch = [rng.choice(pool) for _ in range(sft_batch_size)]
     width = max(len(p) + len(c) for p, c in batch) - 1
     idx = torch.full((len(batch), width), eot, dtype=torch.long)
     targets = torch.full((len(batch), width), -1, dtype=torch.long)
