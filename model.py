@@ -1,11 +1,19 @@
 """
-model.py: a small GPT (nanoGPT-like) with a KV cache, and the fused log-prob kernel.
+model.py: a small GPT (nanoGPT-like) with a KV cache, the fused log-prob kernel, and the few
+helpers every script shares: packing prompt + completion rows, loading checkpoints (ours and a
+Hugging Face GPT-2's), and the device / autocast set-up.
 
-(The lead is writing the GPT part of this file; the kernel helper writes only the section
-between the two "fused log-probs" markers below.)
+    from model import GPT, device_setup, load_checkpoint
+    device, autocast = device_setup("auto")
+    gpt = GPT.from_checkpoint(load_checkpoint("out/sft.pt"), device)
+    with autocast:
+        logp = gpt.sequence_logprobs([prompt_ids], [completion_ids])  # log pi(completion | prompt)
+
+Nothing to run here: tests/test_model.py tests it, bench.py times the kernel.
 """
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -375,8 +383,6 @@ class _TritonLogprobs(torch.autograd.Function):
         if need_dh:
             grad_hidden = grad_hidden.to(hidden.dtype)
         return grad_hidden, grad_weight, None, None, None
-# ----------------------------------------------------------------------------- end fused log-probs
-
 # ----------------------------------------------------------------------------- GPT
 
 @dataclass
@@ -562,33 +568,62 @@ class GPT(nn.Module):
         logp = fused_logprobs(x.reshape(B * T, C), self.lm_head.weight, targets.reshape(B * T), temperature)
         return logp.view(B, T)
 
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
-        """Continue idx (B, T) by max_new_tokens sampled tokens, decoding with the KV cache."""
-        B, T = idx.shape
-        cache = KVCache(self.config, B, T + max_new_tokens, idx.device, self.lm_head.weight.dtype)
-        logits, _ = self(idx, cache=cache)
-        for _ in range(max_new_tokens):
-            next_token = sample(logits[:, -1, :], temperature, top_k, top_p, generator)
-            idx = torch.cat((idx, next_token[:, None]), dim=1)
-            logits, _ = self(next_token[:, None], cache=cache)
-        return idx
+    def sequence_logprobs(self, prompts, completions, temperature=1.0):
+        """log pi(completion | prompt) summed over the completion's tokens, one float32 per pair
+        (N,), differentiable (wrap in torch.no_grad() for the old policy or the reference).
+        prompts, completions: N lists of token ids; a prompt needs at least one token."""
+        idx, targets, mask = pack(prompts, completions, pad_id=0)
+        device = self.lm_head.weight.device
+        token_logps = self.token_logprobs(idx.to(device), targets.to(device), temperature)
+        return torch.where(mask.to(device), token_logps, 0.0).sum(dim=1)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, override_args=None):
-        """A GPT with the weights of a Hugging Face GPT-2 checkpoint (a local directory, or a
-        name already in the local Hugging Face cache: nothing is downloaded here on purpose)."""
-        from transformers import GPT2LMHeadModel  # imported lazily: only this path needs it
-        hf_model = GPT2LMHeadModel.from_pretrained(name_or_path)
-        hf = hf_model.config
+    def from_checkpoint(cls, checkpoint, device="cpu"):
+        """The GPT a checkpoint dict (see load_checkpoint) holds, on device."""
+        model = cls(GPTConfig(**checkpoint["model_args"]))
+        # a model saved while wrapped by torch.compile names its weights "_orig_mod.<name>"
+        state = {k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()}
+        model.load_state_dict(state)
+        return model.to(device)
+
+    @classmethod
+    def from_pretrained(cls, model_dir):
+        """A GPT with the weights of a Hugging Face GPT-2-family checkpoint in model_dir (its
+        config.json and weights; a name already in the local Hugging Face cache works too).
+        Nothing is downloaded: the user fetches the model. block_size is the checkpoint's."""
+        import transformers  # imported lazily: only this path needs it
+        try:
+            hf = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{model_dir} is not a Hugging Face model directory (no readable config.json; "
+                             f"nothing is downloaded, fetch the model yourself): {e}") from None
+        if hf.model_type != "gpt2":
+            raise ValueError(f"{model_dir} holds a {hf.model_type!r} model; GPT.from_pretrained loads "
+                             f"the GPT-2 architecture only (model_type 'gpt2')")
+        # what this GPT computes: tanh GELU, 4x MLP, LayerNorm eps 1e-5, plain attention scaling
+        unsupported = {k: v for k, v in dict(
+            activation_function=hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),
+            n_inner=hf.n_inner not in (None, 4 * hf.n_embd),
+            layer_norm_epsilon=hf.layer_norm_epsilon != 1e-5,
+            scale_attn_by_inverse_layer_idx=hf.scale_attn_by_inverse_layer_idx,
+            scale_attn_weights=not hf.scale_attn_weights).items() if v}
+        if unsupported:
+            raise ValueError(f"{model_dir}: GPT-2 variant with settings this GPT does not implement: "
+                             + ", ".join(f"{k}={getattr(hf, k)!r}" for k in unsupported))
+        try:
+            hf_model = transformers.GPT2LMHeadModel.from_pretrained(model_dir, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{model_dir}: could not load GPT-2 weights: {e}") from None
         config = GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer,
-                           n_head=hf.n_head, n_embd=hf.n_embd, bias=True, **(override_args or {}))
+                           n_head=hf.n_head, n_embd=hf.n_embd, bias=True)
         model = cls(config)
         sd, sd_hf = model.state_dict(), hf_model.state_dict()
         # Hugging Face GPT-2 stores these as Conv1D (in, out): transpose them into nn.Linear (out, in)
         transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
         keys = [k for k in sd_hf if not k.endswith((".attn.masked_bias", ".attn.bias"))]
-        assert len(keys) == len(sd), f"mismatched keys: {len(keys)} in the checkpoint != {len(sd)} here"
+        if sorted(keys) != sorted(sd):
+            raise ValueError(f"{model_dir}: its weights do not match a GPT-2: missing "
+                             f"{sorted(set(sd) - set(keys))[:5]}, unexpected {sorted(set(keys) - set(sd))[:5]}")
         with torch.no_grad():
             for k in keys:
                 src = sd_hf[k].t() if k.endswith(transposed) else sd_hf[k]
@@ -596,12 +631,14 @@ class GPT(nn.Module):
                 sd[k].copy_(src)
         return model
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on matrices only (not biases, LayerNorms); fused on CUDA."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device):
+        """AdamW; weight decay on matrices only (not biases, LayerNorms); fused (one kernel for
+        all parameters) on CUDA. device: "cpu", "cuda", "cuda:0", ... or a torch.device."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=(device_type == "cuda"))
+        fused = torch.device(device).type == "cuda"
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=989e12):
         """Model flops utilisation against peak_flops (default: H100 bf16 dense), as in PaLM's appendix B."""
@@ -626,3 +663,60 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
         logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+def pack(prompts, completions, pad_id):
+    """Prompt + completion pairs as one right-padded batch for a training forward.
+
+    Returns CPU tensors idx (B, W-1) and targets (B, W-1), the rows without their last token and
+    shifted by one (W = the longest prompt + completion), and mask (B, W-1), True where the
+    target is a completion token: token_logprobs(idx, targets)[mask] are the completion's
+    log-probs. pad_id fills both after each row's end (it must be a valid token id for the
+    log-prob kernel; causal attention never lets it reach the real tokens before it)."""
+    if len(prompts) != len(completions) or not prompts:
+        raise ValueError(f"pack wants as many prompts as completions, at least one; got "
+                         f"{len(prompts)} and {len(completions)}")
+    rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
+    width = max(len(row) for row in rows)
+    full = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width - 1, dtype=torch.bool)
+    for r, (row, prompt) in enumerate(zip(rows, prompts)):
+        if not prompt:
+            raise ValueError(f"pair {r} has an empty prompt: its first completion token needs a token to follow")
+        full[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[r, len(prompt) - 1:len(row) - 1] = True  # the targets that are completion tokens
+    return full[:, :-1], full[:, 1:], mask
+
+
+def load_checkpoint(path):
+    """A checkpoint written by train.py, on the CPU (the caller moves what belongs on a GPU; RNG
+    states must stay on the CPU). weights_only=True: tensors and plain data only, so a crafted
+    file cannot run code. A missing, unreadable or foreign file is a ValueError naming it."""
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # (random bytes, a truncated file, or a pickle of other objects)
+        raise ValueError(f"checkpoint {path}: not a readable checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(checkpoint, dict) or not {"model", "model_args"} <= checkpoint.keys():
+        raise ValueError(f"checkpoint {path}: a torch file, but not a checkpoint of this project "
+                         f"(it should be a dict with 'model' and 'model_args')")
+    return checkpoint
+
+
+def device_setup(device="auto"):
+    """(device, autocast) for a run: "auto" is cuda when a GPU is visible, else cpu. On CUDA
+    (any "cuda:N") autocast is bfloat16 torch.autocast and float32 matmuls may use TF32 (as
+    nanoGPT); elsewhere autocast is a no-op context and everything stays float32."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = torch.device(device).type
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (use --device=cpu or auto)")
+        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for the float32 matmuls left
+        return device, torch.autocast("cuda", dtype=torch.bfloat16)
+    return device, nullcontext()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model import KVCache, sample
+from model import KVCache, pack, sample
 
 
 @dataclass
@@ -40,17 +40,10 @@ class Rollout:
         """Right-padded prompt + completion rows for a training forward: returns idx, targets
         (idx shifted by one) and a mask over targets that selects the completion tokens, so that
         model.token_logprobs(idx, targets)[mask] lines up with self.logprobs[self.mask]."""
-        rows = [self.prompts[r // self.group_size] + self.completions[r][self.mask[r]].tolist()
-                for r in range(len(self.completions))]
-        width = max(len(row) for row in rows)
-        full = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), width - 1, dtype=torch.bool)
-        for r, row in enumerate(rows):
-            full[r, :len(row)] = torch.tensor(row)
-            prompt_len = len(self.prompts[r // self.group_size])
-            mask[r, prompt_len - 1:len(row) - 1] = True  # target positions of the completion
+        completions = [self.completions[r][self.mask[r]].tolist() for r in range(len(self.completions))]
+        prompts = [self.prompts[r // self.group_size] for r in range(len(completions))]
         device = self.completions.device
-        return full[:, :-1].to(device), full[:, 1:].to(device), mask.to(device)
+        return tuple(t.to(device) for t in pack(prompts, completions, pad_id))
 
 
 @torch.no_grad()

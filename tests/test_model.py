@@ -1,10 +1,13 @@
-"""Tests of model.py: the GPT, its KV cache, from_pretrained, and the fused log-prob kernel."""
+"""Tests of model.py: the GPT, its KV cache, from_pretrained, the shared helpers (pack, checkpoints,
+device set-up), and the fused log-prob kernel."""
+import contextlib
+
 import pytest
 import torch
 
 import model
 
-# ----------------------------------------------------------------------------- GPT tests (lead)
+# ----------------------------------------------------------------------------- GPT
 
 def tiny_gpt(seed=0, **overrides):
     torch.manual_seed(seed)
@@ -80,22 +83,6 @@ def test_token_logprobs_equal_log_softmax_of_forward():
         assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-5)
 
 
-def test_generate_is_deterministic_under_a_seed_and_uses_the_cache_correctly():
-    gpt = tiny_gpt()
-    idx = torch.randint(0, 97, (2, 4))
-    runs = [gpt.generate(idx, 12, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(7))
-            for _ in range(2)]
-    assert torch.equal(runs[0], runs[1]) and runs[0].shape == (2, 16)
-    other = gpt.generate(idx, 12, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(8))
-    assert not torch.equal(runs[0], other)
-    greedy = gpt.generate(idx, 12, temperature=0.0)  # greedy decoding equals argmax of full forwards
-    seq = idx
-    for _ in range(12):
-        logits, _ = gpt(seq)
-        seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(greedy, seq)
-
-
 def test_sample_top_p_keeps_the_nucleus_only():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     draws = {model.sample(logits, top_p=0.7, generator=torch.Generator().manual_seed(s)).item() for s in range(200)}
@@ -116,6 +103,23 @@ def test_from_pretrained_matches_hugging_face_logits(tmp_path):
         expected = hf_model(idx).logits
         got, _ = gpt(idx, targets=idx)
     assert torch.allclose(got, expected, atol=1e-4)
+    assert gpt.config.block_size == 32  # the checkpoint's own context length
+
+
+def test_from_pretrained_refuses_what_is_not_a_gpt2_checkpoint(tmp_path):
+    import transformers
+    with pytest.raises(ValueError, match=f"{tmp_path / 'missing'} is not a Hugging Face model directory"):
+        model.GPT.from_pretrained(str(tmp_path / "missing"))
+    (tmp_path / "bert").mkdir()
+    transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'bert'} holds a 'bert' model"):
+        model.GPT.from_pretrained(str(tmp_path / "bert"))
+    (tmp_path / "no_weights").mkdir()
+    transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2).save_pretrained(
+        tmp_path / "no_weights")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'no_weights'}: could not load GPT-2 weights"):
+        model.GPT.from_pretrained(str(tmp_path / "no_weights"))
 
 
 def test_configure_optimizers_decays_matrices_only():
@@ -124,9 +128,96 @@ def test_configure_optimizers_decays_matrices_only():
     decayed, plain = opt.param_groups
     assert decayed["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decayed["params"])
     assert plain["weight_decay"] == 0.0 and all(p.dim() < 2 for p in plain["params"])
-    assert gpt.estimate_mfu(fwdbwd_per_iter=1, dt=1.0) > 0
 
-# ----------------------------------------------------------------------------- fused log-prob tests (kernel helper)
+# ----------------------------------------------------------------------------- shared helpers
+
+def test_pack_right_pads_and_masks_the_completion_targets():
+    idx, targets, mask = model.pack([[5, 6, 7], [8]], [[1, 2], [3, 4, 9, 9]], pad_id=0)
+    assert idx.tolist() == [[5, 6, 7, 1], [8, 3, 4, 9]]
+    assert targets.tolist() == [[6, 7, 1, 2], [3, 4, 9, 9]]
+    assert mask.tolist() == [[False, False, True, True], [True, True, True, True]]
+    assert idx.device.type == "cpu" and idx.dtype == targets.dtype == torch.long and mask.dtype == torch.bool
+    idx, targets, mask = model.pack([[5, 6]], [[]], pad_id=4)  # an empty completion selects nothing
+    assert not mask.any()
+    with pytest.raises(ValueError, match="empty prompt"):
+        model.pack([[]], [[1]], pad_id=0)
+    with pytest.raises(ValueError, match="as many prompts as completions"):
+        model.pack([[1]], [[1], [2]], pad_id=0)
+
+
+def test_sequence_logprobs_sum_the_completion_tokens_and_are_differentiable():
+    gpt = tiny_gpt()
+    prompts, completions = [[5, 6, 7], [8]], [[1, 2], [3, 4, 9, 9]]
+    got = gpt.sequence_logprobs(prompts, completions, temperature=0.8)
+    for r, (p, c) in enumerate(zip(prompts, completions)):
+        row = torch.tensor([p + c])
+        logits, _ = gpt(row[:, :-1], targets=row[:, 1:])
+        logps = torch.log_softmax(logits[0] / 0.8, -1).gather(1, row[0, 1:, None])[:, 0]
+        assert torch.allclose(got[r], logps[len(p) - 1:].sum(), atol=1e-5)
+    assert got.dtype == torch.float32 and got.shape == (2,)
+    got.sum().backward()
+    assert gpt.lm_head.weight.grad is not None
+
+
+def test_checkpoint_round_trip_and_compiled_model_names(tmp_path):
+    gpt = tiny_gpt(seed=3)
+    path = tmp_path / "sft.pt"
+    state = {f"_orig_mod.{k}": v for k, v in gpt.state_dict().items()}  # as saved from torch.compile
+    torch.save({"model": state, "model_args": dict(block_size=64, vocab_size=97, n_layer=2, n_head=4,
+                                                   n_embd=32, dropout=0.0, bias=True), "step": 7}, path)
+    checkpoint = model.load_checkpoint(str(path))
+    loaded = model.GPT.from_checkpoint(checkpoint, "cpu")
+    idx = torch.randint(0, 97, (2, 9))
+    assert torch.equal(loaded(idx)[0], gpt(idx)[0]) and checkpoint["step"] == 7
+
+
+def test_load_checkpoint_refuses_missing_random_and_foreign_files(tmp_path):
+    with pytest.raises(ValueError, match="nope.pt: no such file"):
+        model.load_checkpoint(str(tmp_path / "nope.pt"))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(bytes(range(256)) * 10)
+    with pytest.raises(ValueError, match="garbage.pt: not a readable checkpoint"):
+        model.load_checkpoint(str(garbage))
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(ValueError, match="tensor.pt: a torch file, but not a checkpoint"):
+        model.load_checkpoint(str(tensor))
+    crafted = tmp_path / "crafted.pt"  # an arbitrary object: weights_only refuses to unpickle it
+    torch.save({"model": {}, "model_args": {}, "rng": __import__("random").Random(0)}, crafted)
+    with pytest.raises(ValueError, match="crafted.pt: not a readable checkpoint"):
+        model.load_checkpoint(str(crafted))
+
+
+def test_device_setup_decides_by_device_type(monkeypatch):
+    device, autocast = model.device_setup("cpu")
+    assert device == "cpu" and isinstance(autocast, contextlib.nullcontext)
+    assert model.device_setup("auto")[0] == ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = torch.get_float32_matmul_precision()
+    try:  # a GPU machine, as CPU-only torch can pretend: "cuda:0" is CUDA too
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+        device, autocast = model.device_setup("cuda:0")
+        assert device == "cuda:0" and isinstance(autocast, torch.autocast)
+        assert autocast.device == "cuda" and autocast.fast_dtype == torch.bfloat16
+        assert torch.get_float32_matmul_precision() == "high"  # TF32 matmuls
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            model.device_setup("cuda")
+
+
+def test_configure_optimizers_fuses_adamw_for_any_cuda_device(monkeypatch):
+    made = []
+    monkeypatch.setattr(torch.optim, "AdamW", lambda groups, **kwargs: made.append(kwargs))
+    gpt = tiny_gpt()
+    for device, fused in (("cpu", False), ("cuda", True), ("cuda:0", True), (torch.device("cuda", 1), True)):
+        gpt.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device)
+        assert made[-1]["fused"] is fused, device
+
+
+# ----------------------------------------------------------------------------- fused log-probs
 # The Triton backend runs on CPU tensors in Triton's interpreter (tests/conftest.py sets
 # TRITON_INTERPRET=1 when there is no GPU), which is slow: its shapes are small but span several
 # tiles (16 rows x 32 vocab x 16 hidden there). The torch shapes span several 2048 x 2048 chunks.

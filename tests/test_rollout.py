@@ -64,9 +64,14 @@ def test_rollout_is_seeded():
     assert not torch.equal(runs[0].completions, other.completions)
 
 
-def test_greedy_rollout_equals_generate():
+def test_greedy_rollout_equals_argmax_of_full_forwards():
+    """Temperature 0 through the KV cache picks what the plain forward of the whole sequence picks."""
     gpt = tiny_gpt()
-    out = rollout(gpt, [[1, 5, 7]], group_size=1, max_new_tokens=10, eot_id=EOT, temperature=0.0)
-    ref = gpt.generate(torch.tensor([[1, 5, 7]]), 10, temperature=0.0)[0, 3:].tolist()
-    n = int(out.mask[0].sum())
-    assert out.completions[0, :n].tolist() == ref[:n]
+    out = rollout(gpt, [[1, 5, 7], [2]], group_size=1, max_new_tokens=10, eot_id=EOT, temperature=0.0)
+    for row, prompt in enumerate([[1, 5, 7], [2]]):
+        seq = torch.tensor([prompt])
+        with torch.no_grad():
+            for _ in range(int(out.mask[row].sum())):
+                logits, _ = gpt(seq)
+                seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
+        assert out.completions[row, :seq.size(1) - len(prompt)].tolist() == seq[0, len(prompt):].tolist()
