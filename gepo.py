@@ -20,10 +20,11 @@ Groups have different numbers of winners and losers, so a batch of B groups is p
 (B, n_max) and (B, m_max) with boolean masks; padded entries never touch the loss or its gradient.
 
     from gepo import group_logps, gepo_loss
-    chosen, rejected, chosen_mask, rejected_mask = group_logps(model, groups, device)
+    chosen, rejected, chosen_mask, rejected_mask = group_logps(model, groups)
     with torch.no_grad():
-        ref_chosen, ref_rejected, _, _ = group_logps(ref_model, groups, device)
+        ref_chosen, ref_rejected, _, _ = group_logps(ref_model, groups)
     loss = gepo_loss(chosen, rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask)
+    print(probe(model, ref_model, held_out_groups))   # {"margin", "positive_share", "groups"}
 
 Tests: python -m pytest tests/test_gepo.py
 """
@@ -105,25 +106,25 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     return -F.logsigmoid(beta * logits).mean()
 
 
-def group_logps(model, groups, device):
+def group_logps(model, groups, device=None):
     """Summed response log-probs of every winner and loser of a batch of IR groups, in one forward.
 
     groups: B dicts {"prompt_ids": [int], "winner_ids": [[int]], "loser_ids": [[int]]}, already
     tokenized (each response ends with the end-of-text id, so its probability of stopping counts).
-    model: anything with token_logprobs(idx, targets) -> (N, T) log p(targets[:, t] | idx[:, :t+1]),
-    e.g. model.GPT (through the fused log-prob kernel). Differentiable when called with grad
-    enabled; wrap the reference model's call in torch.no_grad().
+    model: anything with sequence_logprobs(prompts, completions) -> (N,) summed completion
+    log-probs, e.g. model.GPT (one packed forward through the fused log-prob kernel).
+    Differentiable when called with grad enabled; wrap the reference model's call in torch.no_grad().
 
-    Returns chosen (B, n_max), rejected (B, m_max), chosen_mask, rejected_mask, ready for gepo_loss.
+    Returns chosen (B, n_max), rejected (B, m_max), chosen_mask, rejected_mask, ready for gepo_loss,
+    on `device` (None: the model's).
     """
     if not groups:
         raise ValueError("group_logps needs at least one group")
     # Flatten every (prompt, response) pair of the batch into one list of sequences, remembering
     # where each goes back: (is_winner, group index, index within the group's winners/losers).
-    sequences, places = [], []
+    prompts, responses, places = [], [], []
     for g, group in enumerate(groups):
-        prompt = list(group["prompt_ids"])
-        if not prompt:
+        if not group["prompt_ids"]:
             raise ValueError(f"group {g} has an empty prompt: the first response token needs a token to follow")
         for is_winner, key in ((True, "winner_ids"), (False, "loser_ids")):
             if not group[key]:
@@ -131,30 +132,16 @@ def group_logps(model, groups, device):
             for k, response in enumerate(group[key]):
                 if not response:
                     raise ValueError(f"group {g}: {key}[{k}] is empty (it should at least hold end-of-text)")
-                sequences.append((prompt, list(response)))
+                prompts.append(list(group["prompt_ids"]))
+                responses.append(list(response))
                 places.append((is_winner, g, k))
-
-    # One right-padded batch: idx is each sequence without its last token, targets the sequence
-    # shifted by one, and response_mask selects the targets that are response tokens. Padding
-    # uses token id 0 (any valid id works: it only ever sits after the real tokens of a row,
-    # so causal attention never lets it change them, and its positions are masked out).
-    width = max(len(p) + len(r) for p, r in sequences) - 1
-    idx = torch.zeros(len(sequences), width, dtype=torch.long)
-    targets = torch.zeros(len(sequences), width, dtype=torch.long)
-    response_mask = torch.zeros(len(sequences), width, dtype=torch.bool)
-    for row, (prompt, response) in enumerate(sequences):
-        full = torch.tensor(prompt + response)
-        idx[row, :len(full) - 1] = full[:-1]
-        targets[row, :len(full) - 1] = full[1:]
-        response_mask[row, len(prompt) - 1:len(full) - 1] = True
-    idx, targets, response_mask = idx.to(device), targets.to(device), response_mask.to(device)
-
-    token_logps = model.token_logprobs(idx, targets)
-    sequence_logps = torch.where(response_mask, token_logps, 0.0).sum(dim=1)  # log pi(y|x), (N,)
+    sequence_logps = model.sequence_logprobs(prompts, responses)  # log pi(y|x), (N,)
+    if device is not None:
+        sequence_logps = sequence_logps.to(device)
 
     # Scatter the sequences back to the padded (B, n_max) / (B, m_max) layout of gepo_loss.
     # index_put (not in-place) keeps the autograd graph simple: padding entries are plain zeros.
-    B = len(groups)
+    device, B = sequence_logps.device, len(groups)
     outputs = []
     for is_winner, key in ((True, "winner_ids"), (False, "loser_ids")):
         rows = [row for row, place in enumerate(places) if place[0] == is_winner]
@@ -167,3 +154,28 @@ def group_logps(model, groups, device):
         outputs.append((values, mask))
     (chosen, chosen_mask), (rejected, rejected_mask) = outputs
     return chosen, rejected, chosen_mask, rejected_mask
+
+
+@torch.no_grad()
+def probe(policy, reference, groups, beta=0.1, batch_groups=8):
+    """The IR-equivalence probe: how much more does the policy prefer equivalent IRs over
+    inequivalent ones than its reference does? On groups never trained on, per group the GEPO
+    margin mean_i r(x, y_w^i) - mean_j r(x, y_l^j) with r = beta * log(pi_policy / pi_ref) (eqs.
+    6-9); returns {"margin": its mean over groups, "positive_share": the share of groups where it is
+    > 0, "groups": how many}. The reference against itself gives margin 0. Both models are put in
+    eval mode (no dropout) for the probe and given back in the mode they were in.
+    """
+    if not groups:
+        raise ValueError("probe needs at least one IR group")
+    modes = (policy.training, reference.training)
+    policy.eval(), reference.eval()
+    margins = []
+    for start in range(0, len(groups), batch_groups):
+        batch = groups[start:start + batch_groups]
+        chosen, rejected, chosen_mask, rejected_mask = group_logps(policy, batch)
+        ref_chosen, ref_rejected, _, _ = group_logps(reference, batch, chosen.device)
+        margin, _ = _group_terms(chosen, rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask, beta)
+        margins.append(margin.float().cpu())
+    policy.train(modes[0]), reference.train(modes[1])
+    margin = torch.cat(margins)
+    return {"margin": margin.mean().item(), "positive_share": (margin > 0).float().mean().item(), "groups": len(groups)}

@@ -1,12 +1,14 @@
 """Tests of gepo.py: the GEPO loss against hand-worked numbers, its DPO special case, padding
-masks, the variance term, the logging metrics, and group_logps against a direct computation."""
+masks, the variance term, the logging metrics, group_logps against a direct computation, and the
+IR-equivalence probe on a tiny GPT."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gepo import dpo_loss, gepo_loss, gepo_metrics, group_logps
+from gepo import dpo_loss, gepo_loss, gepo_metrics, group_logps, probe
+from model import GPT, GPTConfig, pack
 
 GARBAGE = 1e6  # what padding entries hold in these tests: huge, so any leak shows
 
@@ -149,7 +151,8 @@ def test_gepo_rejects_bad_input():
 
 class TinyCausalLM(torch.nn.Module):
     """A stand-in for model.GPT: the hidden state at t is the mean of the embeddings of
-    tokens 0..t (causal), then a linear head. token_logprobs has GPT's contract."""
+    tokens 0..t (causal), then a linear head. token_logprobs and sequence_logprobs have GPT's
+    contract (sequence_logprobs packs the pairs with model.pack, as GPT does)."""
 
     def __init__(self, vocab_size=13, n_embd=8):
         super().__init__()
@@ -162,6 +165,10 @@ class TinyCausalLM(torch.nn.Module):
         hidden = self.embed(idx).cumsum(dim=1) / positions[None, :, None]
         logp = F.log_softmax(self.head(hidden), dim=-1)
         return logp.gather(-1, targets[..., None]).squeeze(-1)
+
+    def sequence_logprobs(self, prompts, completions):
+        idx, targets, mask = pack(prompts, completions, pad_id=0)
+        return torch.where(mask, self.token_logprobs(idx, targets), 0.0).sum(dim=1)
 
     def direct_sequence_logp(self, prompt, response):
         """log pi(response | prompt), one token at a time, recomputing the prefix each step:
@@ -185,7 +192,7 @@ def ir_groups():
 
 def test_group_logps_equals_direct_per_sequence_computation():
     lm, groups = TinyCausalLM(), ir_groups()
-    chosen, rejected, chosen_mask, rejected_mask = group_logps(lm, groups, torch.device("cpu"))
+    chosen, rejected, chosen_mask, rejected_mask = group_logps(lm, groups)
     assert chosen.shape == chosen_mask.shape == (3, 3)
     assert rejected.shape == rejected_mask.shape == (3, 2)
     assert chosen_mask.tolist() == [[True, True, True], [True, False, False], [True, True, False]]
@@ -200,7 +207,7 @@ def test_group_logps_equals_direct_per_sequence_computation():
 
 def test_group_logps_gradient_equals_direct_gradient():
     lm, groups = TinyCausalLM(), ir_groups()
-    chosen, rejected, chosen_mask, rejected_mask = group_logps(lm, groups, torch.device("cpu"))
+    chosen, rejected, chosen_mask, rejected_mask = group_logps(lm, groups)
     with torch.no_grad():
         ref_chosen, ref_rejected = chosen - 1.0, rejected + 0.5  # any constants will do
     gepo_loss(chosen, rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask, beta=0.5).backward()
@@ -222,8 +229,66 @@ def test_group_logps_gradient_equals_direct_gradient():
 def test_group_logps_rejects_groups_without_winners_or_losers():
     lm = TinyCausalLM()
     with pytest.raises(ValueError, match="no loser_ids"):
-        group_logps(lm, [{"prompt_ids": [1], "winner_ids": [[2, 0]], "loser_ids": []}], "cpu")
+        group_logps(lm, [{"prompt_ids": [1], "winner_ids": [[2, 0]], "loser_ids": []}])
     with pytest.raises(ValueError, match="empty prompt"):
-        group_logps(lm, [{"prompt_ids": [], "winner_ids": [[2, 0]], "loser_ids": [[3]]}], "cpu")
+        group_logps(lm, [{"prompt_ids": [], "winner_ids": [[2, 0]], "loser_ids": [[3]]}])
     with pytest.raises(ValueError, match="at least one group"):
-        group_logps(lm, [], "cpu")
+        group_logps(lm, [])
+
+
+# ----------------------------------------------------------------------------- the IR probe
+
+def tiny_gpt(seed):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=32, vocab_size=13, n_layer=1, n_head=2, n_embd=16)).eval()
+
+
+def test_probe_of_a_model_against_itself_is_zero():
+    model = tiny_gpt(0)
+    result = probe(model, model, ir_groups(), beta=0.1)
+    assert result == {"margin": 0.0, "positive_share": 0.0, "groups": 3}
+
+
+def test_probe_matches_the_direct_margin_and_does_not_depend_on_batching():
+    policy, reference, groups = tiny_gpt(1), tiny_gpt(2), ir_groups()
+    with torch.no_grad():
+        chosen, rejected, chosen_mask, rejected_mask = group_logps(policy, groups)
+        ref_chosen, ref_rejected, _, _ = group_logps(reference, groups)
+    margins = []  # eqs. 6-9 by hand, group by group
+    for b, group in enumerate(groups):
+        n, m = len(group["winner_ids"]), len(group["loser_ids"])
+        winners = 0.5 * (chosen[b, :n] - ref_chosen[b, :n]).mean()
+        losers = 0.5 * (rejected[b, :m] - ref_rejected[b, :m]).mean()
+        margins.append((winners - losers).item())
+    for batch_groups in (1, 2, 8):
+        result = probe(policy, reference, groups, beta=0.5, batch_groups=batch_groups)
+        assert result["margin"] == pytest.approx(sum(margins) / 3, abs=1e-5)
+        assert result["positive_share"] == pytest.approx(sum(m > 0 for m in margins) / 3)
+        assert result["groups"] == 3
+
+
+def test_probe_restores_training_mode_and_rejects_no_groups():
+    policy, reference = tiny_gpt(1).train(), tiny_gpt(2)
+    probe(policy, reference, ir_groups())
+    assert policy.training and not reference.training
+    with pytest.raises(ValueError, match="at least one"):
+        probe(policy, reference, [])
+
+
+def test_probe_margin_rises_as_gepo_trains_the_policy():
+    """A few GEPO steps on some groups raise the probe's margin on those groups above 0 (the
+    reference is the starting point, so the margin starts at exactly 0)."""
+    reference, policy = tiny_gpt(3), tiny_gpt(3)
+    reference.requires_grad_(False)
+    groups = ir_groups()
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    with torch.no_grad():
+        ref_chosen, ref_rejected, _, _ = group_logps(reference, groups)
+    for _ in range(10):
+        chosen, rejected, chosen_mask, rejected_mask = group_logps(policy, groups)
+        loss = gepo_loss(chosen, rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask, beta=0.1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    result = probe(policy, reference, groups, beta=0.1)
+    assert result["margin"] > 0.05 and result["positive_share"] == 1.0
