@@ -50,13 +50,19 @@ def _parse_literal(text):
         return text  # not a Python literal: a plain string such as a path
 
 
+def snapshot(config):
+    """The settings of a script: its globals that hold a plain value (number, bool, str, None,
+    tuple, list), by name. What --key=value may set, and what a checkpoint records."""
+    return {k: v for k, v in config.items() if not k.startswith("_")
+            and isinstance(v, (int, float, bool, str, tuple, list, type(None)))}
+
+
 def configure(config, args):
     """Apply config files (args without --) and --key=value overrides to the dict config
     (a script's globals()), in order. Only keys that are already in config may be set; the
     settable keys are those whose default is a plain value (number, bool, str, None, tuple).
     Returns the set of keys that were set (a script applies presets to the others only)."""
-    settable = {k: v for k, v in config.items() if not k.startswith("_")
-                and isinstance(v, (int, float, bool, str, tuple, list, type(None)))}
+    settable = snapshot(config)
     was_set = set()
     for arg in args:
         if not arg.startswith("--"):

@@ -25,9 +25,15 @@ Both feed the same PPO-style clipped surrogate (eq. 5), rho_t = pi_theta / pi_ol
     # grpo instead: adv = grpo_advantages(rewards, G, mask)
     #               loss = loss + beta_kl * masked_mean(kl_k3(logp, logp_ref, mask), mask)
 
+Under torchrun every rank holds a share of the batch's completions. "Over the batch" then means
+over the union of the ranks' shares: the normalisation's mean and std and the loss's token count
+are summed over the ranks (torch.distributed.all_reduce), so that N ranks compute exactly the
+advantages and, once their gradients are summed, the gradient of one process on the whole batch.
+
 Tests: python -m pytest tests/test_reinforce.py
 """
 import torch
+import torch.distributed as dist
 
 
 def _check_tokens(mask, **tensors):
@@ -59,10 +65,28 @@ def _grouped(rewards, group_size):
     return rewards.view(-1, group_size)
 
 
+def _sum_over_ranks(tensor):
+    """tensor summed over torchrun's ranks (itself in one process); no gradient flows through."""
+    if dist.is_available() and dist.is_initialized():
+        tensor = tensor.detach().clone()
+        dist.all_reduce(tensor)
+    return tensor
+
+
 def masked_mean(values, mask):
-    """Mean over the True entries of mask (all rows together). torch.where (not a multiply)
-    keeps masked-out entries out of the value and the gradient even if they hold inf or NaN."""
-    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp(min=1)
+    """Mean over the True entries of mask, all rows of every rank together. Differentiable: this
+    rank's sum over the tokens of the whole batch (the token count is summed over the ranks), so
+    that summing the ranks' gradients gives the gradient of the mean. torch.where (not a
+    multiply) keeps masked-out entries out of the value and the gradient even if they hold inf
+    or NaN."""
+    count = _sum_over_ranks(mask.sum().to(values.dtype))
+    return torch.where(mask, values, 0.0).sum() / count.clamp(min=1)
+
+
+def global_masked_mean(values, mask):
+    """The value of masked_mean on every rank (its sum over the ranks), without gradient: for
+    statistics (the normalisation of REINFORCE++, logged figures)."""
+    return _sum_over_ranks(masked_mean(values.detach(), mask))
 
 
 @torch.no_grad()
@@ -89,8 +113,8 @@ def reinforce_pp_advantages(rewards, logp_old, logp_ref, mask, beta_kl):
     returns = torch.where(mask, token_rewards.flip(1).cumsum(1).flip(1), 0.0)
     # Global normalisation over every completion token of the batch, with the population std
     # (the batch holds thousands of tokens, so n vs n - 1 makes no difference; OpenRLHF does the same).
-    mean = masked_mean(returns, mask)
-    std = masked_mean((returns - mean) ** 2, mask).sqrt()
+    mean = global_masked_mean(returns, mask)
+    std = global_masked_mean((returns - mean) ** 2, mask).sqrt()
     advantages = torch.where(mask, (returns - mean) / (std + 1e-8), 0.0)
     return advantages, returns
 
@@ -155,6 +179,6 @@ def policy_loss(logp, logp_old, advantages, mask, clip_eps=0.2):
 
     with torch.no_grad():
         clip_active = ((ratio > 1.0 + clip_eps) & (advantages > 0)) | ((ratio < 1.0 - clip_eps) & (advantages < 0))
-        stats = {"clip_frac": masked_mean(clip_active.float(), mask).item(),
-                 "approx_kl": masked_mean(ratio - 1 - log_ratio, mask).item()}
+        stats = {"clip_frac": global_masked_mean(clip_active.float(), mask).item(),
+                 "approx_kl": global_masked_mean(ratio - 1 - log_ratio, mask).item()}
     return loss, stats
