@@ -1,32 +1,36 @@
 """
-eval.py: how well does a checkpoint translate? pass@k per (source -> target) pair, RL targets and
-held-out targets apart; two checkpoints side by side; training curves; the ablation table.
+eval.py: how well does a checkpoint translate? pass@k with 95% confidence intervals per
+(source -> target) pair, per target language, RL targets and held-out targets apart; two
+checkpoints compared task by task (the paired difference and its interval); the IR-equivalence
+probe (does the policy prefer equivalent IRs over inequivalent ones, relative to its SFT model?).
 
     python eval.py --ckpt=out/oorl.pt                         # -> out/oorl.eval.json
-    python eval.py --ckpt=out/oorl.pt --compare=out/sft.pt    # both, and the difference per pair
+    python eval.py --ckpt=out/oorl.pt --compare=out/sft.pt    # both, and their paired difference
+    python eval.py --ckpt=out/oorl.pt --show=5                # also print 5 translations and verdicts
     python eval.py --ckpt=out/oorl.pt --greedy=True           # greedy decoding: n = 1, temperature 0
+    python eval.py --ckpt=out/oorl.pt --compare=out/sft.pt --max_tasks_per_pair=50 --n=4 --budget=40
+                                                              # interval width per (tasks, n) at 40 programs a pair
+    torchrun --standalone --nproc_per_node=2 eval.py --ckpt=out/oorl.pt   # tasks sharded over 2 ranks
     python eval.py --plot=out/metrics.jsonl                   # training curves -> out/metrics.png
-    python eval.py --plot=out/ablation/ablation.json          # the ablation's bar chart -> .png
 
-For every selected task of the split, n completions are sampled with the KV cache (rollout.py)
-and each is run against the task's unit tests (reward.py): 1 if it is well formed, compiles and
-passes every test, else 0 (eq. 4; a completion cut off at max_new_tokens gets 0). With c of the
-n samples passing, pass@k is estimated without bias as 1 - C(n-c, k) / C(n, k) (Chen et al.
-2021, the Codex paper), averaged over the tasks of a pair. An overall figure is the mean over
-pairs, so that every (source -> target) pair weighs the same. The tasks are the first
-max_tasks_per_pair of each pair in the split's file order: every checkpoint and every seed sees
-the same tasks, so differences between checkpoints are paired, not luck of the draw.
+For every selected task, n completions are sampled with the KV cache (rollout.py) and each is run
+against the task's unit tests (reward.py): 1 if it is well formed, compiles and passes every test,
+else 0 (eq. 4; a completion cut off at max_new_tokens gets 0). With c of the n samples passing,
+pass@k is estimated without bias as 1 - C(n-c, k) / C(n, k) (Chen et al. 2021), averaged over the
+tasks of a pair; a group of pairs (a target language, the RL targets, the held-out targets, all)
+is the mean over its pairs, so that every (source -> target) pair weighs the same. The tasks are
+the first max_tasks_per_pair of each pair in the split's file order, and the sampling seed of a
+batch depends only on the seed and the batch's place in a fixed order: two checkpoints see the
+same tasks with the same seeds, and the split of the batches over torchrun ranks changes nothing.
 
-Defaults: n = 10 samples at temperature 0.8 (a compromise between pass@1, best at low
-temperature, and pass@10, best near 0.8 in the Codex paper) on 10 tasks per pair: 2 sources x
-8 targets = 16 pairs (C, the GEPO source language, is not a target here), 160 tasks, 1600
-programs. On 2 CPU cores that took 2.5 minutes for a CPU-preset model whose completions nearly
-all compile (most of it compiling and running them; each batch prints where its time went) and
-10 s for the smoke checkpoint, whose completions are not even well formed. --max_tasks_per_pair=0
-takes the whole split; --split=val evaluates on the validation split.
+Statistics: see `estimate` (the interval of one figure) and `paired` (the difference of two
+checkpoints, task by task). For pass@1 at a fixed number of programs, more tasks with fewer
+samples each give the narrower interval: `--budget` measures it (`budget_table`).
 
-The results go to <checkpoint without .pt>.eval.json next to the checkpoint and are reused when
-the same checkpoint (same modification time) is evaluated again with the same settings.
+Languages whose toolchain is missing (reward.available) are dropped from the evaluated pairs,
+with one message naming them. The results go to <checkpoint without .pt>.eval.json beside the
+checkpoint and are reused when the same checkpoint (same modification time) is evaluated again
+with the same settings.
 """
 import json
 import math
@@ -39,36 +43,45 @@ from contextlib import nullcontext
 
 import torch
 
+import ddp
+import gepo
 import reward
 import tasks
+import tokenizer
 from configurator import configure
-from model import GPT, GPTConfig
+from model import GPT, device_setup, load_checkpoint
 from rollout import rollout
 
 # ----------------------------------------------------------------------------- configuration
 ckpt = "out/oorl.pt"
-compare = ""             # a second checkpoint, evaluated with the same settings and shown side by side
+compare = ""             # a second checkpoint, evaluated with the same settings; the paired difference is shown
+ref_ckpt = ""            # the IR probe's reference (SFT) model ("": --compare's checkpoint; neither: no probe)
 out_json = ""            # where to write the results ("": the checkpoint's path with .eval.json)
 data_dir = ""            # "": the data_dir the checkpoint was trained on
 split = "test"           # "test" | "val" | "train"
-n = 10                   # samples per task; pass@k is reported for the k in KS with k <= n
+n = 1                    # samples per task; pass@k is reported for the k in KS with k <= n
 temperature = 0.8
 top_k = None
 top_p = None
 greedy = False           # pass@1 of greedy decoding (temperature 0, n = 1)
 max_new_tokens = 0       # 0: the checkpoint's own max_new_tokens
-max_tasks_per_pair = 10  # the first tasks of each (source -> target) pair (0: every task of the split)
+max_tasks_per_pair = 100  # the first tasks of each (source -> target) pair (0: every task of the split)
 batch_size = 160         # completions decoded together (prompts per batch = batch_size // n)
 seed = 1337
 device = "auto"          # "cpu" | "cuda" | "auto"
 reuse = True             # reuse an existing .eval.json of the same checkpoint and settings
-plot = ""                # plot this file and exit: a metrics.jsonl (curves) or an ablation.json (bars)
+show = 0                 # print this many sampled translations with their verdicts
+probe_groups = "ir_groups_val.jsonl"  # the IR probe's held-out groups, in data_dir ("": no probe)
+budget = 0               # > 0 with --compare: interval widths of (tasks, n) choices at this many programs a pair
+plot = ""                # plot a train.py metrics.jsonl (training curves) and exit
 
 KS = (1, 5, 10)
-TARGET_GROUPS = (("RL targets", tasks.RL_TARGETS), ("held-out", tasks.HELDOUT_TARGETS))
+Z95 = 1.959964           # the normal quantile of a two-sided 95% interval
+GROUPS = (("all", tasks.RL_TARGETS + tasks.HELDOUT_TARGETS), ("rl", tasks.RL_TARGETS),
+          ("heldout", tasks.HELDOUT_TARGETS))
 
 
-# ----------------------------------------------------------------------------- pass@k
+# ----------------------------------------------------------------------------- pass@k and its intervals
 
 def pass_at_k(n, c, k):
     """Unbiased pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k), the chance that
@@ -81,48 +94,175 @@ def pass_at_k(n, c, k):
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
+def estimate(values_by_pair, low=0.0, high=1.0):
+    """(value, [lo, hi]) of a group of pairs, from one number per task ({pair: [per-task values]}):
+    the mean over pairs of the mean over each pair's tasks, with a 95% interval.
+
+    Why the standard error and not a bootstrap: the figure is a stratified mean (tasks drawn within
+    each pair, pairs weighed equally), whose variance has the closed form sum_p s_p^2 / T_p / P^2
+    (s_p^2: the sample variance of the per-task values of pair p, T_p its tasks). The per-task
+    values already hold the sampling noise of the n completions, so this one formula covers both
+    sources of variance. A stratified bootstrap over tasks estimates the same variance (times
+    (T-1)/T), with resampling noise and a seed of its own; the closed form is exact, instant and
+    testable (tests/test_eval.py checks its coverage by simulation). The interval is normal
+    (z = 1.96), clipped to [low, high]; it needs 2 tasks in every pair (else [None, None])."""
+    pairs = [v for v in values_by_pair.values() if v]
+    if not pairs:
+        return None, [None, None]
+    value = statistics.fmean(statistics.fmean(v) for v in pairs)
+    if min(map(len, pairs)) < 2:
+        return value, [None, None]
+    se = math.sqrt(sum(statistics.variance(v) / len(v) for v in pairs)) / len(pairs)
+    return value, [max(low, value - Z95 * se), min(high, value + Z95 * se)]
+
+
+def group_pairs(pairs):
+    """The groups reported: all pairs, RL targets, held-out targets, and each target language."""
+    groups = {name: [p for p in pairs if p.split("->")[1] in targets] for name, targets in GROUPS}
+    for target in tasks.RL_TARGETS + tasks.HELDOUT_TARGETS:
+        groups[f"target {target}"] = [p for p in pairs if p.split("->")[1] == target]
+    return {name: members for name, members in groups.items() if members}
+
+
+def tabulate(values, low, high):
+    """values {"pass@k": {pair: [per-task values]}} -> (groups, pairs), each entry
+    {"pass@k": value, ..., "ci95": {"pass@k": [lo, hi], ...}, "n_pairs", "n_tasks"}."""
+    some = next(iter(values.values()))
+
+    def entry(members):
+        figure = {"ci95": {}}
+        for key, by_pair in values.items():
+            figure[key], figure["ci95"][key] = estimate({p: by_pair[p] for p in members}, low, high)
+        return dict(figure, n_pairs=len(members), n_tasks=sum(len(some[p]) for p in members))
+
+    return ({name: entry(members) for name, members in group_pairs(sorted(some)).items()},
+            {pair: entry([pair]) for pair in sorted(some)})
+
+
 def summarize(counts, n_samples):
-    """Per-pair and overall pass@k from counts {pair: [c per task]}, RL and held-out targets apart:
-    the "pass@1", "pass@k", "pairs" and "heldout" entries of the .eval.json."""
-    ks = [k for k in KS if k <= n_samples]
-    groups = {}
-    for name, targets in TARGET_GROUPS:
-        pairs = {}
-        for pair, cs in sorted(counts.items()):
-            if pair.split("->")[1] in targets and cs:
-                pairs[pair] = {f"pass@{k}": statistics.fmean(pass_at_k(n_samples, c, k) for c in cs) for k in ks}
-                pairs[pair]["n_tasks"] = len(cs)
-        overall = {str(k): statistics.fmean(p[f"pass@{k}"] for p in pairs.values()) if pairs else 0.0 for k in ks}
-        # standard error of the overall pass@1 (a mean of per-pair means of per-task c/n): how far
-        # another draw of tasks and samples could move it; differences well inside it are noise
-        variances = [statistics.variance([c / n_samples for c in counts[pair]]) / len(counts[pair])
-                     for pair in pairs if len(counts[pair]) > 1]
-        se = math.sqrt(sum(variances)) / len(pairs) if pairs else 0.0
-        groups[name] = {"pass@1": overall["1"], "pass@1_se": se, "pass@k": overall, "pairs": pairs}
-    rl = groups["RL targets"]
-    return {"pass@1": rl["pass@1"], "pass@1_se": rl["pass@1_se"], "pass@k": rl["pass@k"], "pairs": rl["pairs"],
-            "heldout": groups["held-out"]}
+    """The "groups" and "pairs" entries of the .eval.json from counts {pair: {task id: c}}:
+    pass@k for the k in KS with k <= n, each with its 95% interval (see tabulate)."""
+    return tabulate({f"pass@{k}": {pair: [pass_at_k(n_samples, c, k) for c in by_task.values()]
+                                   for pair, by_task in counts.items()}
+                     for k in KS if k <= n_samples}, 0.0, 1.0)
 
 
-# ----------------------------------------------------------------------------- sampling and scoring
+def paired(a_counts, b_counts, n_samples):
+    """The paired difference a - b of every pass@k, task by task over the tasks both evaluated:
+    (groups, pairs) as in summarize, values in [-1, 1]. Pairing removes the between-task variance
+    that both checkpoints share (an easy task is easy for both), which is most of it: the interval
+    of the difference is much narrower than the two separate intervals suggest."""
+    common = {pair: [t for t in a_counts[pair] if t in b_counts[pair]] for pair in a_counts.keys() & b_counts.keys()}
+    return tabulate({f"pass@{k}": {pair: [pass_at_k(n_samples, a_counts[pair][t], k) - pass_at_k(n_samples, b_counts[pair][t], k)
+                                          for t in tasks_of] for pair, tasks_of in common.items() if tasks_of}
+                     for k in KS if k <= n_samples}, -1.0, 1.0)
 
-def load_checkpoint(path, device):
-    """A checkpoint written by train.py (sft.pt / oorl.pt): the model and the run's config."""
-    if not os.path.exists(path):
-        raise SystemExit(f"no checkpoint at {path}: train one with `python train.py` or pass --ckpt=PATH")
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
-    if not {"model", "model_args", "config"} <= set(checkpoint):
+
+# ----------------------------------------------------------------------------- the eval budget
+
+def variance_components(a_counts, b_counts, n_samples):
+    """Per-task variance of the paired pass@1 difference, split into what more tasks average away
+    and what more samples per task do: between = Var over tasks of the true p_a - p_b, within = the
+    mean of p_a (1 - p_a) + p_b (1 - p_b) (the binomial noise of one sample of each). Both are
+    pooled within pairs; c (n - c) / (n (n - 1)) estimates p (1 - p) without bias (needs n >= 2)."""
+    if n_samples < 2:
+        raise ValueError("variance_components needs n >= 2 samples per task to separate the two sources")
+    total, within, weight = 0.0, 0.0, 0
+    for pair in a_counts.keys() & b_counts.keys():
+        common = [t for t in a_counts[pair] if t in b_counts[pair]]
+        if len(common) < 2:
+            continue
+        d = [(a_counts[pair][t] - b_counts[pair][t]) / n_samples for t in common]
+        total += statistics.variance(d) * len(common)
+        within += sum(c * (n_samples - c) / (n_samples * (n_samples - 1))
+                      for t in common for c in (a_counts[pair][t], b_counts[pair][t]))
+        weight += len(common)
+    if not weight:
+        raise ValueError("variance_components needs two tasks in some pair evaluated by both checkpoints")
+    within /= weight
+    return max(0.0, total / weight - within / n_samples), within
+
+
+def predicted_width(between, within, n_pairs, tasks_per_pair, n_samples):
+    """Width of the paired 95% interval of the overall pass@1 difference with T tasks per pair and
+    n samples per task: 2 z sqrt((between + within / n) / (P T)). At a fixed number of programs
+    P T n, between / (P T) shrinks only with more tasks: n = 1 is best unless tasks run out."""
+    return 2 * Z95 * math.sqrt((between + within / n_samples) / (n_pairs * tasks_per_pair))
+
+
+def subsampled_width(a_counts, b_counts, n_samples, tasks_per_pair, n_sub, draws=200, rng=None):
+    """The measured width of the paired pass@1 interval at (tasks_per_pair, n_sub), from an
+    evaluation with more of both: each draw keeps a random tasks_per_pair of every pair's tasks
+    (the same for both checkpoints) and n_sub of each task's n samples (c' is then hypergeometric);
+    returns the mean width over the draws."""
+    rng = rng or random.Random(0)
+    widths = []
+    for _ in range(draws):
+        sub_a, sub_b = {}, {}
+        for pair in a_counts.keys() & b_counts.keys():
+            common = [t for t in a_counts[pair] if t in b_counts[pair]]
+            chosen = rng.sample(common, min(tasks_per_pair, len(common)))
+            sub_a[pair] = {t: _hypergeometric(rng, n_samples, a_counts[pair][t], n_sub) for t in chosen}
+            sub_b[pair] = {t: _hypergeometric(rng, n_samples, b_counts[pair][t], n_sub) for t in chosen}
+        lo, hi = paired(sub_a, sub_b, n_sub)[0]["all"]["ci95"]["pass@1"]
+        widths.append(hi - lo)
+    return statistics.fmean(widths)
+
+
+def _hypergeometric(rng, n, c, draws):
+    """Passing samples among `draws` of n samples (c passing), drawn without replacement."""
+    return sum(rng.sample([1] * c + [0] * (n - c), draws))
+
+
+def budget_table(a_counts, b_counts, n_samples, programs_per_pair):
+    """Rows (tasks per pair, n, measured width or None, predicted width) for n = 1, 2, 4, 5, 10, ...
+    with tasks x n = programs_per_pair; measured where the evaluation has enough tasks and samples."""
+    between, within = variance_components(a_counts, b_counts, n_samples)
+    n_pairs = len(a_counts.keys() & b_counts.keys())
+    most_tasks = min(len(a_counts[p]) for p in a_counts.keys() & b_counts.keys())
+    rows = []
+    for n_sub in (1, 2, 4, 5, 10, 20):
+        tasks_per_pair = programs_per_pair // n_sub
+        if tasks_per_pair < 2:
+            break
+        measured = (subsampled_width(a_counts, b_counts, n_samples, tasks_per_pair, n_sub)
+                    if n_sub <= n_samples and tasks_per_pair <= most_tasks else None)
+        rows.append((tasks_per_pair, n_sub, measured, predicted_width(between, within, n_pairs, tasks_per_pair, n_sub)))
+    return rows, between, within
+
+
+# ----------------------------------------------------------------------------- loading and sharding
+
+def load(path, device):
+    """(model in eval mode, tokenizer, the run's config) from a train.py checkpoint (sft.pt /
+    oorl.pt). Loaded with weights_only=True: a checkpoint holds tensors and plain data only, so
+    loading one can never run code. The tokenizer is the one recorded in the checkpoint (older
+    checkpoints without a record: the project tokenizer of the run's data_dir)."""
+    checkpoint = load_checkpoint(path)
+    if "config" not in checkpoint:
         raise SystemExit(f"{path} is not a finished train.py checkpoint (sft.pt or oorl.pt, with model, "
                          f"model_args and config); ckpt.pt is the resumable training state")
-    model = GPT(GPTConfig(**checkpoint["model_args"])).to(device)
-    model.load_state_dict(checkpoint["model"])
-    return model.eval(), checkpoint["config"]
+    model = GPT.from_checkpoint(checkpoint, device).eval()
+    config = checkpoint["config"]
+    enc = (tokenizer.from_record(checkpoint["tokenizer"]) if "tokenizer" in checkpoint
+           else tokenizer.load(config["data_dir"]))
+    return model, enc, config
 
 
-def select_tasks(all_tasks, per_pair, fits):
-    """The first per_pair tasks (0: all) of every pair from a paper source language to an RL or
-    held-out target, in file order, skipping prompts that leave no room for the completion."""
-    targets = tasks.RL_TARGETS + tasks.HELDOUT_TARGETS
+def distributed_setup(device_request):
+    """(rank, world_size, device, autocast). Under torchrun, ddp.setup joins the process group
+    (NCCL on CUDA, one GPU per rank; gloo on CPU, the cores split between the ranks), and each
+    rank's reward workers get its share of the cores, so that N ranks on one machine do not run N
+    times the programs the cores can take."""
+    device_name, autocast = device_setup(device_request)
+    rank, world, device_name = ddp.setup(device_name)
+    reward.WORKERS = max(1, reward.WORKERS // ddp.local_world_size())
+    return rank, world, device_name, autocast
+
+
+def select_tasks(all_tasks, per_pair, fits, targets):
+    """The first per_pair tasks (0: all) of every pair from a paper source language to one of
+    `targets`, in file order, skipping prompts that leave no room for the completion."""
     by_pair, too_long = {}, 0
     for task in all_tasks:
         if task["src_lang"] not in tasks.SOURCE_LANGS or task["tgt_lang"] not in targets:
@@ -138,203 +278,269 @@ def select_tasks(all_tasks, per_pair, fits):
     return by_pair
 
 
+def available_targets(rank):
+    """The RL and held-out targets whose toolchain works here (decided on rank 0, for every rank):
+    a language that cannot run would score 0 on every task and pull its pairs down for nothing."""
+    decided = ddp.gather([t for t in tasks.RL_TARGETS + tasks.HELDOUT_TARGETS if reward.available(t)]
+                         if rank == 0 else None)[0]
+    missing = [t for t in tasks.RL_TARGETS + tasks.HELDOUT_TARGETS if t not in decided]
+    if missing and rank == 0:
+        print(f"not evaluated: {', '.join(missing)} (toolchain missing; `python reward.py` says what to install)")
+    return decided, missing
+
+
 def resolve_settings(config, checkpoint_config):
-    """The settings an evaluation depends on, with the checkpoint's defaults filled in."""
+    """The settings an evaluation's numbers depend on, with the checkpoint's defaults filled in."""
     greedy_run = config["greedy"]
     return dict(split=config["split"], n=1 if greedy_run else config["n"],
                 temperature=0.0 if greedy_run else config["temperature"], greedy=greedy_run,
                 top_k=config["top_k"], top_p=config["top_p"],
                 max_new_tokens=config["max_new_tokens"] or checkpoint_config["max_new_tokens"],
-                max_tasks_per_pair=config["max_tasks_per_pair"], seed=config["seed"],
-                data_dir=config["data_dir"] or checkpoint_config["data_dir"])
+                max_tasks_per_pair=config["max_tasks_per_pair"], batch_size=config["batch_size"],
+                seed=config["seed"], data_dir=config["data_dir"] or checkpoint_config["data_dir"])
 
 
-def evaluate(ckpt_path, config, device):
-    """Sample, score and summarize one checkpoint; returns the .eval.json dict."""
-    model, checkpoint_config = load_checkpoint(ckpt_path, device)
+# ----------------------------------------------------------------------------- sampling and scoring
+
+def first_failure(task, completion):
+    """The first failing test of a completion ("input -> expected, got ..."), or the error."""
+    code = completion.split(tasks.EOT, 1)[0]
+    stdin = "".join(line + "\n" for line, _ in task["tests"])
+    execution = reward.execute(tasks.harness(code, task["tgt_lang"], task["n_args"]), task["tgt_lang"], stdin)
+    lines = execution.stdout.splitlines()
+    for i, (line, expected) in enumerate(task["tests"]):
+        got = lines[i].strip() if i < len(lines) else "(nothing)"
+        if got != expected.strip():
+            return f"input {line!r}: expected {expected.strip()!r}, got {got!r}"
+    return ""
+
+
+def evaluate(ckpt_path, config, rank=0, world=1, device="cpu", autocast=nullcontext()):
+    """Sample, score and summarize one checkpoint (this rank's share of the batches, gathered);
+    returns the .eval.json dict (on every rank)."""
+    model, enc, checkpoint_config = load(ckpt_path, device)
     s = resolve_settings(config, checkpoint_config)
     split_path = os.path.join(s["data_dir"], f"tasks_{s['split']}.jsonl")
     if not os.path.exists(split_path):
         raise SystemExit(f"no {split_path}: run `python prepare.py --data_dir={s['data_dir']}` or pick "
                          f"--split=test|val|train and --data_dir=DIR")
-    enc = tasks.load_tokenizer(s["data_dir"])
     with open(split_path) as f:
         split_tasks = [json.loads(line) for line in f]
+    targets, dropped = available_targets(rank)
     prompt_ids = {}
 
     def fits(task):
-        prompt_ids[task["id"]] = enc.encode(task["prompt"], allowed_special="all")
+        prompt_ids[task["id"]] = enc.encode(task["prompt"])
         return len(prompt_ids[task["id"]]) + s["max_new_tokens"] <= model.config.block_size
 
-    by_pair = select_tasks(split_tasks, s["max_tasks_per_pair"], fits)
+    by_pair = select_tasks(split_tasks, s["max_tasks_per_pair"], fits, targets)
     if not by_pair:
-        raise SystemExit(f"{split_path} has no task from {tasks.SOURCE_LANGS} to an RL or held-out target")
-    # shuffled (seeded) so that every batch mixes languages and the ETA is honest from the start
+        raise SystemExit(f"{split_path} has no task from {tasks.SOURCE_LANGS} to an available target")
+    # one fixed order of batches (shuffled by the seed, so that every batch mixes languages); batch b
+    # samples with its own seed and runs on rank b % world: the results never depend on the ranks
     order = [task for chosen in by_pair.values() for task in chosen]
     random.Random(s["seed"]).shuffle(order)
-    generator = torch.Generator(device=device).manual_seed(s["seed"])
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else nullcontext()
-    prompts_per_batch = max(1, config["batch_size"] // s["n"])
-    n_batches = math.ceil(len(order) / prompts_per_batch)
-    print(f"evaluating {ckpt_path}: {len(order)} tasks in {len(by_pair)} pairs x n={s['n']} samples "
-          f"(T={s['temperature']}, max_new_tokens={s['max_new_tokens']}) on {s['split']}, {n_batches} batches")
-
-    counts, statuses = {pair: [] for pair in by_pair}, {}
+    per_batch = max(1, s["batch_size"] // s["n"])
+    n_batches = math.ceil(len(order) / per_batch)
+    if rank == 0:
+        print(f"evaluating {ckpt_path}: {len(order)} tasks in {len(by_pair)} pairs x n={s['n']} samples "
+              f"(T={s['temperature']}, max_new_tokens={s['max_new_tokens']}) on {s['split']}, {n_batches} batches"
+              + (f" over {world} ranks" if world > 1 else ""))
+    found, statuses, examples = {}, {}, []
     t_start, t_sample, t_score = time.time(), 0.0, 0.0
-    for b in range(n_batches):
-        batch = order[b * prompts_per_batch:(b + 1) * prompts_per_batch]
+    for b in range(rank, n_batches, world):
+        batch = order[b * per_batch:(b + 1) * per_batch]
+        generator = torch.Generator(device=device).manual_seed(s["seed"] * 1_000_003 + b)
         t0 = time.time()
         with autocast:
             out = rollout(model, [prompt_ids[t["id"]] for t in batch], s["n"], s["max_new_tokens"],
-                          enc.eot_token, s["temperature"], s["top_k"], s["top_p"], generator)
+                          enc.eot, s["temperature"], s["top_k"], s["top_p"], generator)
         completions = [enc.decode(out.completion_ids(r)) for r in range(len(out.completions))]
         truncated = out.truncated.tolist()
         t1 = time.time()
-        row_tasks = [t for t in batch for _ in range(s["n"])]
-        verdicts = reward.score_details(completions, row_tasks, truncated=truncated)
+        verdicts = reward.score_details(completions, [t for t in batch for _ in range(s["n"])], truncated=truncated)
         t2 = time.time()
         t_sample, t_score = t_sample + t1 - t0, t_score + t2 - t1
         for i, task in enumerate(batch):
-            rows = verdicts[i * s["n"]:(i + 1) * s["n"]]
-            counts[f"{task['src_lang']}->{task['tgt_lang']}"].append(sum(int(v.reward) for v in rows))
+            found[task["id"]] = sum(int(v.reward) for v in verdicts[i * s["n"]:(i + 1) * s["n"]])
+            place = b * per_batch + i
+            if place < config["show"]:  # the first sample of the first tasks of the fixed order
+                v = verdicts[i * s["n"]]
+                failing = first_failure(task, completions[i * s["n"]]) if v.status == "wrong_answer" else ""
+                examples.append((place, dict(pair=f"{task['src_lang']}->{task['tgt_lang']}", task=task["id"],
+                                             source=task["source"], completion=completions[i * s["n"]],
+                                             verdict=v.status, passed=v.passed, total=v.total,
+                                             error=failing or v.error)))
         for v, cut in zip(verdicts, truncated):
             kind = "truncated" if cut else v.status
             statuses[kind] = statuses.get(kind, 0) + 1
-        elapsed = time.time() - t_start
-        print(f"batch {b + 1}/{n_batches} | sampling {t1 - t0:.1f}s scoring {t2 - t1:.1f}s | "
-              f"elapsed {elapsed / 60:.1f} min | eta {elapsed / (b + 1) * (n_batches - b - 1) / 60:.1f} min")
+        if rank == 0:
+            done, elapsed = len(range(rank, b + 1, world)), time.time() - t_start
+            left = len(range(b + world, n_batches, world))
+            print(f"batch {b + 1}/{n_batches} | sampling {t1 - t0:.1f}s scoring {t2 - t1:.1f}s | "
+                  f"elapsed {elapsed / 60:.1f} min | eta {elapsed / done * left / 60:.1f} min")
 
-    result = summarize(counts, s["n"])
-    result.update(split=s["split"], n=s["n"], temperature=s["temperature"], ckpt=ckpt_path,
-                  settings=s, ckpt_mtime=os.path.getmtime(ckpt_path), statuses=statuses,
-                  counts=counts, seconds=dict(sampling=t_sample, scoring=t_score, total=time.time() - t_start))
-    return result
+    shares = ddp.gather((found, statuses, examples, t_sample, t_score))
+    found = {task_id: c for share in shares for task_id, c in share[0].items()}
+    statuses = {kind: sum(share[1].get(kind, 0) for share in shares) for kind in sorted(set().union(*(sh[1] for sh in shares)))}
+    counts = {pair: {t["id"]: found[t["id"]] for t in chosen} for pair, chosen in sorted(by_pair.items())}
+    groups, pairs = summarize(counts, s["n"])
+    return dict(ckpt=ckpt_path, ckpt_mtime=os.path.getmtime(ckpt_path), settings=s, groups=groups, pairs=pairs,
+                not_evaluated=dropped, statuses=statuses, counts=counts,
+                examples=[e for _, e in sorted(e for share in shares for e in share[2])],
+                seconds=dict(sampling=sum(sh[3] for sh in shares), scoring=sum(sh[4] for sh in shares),
+                             total=time.time() - t_start))
+
+
+def ir_probe(policy_path, reference_path, data_dir, groups_file, device):
+    """gepo.probe of the policy against its reference on held-out IR groups (never trained on):
+    the GEPO margin (mean winner minus mean loser implicit reward, eqs. 6-9) and the share of
+    groups where it is positive. 0 and 0 for the reference itself; > 0 once the policy has learnt
+    to prefer equivalent IRs more than its SFT model did. None when the groups file is missing."""
+    path = os.path.join(data_dir, groups_file)
+    if not groups_file or not os.path.exists(path):
+        print(f"no IR probe: no {path} (prepare.py writes it)")
+        return None
+    policy, enc, config = load(policy_path, device)
+    reference, _, _ = load(reference_path, device)
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    groups = [dict(prompt_ids=enc.encode(g["prompt"]), winner_ids=[enc.encode(w) + [enc.eot] for w in g["winners"]],
+                   loser_ids=[enc.encode(l) + [enc.eot] for l in g["losers"]]) for g in rows]
+    groups = [g for g in groups if len(g["prompt_ids"]) + max(map(len, g["winner_ids"] + g["loser_ids"]))
+              <= policy.config.block_size]
+    if not groups:
+        print(f"no IR probe: no group of {path} fits in block_size {policy.config.block_size}")
+        return None
+    beta = config.get("gepo_beta", 0.1)
+    return dict(gepo.probe(policy, reference, groups, beta=beta), beta=beta, reference=reference_path, file=path)
 
 
 def default_json_path(ckpt_path):
     return os.path.splitext(ckpt_path)[0] + ".eval.json"
 
 
-def evaluate_or_reuse(ckpt_path, json_path, config, device, allow_reuse):
-    """Reuse json_path when it holds this checkpoint's results under the same settings; otherwise
-    evaluate and write it (atomically: a killed run never leaves half a file behind)."""
-    if allow_reuse and os.path.exists(json_path) and os.path.exists(ckpt_path):
-        with open(json_path) as f:
-            previous = json.load(f)
-        checkpoint_config = torch.load(ckpt_path, map_location="cpu", weights_only=False)["config"]
-        if (previous.get("settings") == resolve_settings(config, checkpoint_config)
-                and previous.get("ckpt_mtime") == os.path.getmtime(ckpt_path)):
-            print(f"reusing {json_path} (same checkpoint and settings; --reuse=False evaluates again)")
-            return previous
-    result = evaluate(ckpt_path, config, device)
+def write_json(result, json_path):
+    """Atomically: a killed run never leaves half a file behind."""
     with open(json_path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(json_path + ".tmp", json_path)
     print(f"wrote {json_path}")
+
+
+def evaluate_or_reuse(ckpt_path, json_path, config, rank, world, device, autocast):
+    """Reuse json_path when it holds this checkpoint's results under the same settings (and
+    enough examples for --show); otherwise evaluate, and write it from rank 0."""
+    if config["reuse"] and os.path.exists(json_path) and os.path.exists(ckpt_path):
+        with open(json_path) as f:
+            previous = json.load(f)
+        if (previous.get("settings") == resolve_settings(config, load_checkpoint(ckpt_path)["config"])
+                and previous.get("ckpt_mtime") == os.path.getmtime(ckpt_path)
+                and len(previous.get("examples", [])) >= config["show"] and "groups" in previous):
+            if rank == 0:
+                print(f"reusing {json_path} (same checkpoint and settings; --reuse=False evaluates again)")
+            return previous
+    result = evaluate(ckpt_path, config, rank, world, device, autocast)
+    if rank == 0:
+        write_json(result, json_path)
     return result
 
 
 # ----------------------------------------------------------------------------- reports
 
-def pass_matrix(result, k=1, title="", signed=False):
-    """Sources x targets pass@k in percent, RL targets | held-out targets, with a mean row."""
-    pairs = {**result["pairs"], **result["heldout"]["pairs"]}
-    groups = [targets for _, targets in TARGET_GROUPS]
+def percent(value, ci=None, signed=False):
+    """'61.7 [52.1, 70.3]' in percent; '-' for a missing value."""
+    if value is None:
+        return "-"
+    text = f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+    if ci and ci[0] is not None:
+        text += f" [{100 * ci[0]:{'+' if signed else ''}.1f}, {100 * ci[1]:{'+' if signed else ''}.1f}]"
+    return text
+
+
+def pass_matrix(pairs, title, k=1, signed=False):
+    """Sources x targets pass@k in percent with each pair's 95% interval half-width (+-),
+    RL targets | held-out targets."""
+    groups = [tasks.RL_TARGETS, tasks.HELDOUT_TARGETS]
     key = f"pass@{k}"
 
-    def cell(target, value):
-        text = "-" if value is None else f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
-        return f"{text:>{max(7, len(target) + 2)}}"
-
-    def row(label, value_of):
-        return f"{label:<16}" + " |".join("".join(cell(t, value_of(t)) for t in targets) for targets in groups)
-
-    def target_mean(t):
-        values = [pairs[f"{src}->{t}"][key] for src in tasks.SOURCE_LANGS if f"{src}->{t}" in pairs]
-        return statistics.fmean(values) if values else None
+    def cell(target, figure):
+        if figure is None:
+            text = "-"
+        else:
+            lo, hi = figure["ci95"][key]
+            text = f"{100 * figure[key]:{'+' if signed else ''}.0f}"
+            text += f"±{100 * (hi - lo) / 2:.0f}" if lo is not None else ""
+        return f"{text:>{max(9, len(target) + 2)}}"
 
     header = "source \\ target"
-    lines = [title, f"{header:<16}" + " |".join("".join(f"{t:>{max(7, len(t) + 2)}}" for t in targets)
+    lines = [title, f"{header:<16}" + " |".join("".join(f"{t:>{max(9, len(t) + 2)}}" for t in targets)
                                                for targets in groups)]
-    lines += [row(src, lambda t: pairs.get(f"{src}->{t}", {}).get(key)) for src in tasks.SOURCE_LANGS]
-    lines.append(row("mean", target_mean))
-    return "\n".join(line for line in lines if line)
+    lines += [f"{src:<16}" + " |".join("".join(cell(t, pairs.get(f"{src}->{t}")) for t in targets) for targets in groups)
+              for src in tasks.SOURCE_LANGS]
+    return "\n".join(lines)
+
+
+def group_lines(groups, signed=False):
+    """One line per group: every pass@k with its 95% interval."""
+    lines = []
+    for name, figure in groups.items():
+        ks = [key for key in figure if key.startswith("pass@")]
+        lines.append(f"{name:>18}: " + "  ".join(f"{key} {percent(figure[key], figure['ci95'][key], signed)}" for key in ks)
+                     + f"  ({figure['n_tasks']} tasks)")
+    return lines
 
 
 def report(result):
     """The printed summary of one evaluation."""
     s = result["settings"]
-    title = (f"pass@1 (%) of {result['ckpt']} on {s['split']} (n={s['n']}, T={s['temperature']}, "
-             f"{s['max_tasks_per_pair'] or 'all'} tasks per pair)")
-    lines = [pass_matrix(result, 1, title)]
-    for name, group in (("RL targets", result), ("held-out", result["heldout"])):
-        figures = [f"pass@1 {100 * group['pass@1']:.1f} (s.e. {100 * group['pass@1_se']:.1f})"]
-        figures += [f"pass@{k} {100 * v:.1f}" for k, v in group["pass@k"].items() if k != "1"]
-        lines.append(f"{name:>10}: " + "  ".join(figures))
+    title = (f"pass@1 (%) ± 95% interval half-width of {result['ckpt']} on {s['split']} (n={s['n']}, "
+             f"T={s['temperature']}, {s['max_tasks_per_pair'] or 'all'} tasks per pair)")
+    lines = [pass_matrix(result["pairs"], title), "pass@k (%) [95% interval], groups weigh their pairs equally:"]
+    lines += group_lines(result["groups"])
+    if result["not_evaluated"]:
+        lines.append(f"not evaluated (toolchain missing): {', '.join(result['not_evaluated'])}")
     total = sum(result["statuses"].values())
     lines.append("outcomes: " + ", ".join(f"{kind} {100 * count / total:.0f}%" for kind, count in
                                          sorted(result["statuses"].items(), key=lambda kv: -kv[1])))
+    if result.get("ir_probe"):
+        p = result["ir_probe"]
+        lines.append(f"IR probe on {p['groups']} held-out groups (vs {p['reference']}, beta {p['beta']}): "
+                     f"margin {p['margin']:+.4f}, positive in {100 * p['positive_share']:.0f}% of groups")
     return "\n".join(lines)
 
 
-def difference_report(a, b):
-    """pass@1 of a minus b per pair (points), and overall."""
-    diff = {"pairs": {}, "heldout": {"pairs": {}}}
-    for where in (lambda r: r["pairs"], lambda r: r["heldout"]["pairs"]):
-        for pair in where(a).keys() & where(b).keys():
-            where(diff)[pair] = {"pass@1": where(a)[pair]["pass@1"] - where(b)[pair]["pass@1"]}
-    lines = [pass_matrix(diff, 1, f"difference in pass@1 (points): {a['ckpt']} - {b['ckpt']}", signed=True)]
-    for name, ga, gb in (("RL targets", a, b), ("held-out", a["heldout"], b["heldout"])):
-        lines.append(f"{name:>10}: " + "  ".join(f"pass@{k} {100 * (ga['pass@k'][k] - gb['pass@k'][k]):+.1f}"
-                                                 for k in ga["pass@k"] if k in gb["pass@k"]))
+def difference_report(difference):
+    """The paired difference in points, per pair and per group, with 95% intervals."""
+    title = f"paired difference in pass@1 (points) ± 95% half-width: {difference['ckpt']} - {difference['compared_with']}"
+    return "\n".join([pass_matrix(difference["pairs"], title, signed=True),
+                      "paired difference (points) [95% interval], same tasks and sampling seeds:"]
+                     + group_lines(difference["groups"], signed=True))
+
+
+def show_examples(result):
+    """--show: each sampled translation with its source, the completion and the verdict."""
+    lines = []
+    for e in result["examples"]:
+        lines += [f"===== {e['pair']} task {e['task']}: {e['verdict']} ({e['passed']}/{e['total']} tests)",
+                  "--- source", e["source"].rstrip(), "--- completion", e["completion"].rstrip() or "(empty)"]
+        if e["error"]:
+            lines += ["--- first failure", e["error"].rstrip()]
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- the ablation table
-
-def ablation_summary(rows):
-    """rows: [(label, [eval result, one per seed]), ...] -> [{label, seeds, rl, heldout, per_target}]
-    with the per-seed pass@1 values (fractions); per_target averages a target over the sources."""
-    summary = []
-    for label, results in rows:
-        per_target = {}
-        for target in tasks.RL_TARGETS + tasks.HELDOUT_TARGETS:
-            values = []
-            for r in results:
-                pairs = {**r["pairs"], **r["heldout"]["pairs"]}
-                scores = [p["pass@1"] for pair, p in pairs.items() if pair.split("->")[1] == target]
-                if scores:
-                    values.append(statistics.fmean(scores))
-            per_target[target] = values
-        summary.append(dict(label=label, seeds=len(results), rl=[r["pass@1"] for r in results],
-                            heldout=[r["heldout"]["pass@1"] for r in results], per_target=per_target))
-    return summary
-
-
-def mean_std(values):
-    """'mean ± std' in percent over seeds (sample std); the mean alone for a single seed."""
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
-
-
-def ablation_table(summary):
-    """Markdown: pass@1 (%) mean ± std over seeds, RL targets and held-out targets, then per target."""
-    lines = ["| Method | seeds | RL targets pass@1 | held-out pass@1 |", "|---|---|---|---|"]
-    lines += [f"| {row['label']} | {row['seeds']} | {mean_std(row['rl'])} | {mean_std(row['heldout'])} |"
-              for row in summary]
-    targets = tasks.RL_TARGETS + tasks.HELDOUT_TARGETS
-    lines += ["", "pass@1 (%) per target language (mean over the source languages); "
-              f"held-out: {', '.join(tasks.HELDOUT_TARGETS)}", "",
-              "| Method | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
-    lines += [f"| {row['label']} | " + " | ".join(mean_std(row["per_target"][t]) for t in targets) + " |"
-              for row in summary]
+def budget_report(a, b, programs_per_pair):
+    """--budget: the paired interval's width at (tasks per pair, n) with tasks x n fixed."""
+    rows, between, within = budget_table(a["counts"], b["counts"], a["settings"]["n"], programs_per_pair)
+    lines = [f"paired pass@1 interval width (points) at {programs_per_pair} programs a pair, from "
+             f"{a['settings']['max_tasks_per_pair']} tasks x n={a['settings']['n']}: between-task variance "
+             f"{between:.4f}, within-task (one sample of each) {within:.4f}",
+             f"{'tasks/pair':>10} {'n':>3} {'measured':>9} {'predicted':>9}"]
+    lines += [f"{t:>10} {k:>3} {'-' if m is None else f'{100 * m:.2f}':>9} {100 * p:>9.2f}" for t, k, m, p in rows]
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- plots (matplotlib is optional)
+# ----------------------------------------------------------------------------- training curves
 
 def _pyplot():
     try:
@@ -361,23 +567,25 @@ def plot_metrics(metrics_path):
     with open(metrics_path) as f:
         for line in f:
             row = json.loads(line)
-            rows[(row["stage"], row["step"])] = row  # a resumed run logs some steps twice: keep the last
+            rows[(row["stage"], row["step"])] = row  # a resumed run may log a step twice: keep the last
     sft = [r for (stage, _), r in sorted(rows.items()) if stage == "sft"]
     rl = [r for (stage, _), r in sorted(rows.items()) if stage == "oorl"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     panels = [("SFT loss", sft, ["loss"]), ("reward (eq. 4)", rl, ["reward"]),
-              ("KL(pi_old || pi_ref) per token", rl, ["kl"]), ("GEPO winner - loser margin", rl, ["gepo_margin"]),
+              ("KL(pi_old || pi_ref) per token", rl, ["kl"]),
+              ("GEPO margin: training groups, held-out probe", rl, ["gepo_margin", "probe_margin"]),
               ("entropy, clip fraction, cos of successive gradients", rl, ["entropy", "clip_frac", "grad_cos"])]
     for ax, (title, data, keys) in zip([axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1], axes[1, 2]], panels):
         for key in keys:
             points = [(r["step"], r[key]) for r in data if r.get(key) is not None]
-            if points:
-                steps, values = zip(*points)
-                if data is sft:
-                    ax.plot(steps, values, label=key)
-                else:  # the raw per-step values faintly, their moving average on top
-                    line, = ax.plot(steps, smooth(list(values)), label=key)
-                    ax.plot(steps, values, color=line.get_color(), alpha=0.25)
+            if not points:
+                continue
+            steps, values = zip(*points)
+            if data is sft or key == "probe_margin":  # the probe runs every few steps on fixed groups
+                ax.plot(steps, values, marker="o" if key == "probe_margin" else None, label=key)
+            else:  # the raw per-step values faintly, their moving average on top
+                line, = ax.plot(steps, smooth(list(values)), label=key)
+                ax.plot(steps, values, color=line.get_color(), alpha=0.25)
         ax.set_title(title)
         ax.set_xlabel("step")
         if len(keys) > 1 and ax.lines:
@@ -401,64 +609,47 @@ def plot_metrics(metrics_path):
     return png
 
 
-def plot_ablation(summary, png):
-    """Bars of mean pass@1 over seeds (error bars: std, dots: single seeds), RL and held-out targets."""
-    plt = _pyplot()
-    if plt is None:
-        return None
-    fig, ax = plt.subplots(figsize=(9, 5))
-    width = 0.38
-    for j, (key, name) in enumerate((("rl", "RL targets"), ("heldout", "held-out targets"))):
-        xs = [i + (j - 0.5) * width for i in range(len(summary))]
-        values = [[100 * v for v in row[key]] for row in summary]
-        means = [statistics.fmean(v) if v else 0.0 for v in values]
-        stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
-        ax.bar(xs, means, width, yerr=stds, capsize=4, label=name)
-        for x, v in zip(xs, values):
-            ax.scatter([x] * len(v), v, color="black", s=10, zorder=3)
-    ax.set_xticks(range(len(summary)), [row["label"] for row in summary])
-    ax.set_ylabel("pass@1 (%)")
-    ax.set_title("ablation (the paper's Table 4 in miniature): mean over seeds, error bars = std")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    print(f"wrote {png}")
-    return png
-
-
-def plot_file(path):
-    """--plot: a metrics.jsonl gives training curves, an ablation.json (from ablation.py) a bar chart."""
-    if not os.path.exists(path):
-        raise SystemExit(f"--plot: no file {path}")
-    if path.endswith(".jsonl"):
-        return plot_metrics(path)
-    with open(path) as f:
-        data = json.load(f)
-    if "rows" not in data:
-        raise SystemExit(f"--plot: {path} is neither a metrics.jsonl nor an ablation.json (from ablation.py)")
-    return plot_ablation(data["rows"], os.path.splitext(path)[0] + ".png")
-
-
 # ----------------------------------------------------------------------------- main
+
+def main(config):
+    rank, world, device_name, autocast = distributed_setup(config["device"])
+    result = evaluate_or_reuse(config["ckpt"], config["out_json"] or default_json_path(config["ckpt"]), config,
+                               rank, world, device_name, autocast)
+    other = (evaluate_or_reuse(config["compare"], default_json_path(config["compare"]), config, rank, world,
+                               device_name, autocast) if config["compare"] else None)
+    if rank == 0:
+        reference = config["ref_ckpt"] or config["compare"]
+        if reference:  # cheap (no sampling): computed afresh every time, on rank 0 alone
+            result["ir_probe"] = ir_probe(config["ckpt"], reference, result["settings"]["data_dir"],
+                                          config["probe_groups"], device_name)
+        if other is not None:
+            groups, pairs = paired(result["counts"], other["counts"], result["settings"]["n"])
+            result["difference"] = dict(ckpt=config["ckpt"], compared_with=config["compare"], groups=groups, pairs=pairs)
+        write_json(result, config["out_json"] or default_json_path(config["ckpt"]))
+        if config["show"]:
+            print(show_examples(result))
+        print(report(result))
+        if other is not None:
+            print(report(other))
+            print(difference_report(result["difference"]))
+            if config["budget"]:
+                print(budget_report(result, other, config["budget"]))
+        metrics = os.path.join(os.path.dirname(config["ckpt"]), "metrics.jsonl")
+        if os.path.exists(metrics):  # the training curves of the run that made this checkpoint
+            plot_metrics(metrics)
+    ddp.teardown()
+
 
 if __name__ == "__main__":
     configure(globals(), sys.argv[1:])
     if plot:
-        plot_file(plot)
+        if not os.path.exists(plot):
+            raise SystemExit(f"--plot: no file {plot}")
+        plot_metrics(plot)
         sys.exit(0)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if n < 1 or max_tasks_per_pair < 0 or batch_size < 1:
-        raise SystemExit("need n >= 1, max_tasks_per_pair >= 0 (0: all) and batch_size >= 1")
-    config = {k: v for k, v in globals().items()
-              if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))}
-    main = evaluate_or_reuse(ckpt, out_json or default_json_path(ckpt), config, device, reuse)
-    print(report(main))
-    if compare:
-        other = evaluate_or_reuse(compare, default_json_path(compare), config, device, reuse)
-        print(report(other))
-        print(difference_report(main, other))
-    metrics = os.path.join(os.path.dirname(ckpt), "metrics.jsonl")
-    if os.path.exists(metrics):  # the training curves of the run that made this checkpoint
-        plot_metrics(metrics)
+    if n < 1 or max_tasks_per_pair < 0 or batch_size < 1 or show < 0 or budget < 0:
+        raise SystemExit("need n >= 1, max_tasks_per_pair >= 0 (0: all), batch_size >= 1, show >= 0, budget >= 0")
+    if budget and not compare:
+        raise SystemExit("--budget needs --compare=CKPT: it measures the width of the paired interval")
+    main({k: v for k, v in globals().items()
+          if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))})

@@ -7,11 +7,15 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import statistics
 import torch
 
 import eval as evaluation
 import tasks
+import tokenizer
+from model import GPT, GPTConfig
 from rollout import Rollout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,90 +56,170 @@ def test_pass_at_k_rejects_impossible_arguments(n, c, k):
         evaluation.pass_at_k(n, c, k)
 
 
-def test_summarize_averages_tasks_then_pairs():
-    counts = {"python->cpp": [10, 0],        # pass@1 0.5
-              "cpp->java": [5, 5, 5, 5],     # pass@1 0.5
-              "python->bash": [0, 0],        # pass@1 0
-              "python->rust": [2, 4],        # held-out, pass@1 0.3
-              "cpp->lua": [10]}              # held-out, pass@1 1.0
-    summary = evaluation.summarize(counts, 10)
-    assert set(summary["pairs"]) == {"python->cpp", "cpp->java", "python->bash"}
-    assert summary["pass@1"] == pytest.approx((0.5 + 0.5 + 0.0) / 3)  # every pair weighs the same
-    assert summary["pairs"]["cpp->java"]["n_tasks"] == 4
-    assert summary["pairs"]["python->cpp"]["pass@5"] == pytest.approx(0.5)  # 1.0 and 0.0
-    assert summary["pairs"]["cpp->java"]["pass@5"] == pytest.approx(closed_form(10, 5, 5))
-    assert set(summary["pass@k"]) == {"1", "5", "10"}
-    assert set(summary["heldout"]["pairs"]) == {"python->rust", "cpp->lua"}
-    assert summary["heldout"]["pass@1"] == pytest.approx((0.3 + 1.0) / 2)
-    assert summary["heldout"]["pass@k"]["10"] == pytest.approx(1.0)
+def by_task(*cs):
+    """{task id: c} for a list of counts."""
+    return {f"t{i}": c for i, c in enumerate(cs)}
 
 
-def test_summarize_reports_only_k_up_to_n():
-    summary = evaluation.summarize({"python->java": [1, 0, 1]}, 4)
-    assert set(summary["pass@k"]) == {"1"}
-    assert set(summary["pairs"]["python->java"]) == {"pass@1", "n_tasks"}
+def test_summarize_averages_tasks_then_pairs_with_the_closed_form_interval():
+    counts = {"python->cpp": by_task(10, 0),        # pass@1 0.5
+              "cpp->java": by_task(5, 5, 5, 5),     # pass@1 0.5
+              "python->bash": by_task(0, 0),        # pass@1 0
+              "python->rust": by_task(2, 4),        # held-out, pass@1 0.3
+              "cpp->lua": by_task(10, 10)}          # held-out, pass@1 1.0
+    groups, pairs = evaluation.summarize(counts, 10)
+    assert groups["rl"]["pass@1"] == pytest.approx((0.5 + 0.5 + 0.0) / 3)  # every pair weighs the same
+    assert groups["rl"]["n_pairs"] == 3 and groups["rl"]["n_tasks"] == 8
+    # the stratified standard error by hand: sample variances 0.5, 0, 0 over 2, 4, 2 tasks
+    se = math.sqrt(0.5 / 2 + 0 + 0) / 3
+    lo, hi = groups["rl"]["ci95"]["pass@1"]
+    assert (lo, hi) == pytest.approx((1 / 3 - 1.959964 * se, 1 / 3 + 1.959964 * se))
+    assert groups["heldout"]["pass@1"] == pytest.approx((0.3 + 1.0) / 2)
+    assert groups["all"]["pass@1"] == pytest.approx((0.5 + 0.5 + 0 + 0.3 + 1.0) / 5)
+    assert groups["target java"]["pass@1"] == 0.5 and groups["target lua"]["ci95"]["pass@1"] == [1.0, 1.0]
+    assert set(groups) == {"all", "rl", "heldout", "target cpp", "target java", "target bash", "target rust",
+                           "target lua"}
+    assert pairs["python->cpp"]["pass@5"] == pytest.approx(0.5)  # 1.0 and 0.0
+    assert pairs["cpp->java"]["pass@5"] == pytest.approx(closed_form(10, 5, 5))
+    assert pairs["cpp->java"]["ci95"]["pass@5"] == [pytest.approx(closed_form(10, 5, 5))] * 2
+    assert set(pairs["cpp->java"]["ci95"]) == {"pass@1", "pass@5", "pass@10"}
 
 
-def fake_result(rl, heldout, per_target=None):
-    """An eval result whose pairs give the requested pass@1 figures."""
-    per_target = per_target or {}
-    pairs = {f"python->{t}": {"pass@1": per_target.get(t, rl)} for t in tasks.RL_TARGETS}
-    held = {f"python->{t}": {"pass@1": per_target.get(t, heldout)} for t in tasks.HELDOUT_TARGETS}
-    return {"pass@1": rl, "pairs": pairs, "heldout": {"pass@1": heldout, "pairs": held}}
+def test_an_interval_needs_two_tasks_in_every_pair():
+    groups, pairs = evaluation.summarize({"python->java": by_task(1), "cpp->java": by_task(0, 3)}, 4)
+    assert groups["rl"]["ci95"]["pass@1"] == [None, None] and pairs["cpp->java"]["ci95"]["pass@1"][0] is not None
+    assert set(groups["rl"]) == {"pass@1", "ci95", "n_pairs", "n_tasks"}  # k <= n only
 
 
-def test_ablation_table_renders_means_and_stds():
-    rows = [("SFT only", [fake_result(0.10, 0.05), fake_result(0.20, 0.05), fake_result(0.30, 0.05)]),
-            ("+ REINFORCE++ + GEPO", [fake_result(0.40, 0.10, {"java": 0.5}), fake_result(0.50, 0.30, {"java": 0.7})]),
-            ("one seed", [fake_result(0.125, 0.25)])]
-    table = evaluation.ablation_table(evaluation.ablation_summary(rows)).splitlines()
-    # 10, 20, 30 %: mean 20, sample std 10; 5, 5, 5 %: std 0
-    assert "| SFT only | 3 | 20.0 ± 10.0 | 5.0 ± 0.0 |" in table
-    # 40, 50 %: mean 45, std 7.1; 10, 30 %: mean 20, std 14.1
-    assert "| + REINFORCE++ + GEPO | 2 | 45.0 ± 7.1 | 20.0 ± 14.1 |" in table
-    assert "| one seed | 1 | 12.5 | 25.0 |" in table
-    per_target = next(line for line in table if line.startswith("| + REINFORCE++ + GEPO |") and line.count("|") > 6)
-    cells = [cell.strip() for cell in per_target.strip("|").split("|")]
-    columns = tasks.RL_TARGETS + tasks.HELDOUT_TARGETS
-    assert cells[1 + columns.index("java")] == "60.0 ± 14.1"
-    assert cells[1 + columns.index("python")] == "45.0 ± 7.1"
-    assert cells[1 + columns.index("lua")] == "20.0 ± 14.1"
+def test_paired_difference_by_hand():
+    a = {"python->java": by_task(3, 2, 4), "python->rust": by_task(1, 1)}
+    b = {"python->java": by_task(1, 2, 1), "python->rust": by_task(0, 1), "cpp->lua": by_task(4, 4)}
+    groups, pairs = evaluation.paired(a, b, 4)
+    assert set(pairs) == {"python->java", "python->rust"}  # only pairs both evaluated
+    d = [0.5, 0.0, 0.75]
+    se = statistics.stdev(d) / math.sqrt(3)
+    assert pairs["python->java"]["pass@1"] == pytest.approx(statistics.fmean(d))
+    assert pairs["python->java"]["ci95"]["pass@1"] == pytest.approx([statistics.fmean(d) - 1.959964 * se,
+                                                                     statistics.fmean(d) + 1.959964 * se])
+    assert groups["all"]["pass@1"] == pytest.approx((statistics.fmean(d) + 0.125) / 2)
+    assert groups["rl"]["n_tasks"] == 3 and groups["heldout"]["n_tasks"] == 2
+
+
+def simulate(rng, n_pairs, tasks_per_pair, n, effect):
+    """Counts of two checkpoints on the same random tasks: task difficulty z ~ N(mu_pair, 1.5),
+    p_b = sigmoid(z), p_a = sigmoid(z + effect + task-specific noise); c ~ Binomial(n, p)."""
+    mus = np.linspace(-1.5, 1.5, n_pairs)
+    z = rng.normal(mus[:, None], 1.5, (n_pairs, tasks_per_pair))
+    p_b = 1 / (1 + np.exp(-z))
+    p_a = 1 / (1 + np.exp(-(z + effect + rng.normal(0, 0.5, z.shape))))
+    c_a, c_b = rng.binomial(n, p_a), rng.binomial(n, p_b)
+    pairs = [f"python->{t}" for t in (tasks.RL_TARGETS + tasks.HELDOUT_TARGETS)[1:]][:n_pairs]
+    return ({pair: by_task(*map(int, c_a[i])) for i, pair in enumerate(pairs)},
+            {pair: by_task(*map(int, c_b[i])) for i, pair in enumerate(pairs)})
+
+
+def true_difference(n_pairs, effect, rng):
+    """E[p_a - p_b] over the task population of simulate, mean over pairs (by a large sample)."""
+    mus = np.linspace(-1.5, 1.5, n_pairs)
+    z = rng.normal(mus[:, None], 1.5, (n_pairs, 400_000))
+    p_a = 1 / (1 + np.exp(-(z + effect + rng.normal(0, 0.5, z.shape))))
+    return float((p_a - 1 / (1 + np.exp(-z))).mean())
+
+
+def test_the_paired_interval_covers_the_true_difference_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    truth = true_difference(8, 0.4, rng)
+    covered, trials = 0, 1000
+    for _ in range(trials):
+        a, b = simulate(rng, 8, 10, 4, 0.4)
+        lo, hi = evaluation.paired(a, b, 4)[0]["all"]["ci95"]["pass@1"]
+        covered += lo <= truth <= hi
+    # 95% expected; the binomial sd of the coverage over 1000 trials is 0.7 points
+    assert 0.925 <= covered / trials <= 0.97
+
+
+def test_the_single_checkpoint_interval_covers_the_true_pass_rate_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    z = rng.normal(np.linspace(-1.5, 1.5, 8)[:, None], 1.5, (8, 400_000))
+    truth = float((1 / (1 + np.exp(-z))).mean())
+    covered, trials = 0, 1000
+    for _ in range(trials):
+        _, b = simulate(rng, 8, 10, 4, 0.0)
+        lo, hi = evaluation.summarize(b, 4)[0]["all"]["ci95"]["pass@1"]
+        covered += lo <= truth <= hi
+    assert 0.925 <= covered / trials <= 0.97
+
+
+def test_pairing_narrows_the_interval():
+    a, b = simulate(np.random.default_rng(2), 8, 20, 4, 0.3)
+    lo, hi = evaluation.paired(a, b, 4)[0]["all"]["ci95"]["pass@1"]
+    (alo, ahi), (blo, bhi) = (evaluation.summarize(c, 4)[0]["all"]["ci95"]["pass@1"] for c in (a, b))
+    # independent samples would give a width of sqrt(wa^2 + wb^2); the shared difficulty cancels
+    assert hi - lo < 0.8 * math.hypot(ahi - alo, bhi - blo)
+
+
+def test_the_predicted_width_matches_the_subsampled_width():
+    """The variance decomposition predicts the paired interval's width at (tasks, n) choices that
+    subsampling one larger evaluation measures; at a fixed number of programs, n = 1 is narrowest
+    when tasks differ more than samples of one task do."""
+    a, b = simulate(np.random.default_rng(3), 8, 40, 8, 0.3)
+    rows, between, within = evaluation.budget_table(a, b, 8, 40)
+    assert [(t, n) for t, n, _, _ in rows] == [(40, 1), (20, 2), (10, 4), (8, 5), (4, 10), (2, 20)]
+    assert between > 0 and within > 0
+    for t, n, measured, predicted in rows:
+        if measured is not None:
+            assert measured == pytest.approx(predicted, rel=0.2), (t, n)
+    assert rows[-1][2] is None and rows[-2][2] is None  # n = 10 and 20 > the 8 samples evaluated
+    widths = [predicted for _, _, _, predicted in rows]
+    assert widths == sorted(widths)
+
+
+def test_predicted_width_closed_form():
+    # 2 z sqrt((between + within / n) / (P T))
+    assert evaluation.predicted_width(0.04, 0.3, 16, 100, 1) == pytest.approx(2 * 1.959964 * math.sqrt(0.34 / 1600))
+
+
+def test_unavailable_targets_are_dropped_with_one_message(monkeypatch, capsys):
+    monkeypatch.setattr(evaluation.reward, "available", lambda lang: lang not in ("rust", "php"))
+    targets, missing = evaluation.available_targets(0)
+    assert missing == ["php", "rust"] and "php" not in targets and "java" in targets
+    out = capsys.readouterr().out
+    assert out.count("not evaluated") == 1 and "php, rust" in out
+    all_tasks = [{"src_lang": "python", "tgt_lang": t, "id": t} for t in ("java", "php", "rust", "lua")]
+    by_pair = evaluation.select_tasks(all_tasks, 0, lambda task: True, targets)
+    assert set(by_pair) == {"python->java", "python->lua"}
 
 
 def test_pass_matrix_puts_rl_and_heldout_targets_apart():
-    result = evaluation.summarize({"python->java": [3], "cpp->java": [1], "cpp->go": [10]}, 10)
-    text = evaluation.pass_matrix(result)
-    header, python_row, cpp_row, mean_row = text.splitlines()
+    _, pairs = evaluation.summarize({"python->java": by_task(3, 5), "cpp->java": by_task(1, 1), "cpp->go": by_task(10, 10)}, 10)
+    text = evaluation.pass_matrix(pairs, "title")
+    _, header, python_row, cpp_row = text.splitlines()
     assert header.index("php") < header.index("|") < header.index("rust")
-    assert python_row.split()[:5] == ["python", "-", "-", "30.0", "-"]
-    assert cpp_row.split("|")[1].split() == ["-", "100.0", "-"]
-    assert mean_row.split()[3] == "20.0"
+    assert python_row.split()[:5] == ["python", "-", "-", "40±20", "-"]
+    assert cpp_row.split("|")[1].split() == ["-", "100±0", "-"]
 
 
 # ----------------------------------------------------------------------------- plots
 
-def test_plots_without_matplotlib_say_so_and_do_not_crash(tmp_path, monkeypatch, capsys):
+def test_plot_without_matplotlib_says_so_and_does_not_crash(tmp_path, monkeypatch, capsys):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text(json.dumps({"step": 0, "stage": "sft", "loss": 3.0}) + "\n")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     assert evaluation.plot_metrics(str(metrics)) is None
-    assert evaluation.plot_ablation([], str(tmp_path / "ablation.png")) is None
     assert "matplotlib is not installed" in capsys.readouterr().out
     assert not (tmp_path / "metrics.png").exists()
 
 
-def test_plots_are_written(tmp_path):
+def test_training_curves_are_plotted_with_the_probe_margin(tmp_path):
     import matplotlib  # noqa: F401  (installed by setup.sh; the test above covers its absence)
     metrics = tmp_path / "metrics.jsonl"
     rows = [{"step": s, "stage": "sft", "loss": 3.0 - s / 10} for s in range(3)]
     rows += [{"step": s, "stage": "oorl", "reward": 0.1 * s, "kl": 0.01, "gepo_margin": 0.1, "entropy": 1.0,
-              "clip_frac": 0.0, "pass_rate": {"java": 0.5}} for s in range(3)]
+              "clip_frac": 0.0, "pass_rate": {"java": 0.5}, **({"probe_margin": 0.01 * s} if s % 2 == 0 else {})}
+             for s in range(3)]
     metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert evaluation.plot_file(str(metrics)) == str(tmp_path / "metrics.png")
-    summary = evaluation.ablation_summary([("SFT only", [fake_result(0.1, 0.0), fake_result(0.2, 0.1)])])
-    (tmp_path / "ablation.json").write_text(json.dumps({"rows": summary}))
-    assert evaluation.plot_file(str(tmp_path / "ablation.json")) == str(tmp_path / "ablation.png")
-    assert (tmp_path / "metrics.png").stat().st_size > 0 and (tmp_path / "ablation.png").stat().st_size > 0
+    assert evaluation.plot_metrics(str(metrics)) == str(tmp_path / "metrics.png")
+    assert (tmp_path / "metrics.png").stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -144,17 +228,28 @@ def test_plots_are_written(tmp_path):
 TINY_DATA = ["--n_train=120", "--n_val=10", "--n_test=10", "--n_ir_groups=6", "--vocab_size=512"]
 
 
+def make_checkpoint(path, data_dir, seed):
+    """A checkpoint as train.py writes one (model, model_args, config, stage, tokenizer record),
+    of a tiny random GPT: its completions are nonsense, which is all the plumbing needs."""
+    enc = tokenizer.load(str(data_dir))
+    torch.manual_seed(seed)
+    args = dict(block_size=512, vocab_size=enc.n_vocab, n_layer=1, n_head=2, n_embd=32, dropout=0.0)
+    torch.save(dict(model=GPT(GPTConfig(**args)).state_dict(), model_args=args, stage="sft", tokenizer=enc.record(),
+                    config=dict(data_dir=str(data_dir), max_new_tokens=16, gepo_beta=0.1)), path)
+
+
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """Tiny data and a smoke run on it (config/smoke.py, one RL step): (data_dir, out_dir).
-    (A session-wide fixture in conftest.py could share this with other test files.)"""
+def tiny_world(tmp_path_factory):
+    """Tiny data, two tiny checkpoints and a held-out IR groups file: (data_dir, a.pt, b.pt)."""
     tmp = tmp_path_factory.mktemp("eval")
-    data, out = tmp / "data", tmp / "out"
-    for command in (["prepare.py", f"--data_dir={data}", *TINY_DATA],
-                    ["train.py", "config/smoke.py", f"--out_dir={out}", f"--data_dir={data}", "--rl_steps=1"]):
-        done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return data, out
+    data = tmp / "data"
+    done = subprocess.run([sys.executable, "prepare.py", f"--data_dir={data}", *TINY_DATA], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (data / "probe_groups.jsonl").write_text("".join((data / "ir_groups.jsonl").read_text().splitlines(True)[:3]))
+    make_checkpoint(tmp / "a.pt", data, 0)
+    make_checkpoint(tmp / "b.pt", data, 1)
+    return data, tmp / "a.pt", tmp / "b.pt"
 
 
 def run_eval(*args):
@@ -163,47 +258,71 @@ def run_eval(*args):
     return done.stdout
 
 
-@pytest.mark.slow
-def test_eval_end_to_end_on_the_smoke_checkpoint(smoke_run):
-    _, out = smoke_run
-    args = [f"--ckpt={out / 'oorl.pt'}", "--n=5", "--max_tasks_per_pair=1", "--max_new_tokens=32"]
-    stdout = run_eval(*args)
-    assert "source \\ target" in stdout and "RL targets: pass@1" in stdout and "eta" in stdout
-    with open(out / "oorl.eval.json") as f:
-        result = json.load(f)
-    for key in ("pass@1", "pass@k", "pairs", "heldout", "split", "n", "temperature", "ckpt"):
-        assert key in result, key
-    assert 0.0 <= result["pass@1"] <= 1.0 and 0.0 <= result["heldout"]["pass@1"] <= 1.0
-    assert set(result["pass@k"]) == {"1", "5"}  # k <= n only
-    assert result["split"] == "test" and result["n"] == 5 and result["temperature"] == 0.8
-    expected_pairs = {f"{s}->{t}" for s in tasks.SOURCE_LANGS for t in tasks.RL_TARGETS if s != t}
-    assert set(result["pairs"]) == expected_pairs
-    assert set(result["heldout"]["pairs"]) == {f"{s}->{t}" for s in tasks.SOURCE_LANGS for t in tasks.HELDOUT_TARGETS}
-    assert all(p["n_tasks"] == 1 and set(p) == {"pass@1", "pass@5", "n_tasks"} for p in result["pairs"].values())
-    assert sum(result["statuses"].values()) == 5 * len(expected_pairs | set(result["heldout"]["pairs"]))
-
-    # the same settings again: the JSON is reused, not recomputed; --compare evaluates the SFT model
-    stdout = run_eval(*args, f"--compare={out / 'sft.pt'}")
-    assert "reusing" in stdout and "difference in pass@1" in stdout
-    assert (out / "sft.eval.json").exists()
-
-    # greedy decoding: one sample at temperature 0, pass@1 only
-    run_eval(*args, "--greedy=True", f"--out_json={out / 'greedy.json'}")
-    with open(out / "greedy.json") as f:
-        greedy = json.load(f)
-    assert greedy["n"] == 1 and greedy["temperature"] == 0.0 and set(greedy["pass@k"]) == {"1"}
+FIGURE = {"pass@1", "ci95", "n_pairs", "n_tasks"}
 
 
 @pytest.mark.slow
-def test_an_oracle_that_samples_the_reference_once_in_five_scores_a_fifth(smoke_run, monkeypatch):
+def test_eval_end_to_end_json_compare_probe_and_show(tiny_world):
+    data, a, b = tiny_world
+    args = [f"--ckpt={a}", "--n=2", "--max_tasks_per_pair=2", "--max_new_tokens=16", "--probe_groups=probe_groups.jsonl"]
+    stdout = run_eval(*args, f"--compare={b}", "--show=3")
+    result = json.loads(a.with_suffix(".eval.json").read_text())
+    assert set(result) == {"ckpt", "ckpt_mtime", "settings", "groups", "pairs", "not_evaluated", "statuses", "counts",
+                           "examples", "seconds", "ir_probe", "difference"}
+    pairs = {f"{s}->{t}" for s in tasks.SOURCE_LANGS for t in tasks.RL_TARGETS + tasks.HELDOUT_TARGETS if s != t}
+    assert set(result["pairs"]) == set(result["counts"]) == pairs and result["not_evaluated"] == []
+    assert {"all", "rl", "heldout", "target java", "target lua"} <= set(result["groups"])
+    for figure in list(result["groups"].values()) + list(result["pairs"].values()):
+        assert set(figure) == FIGURE and set(figure["ci95"]) == {"pass@1"}
+        lo, hi = figure["ci95"]["pass@1"]
+        assert 0.0 <= lo <= figure["pass@1"] <= hi <= 1.0
+    assert all(len(by_task) == 2 for by_task in result["counts"].values())
+    assert sum(result["statuses"].values()) == 2 * 2 * len(pairs)
+    difference = result["difference"]
+    assert difference["compared_with"] == str(b) and set(difference["groups"]) == set(result["groups"])
+    assert set(difference["groups"]["rl"]) == FIGURE
+    probe = result["ir_probe"]
+    assert probe["groups"] == 3 and probe["reference"] == str(b) and 0.0 <= probe["positive_share"] <= 1.0
+    assert len(result["examples"]) == 3
+    assert set(result["examples"][0]) == {"pair", "task", "source", "completion", "verdict", "passed", "total", "error"}
+    for text in ("source \\ target", "rl: pass@1", "paired difference", "IR probe on 3 held-out groups",
+                 "--- source", "--- completion", "target lua: pass@1"):
+        assert text in stdout, text
+
+    # the same settings again: both JSONs are reused; --ref_ckpt sets the probe's reference alone
+    stdout = run_eval(*args, f"--ref_ckpt={a}")
+    assert "reusing" in stdout and "margin +0.0000, positive in 0%" in stdout  # a model against itself
+
+    # greedy decoding: one sample at temperature 0
+    run_eval(*args, "--greedy=True", f"--out_json={a.parent / 'greedy.json'}")
+    greedy = json.loads((a.parent / "greedy.json").read_text())
+    assert greedy["settings"]["n"] == 1 and greedy["settings"]["temperature"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_runs_code_when_loaded_is_refused(tiny_world, tmp_path):
+    """weights_only=True: a pickle that would call a function on load is an error, and runs nothing."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": {}, "model_args": {}, "config": Payload()}, tmp_path / "evil.pt")
+    done = subprocess.run([sys.executable, "eval.py", f"--ckpt={tmp_path / 'evil.pt'}"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "evil.pt" in done.stderr and not marker.exists()
+
+
+@pytest.mark.slow
+def test_an_oracle_that_samples_the_reference_once_in_five_scores_a_fifth(tiny_world, monkeypatch):
     """The whole pipeline (tokenizer, decoding, the real reward.py, counting, pass@k) on known
     answers: sample 0 of every task is its reference translation, the others are nonsense, so
     pass@1 is exactly 1/5 and pass@5 exactly 1 on every pair."""
-    data, out = smoke_run
-    enc = tasks.load_tokenizer(str(data))
+    data, a, _ = tiny_world
+    enc = tokenizer.load(str(data))
     with open(data / "tasks_test.jsonl") as f:
-        reference_of = {tuple(enc.encode(t["prompt"], allowed_special="all")): t["reference"]
-                        for t in map(json.loads, f)}
+        reference_of = {tuple(enc.encode(t["prompt"])): t["reference"] for t in map(json.loads, f)}
 
     def oracle(model, prompts, group_size, max_new_tokens, eot_id, *args):
         rows = [enc.encode(reference_of[tuple(p)] if g == 0 else "nonsense") + [eot_id]
@@ -219,12 +338,12 @@ def test_an_oracle_that_samples_the_reference_once_in_five_scores_a_fifth(smoke_
 
     monkeypatch.setattr(evaluation, "rollout", oracle)
     config = dict(split="test", n=5, temperature=0.8, greedy=False, top_k=None, top_p=None, max_new_tokens=0,
-                  max_tasks_per_pair=2, seed=0, data_dir="", batch_size=20)
-    result = evaluation.evaluate(str(out / "sft.pt"), config, "cpu")
-    for pairs in (result["pairs"], result["heldout"]["pairs"]):
-        for pair, p in pairs.items():
-            assert p["n_tasks"] == 2, pair
-            assert p["pass@1"] == pytest.approx(1 / 5) and p["pass@5"] == pytest.approx(1.0), pair
-    assert result["pass@1"] == pytest.approx(1 / 5) and result["heldout"]["pass@k"]["5"] == pytest.approx(1.0)
-    n_pairs = len(result["pairs"]) + len(result["heldout"]["pairs"])
-    assert n_pairs == 16 and result["statuses"] == {"passed": 2 * n_pairs, "malformed": 2 * 4 * n_pairs}
+                  max_tasks_per_pair=2, seed=0, data_dir="", batch_size=20, show=0)
+    result = evaluation.evaluate(str(a), config)
+    for pair, p in result["pairs"].items():
+        assert p["n_tasks"] == 2, pair
+        assert p["pass@1"] == pytest.approx(1 / 5) and p["pass@5"] == pytest.approx(1.0), pair
+        assert p["ci95"]["pass@1"] == [pytest.approx(0.2), pytest.approx(0.2)]  # no variance at all
+    assert result["groups"]["rl"]["pass@1"] == pytest.approx(1 / 5)
+    assert result["groups"]["heldout"]["pass@5"] == pytest.approx(1.0)
+    assert len(result["pairs"]) == 16 and result["statuses"] == {"passed": 2 * 16, "malformed": 2 * 4 * 16}
