@@ -12,16 +12,15 @@ prepare.py: writes data/, everything train.py and eval.py read, deterministicall
         Splits are by program: a program (identical Python text) is in one split only.
   data/ir_groups.jsonl  GEPO groups built by ir.py from training programs: "program_id",
         "c_source", "prompt", "winners", "winner_levels", "losers", "tests", "n_args".
-  data/tokenizer.tiktoken, data/meta.json  the byte-level BPE (tiktoken's file format) learnt
-        on the training programs in every language and on the IRs; meta.json (pat_str, special
-        tokens, sizes, the settings) is written last: its presence means data/ is complete.
+  data/tokenizer.tiktoken, data/meta.json  the byte-level BPE of tokenizer.py (tiktoken's file
+        format) learnt on the training programs in every language and on their IRs; meta.json
+        (pat_str, special tokens, sizes, the settings) is written last: its presence means data/
+        is complete.
 
 Running it again with the same settings rewrites identical files. Work is spread over `workers`
 processes. Toolchain needed: clang (for the IR groups).
 """
-import base64
 import collections
-import heapq
 import json
 import math
 import os
@@ -31,10 +30,10 @@ import zlib
 from multiprocessing import Pool
 
 import numpy as np
-import regex
 
 import ir
 import tasks
+import tokenizer
 from configurator import configure
 
 # ----------------------------------------------------------------------------- configuration
@@ -121,75 +120,6 @@ def build_ir_groups(pool, programs, wanted):
     return groups[:wanted]
 
 
-# ----------------------------------------------------------------------------- the tokenizer
-
-def train_bpe(texts, vocab_size, pat_str=tasks.PAT_STR):
-    """Byte-level BPE, learnt on texts: the mergeable ranks (token bytes -> rank) of a
-    tiktoken.Encoding. Text is first cut into chunks by pat_str (tokens never cross chunks), each
-    distinct chunk is kept once with its count, and the most frequent adjacent pair of tokens is
-    merged into a new token, again and again, until the vocabulary (special tokens included) is
-    full. Pair counts are updated only for the chunks a merge touches, and a heap with stale
-    entries finds the next pair: seconds, not minutes, on the whole corpus."""
-    target = vocab_size - len(tasks.SPECIAL_TOKENS)
-    if target <= 256:
-        raise ValueError(f"vocab_size must exceed 256 bytes + {len(tasks.SPECIAL_TOKENS)} special tokens, got {vocab_size}")
-    pattern = regex.compile(pat_str)
-    chunk_counts = collections.Counter()
-    for text in texts:
-        chunk_counts.update(pattern.findall(text))
-    words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
-    freqs = list(chunk_counts.values())
-    token_bytes = [bytes([b]) for b in range(256)]
-    ranks = {t: i for i, t in enumerate(token_bytes)}
-    pair_counts, where = collections.Counter(), collections.defaultdict(set)
-    for w, word in enumerate(words):
-        for pair in zip(word, word[1:]):
-            pair_counts[pair] += freqs[w]
-            where[pair].add(w)
-    heap = [(-count, pair) for pair, count in pair_counts.items()]
-    heapq.heapify(heap)  # ties go to the smaller pair of ids: deterministic
-    while len(ranks) < target and heap:
-        count, pair = heapq.heappop(heap)
-        if pair_counts.get(pair) != -count:
-            continue  # a stale entry: this pair's count has changed since it was pushed
-        merged = token_bytes[pair[0]] + token_bytes[pair[1]]
-        if merged not in ranks:  # (two different pairs can spell the same bytes)
-            ranks[merged] = len(token_bytes)
-            token_bytes.append(merged)
-        new_id, touched = ranks[merged], set()
-        for w in where.pop(pair):
-            word, new_word, i = words[w], [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
-                    new_word.append(new_id)
-                    i += 2
-                else:
-                    new_word.append(word[i])
-                    i += 1
-            for old in zip(word, word[1:]):
-                pair_counts[old] -= freqs[w]
-                touched.add(old)
-            for new in zip(new_word, new_word[1:]):
-                pair_counts[new] += freqs[w]
-                where[new].add(w)
-                touched.add(new)
-            words[w] = new_word
-        for p in touched:
-            if pair_counts[p] > 0:
-                heapq.heappush(heap, (-pair_counts[p], p))
-            else:
-                del pair_counts[p]
-    return ranks
-
-
-def write_bpe_ranks(ranks, path):
-    """tiktoken's file format, as tiktoken.load.dump_tiktoken_bpe writes it (that function needs
-    the blobfile package, which nothing else here needs); tasks.read_bpe_ranks reads it back."""
-    with open(path, "wb") as f:
-        for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
-            f.write(base64.b64encode(token) + b" " + str(rank).encode() + b"\n")
-
-
 # ----------------------------------------------------------------------------- writing
 
 def write_jsonl(path, rows):
@@ -237,13 +167,12 @@ def main():
     corpus = [p["code"][lang] for p in splits["train"] for lang in tasks.LANGS]
     corpus += [text for g in groups for text in g["winners"] + g["losers"]]
     corpus += [tasks.make_prompt(src, "", tgt) for src in tasks.LANGS for tgt in tasks.LANGS + ("llvm",)]
-    ranks = train_bpe(corpus, vocab_size)
-    write_bpe_ranks(ranks, os.path.join(data_dir, tasks.TOKENIZER_FILE))
-    special_tokens = {name: len(ranks) + i for i, name in enumerate(tasks.SPECIAL_TOKENS)}
+    bpe = tokenizer.train(corpus, vocab_size, markers=tasks.MARKERS)
+    bpe.save(data_dir)
     timings["tokenizer"] = time.time() - t0
 
-    meta = dict(vocab_size=len(ranks) + len(special_tokens), special_tokens=special_tokens, pat_str=tasks.PAT_STR,
-                tokenizer_file=tasks.TOKENIZER_FILE, langs=tasks.LANGS, source_langs=tasks.SOURCE_LANGS,
+    meta = dict(vocab_size=bpe.n_vocab, special_tokens=bpe.special_tokens, pat_str=bpe.pat_str,
+                tokenizer_file=tokenizer.TOKENIZER_FILE, langs=tasks.LANGS, source_langs=tasks.SOURCE_LANGS,
                 rl_targets=tasks.RL_TARGETS, heldout_targets=tasks.HELDOUT_TARGETS, seed=seed,
                 programs={name: len(split) for name, split in splits.items()},
                 tasks={name: len(split) * len(program_tasks(split[0])) if split else 0 for name, split in splits.items()},
@@ -260,7 +189,7 @@ def main():
 
 
 def print_summary(splits, groups, meta, timings, total):
-    enc = tasks.load_tokenizer(data_dir)
+    enc = tokenizer.load(data_dir)
     print(f"\n=== data written to {data_dir}/ (seed {seed})")
     print("programs: " + ", ".join(f"{name} {len(s)}" for name, s in splits.items())
           + f"; tasks per program: {len(tasks.SOURCE_LANGS)} sources x {len(tasks.LANGS) - 1} targets")
@@ -277,13 +206,13 @@ def print_summary(splits, groups, meta, timings, total):
         lengths = [len(enc.encode(p["code"][lang])) for p in train]
         chars = sum(len(p["code"][lang]) for p in train)
         print(f"  {lang:10s} {percentiles(lengths)}   {chars / max(1, sum(lengths)):.2f} chars/token")
-    sft = [len(enc.encode(t["prompt"] + t["reference"], allowed_special="all")) + 1
+    sft = [len(enc.encode(t["prompt"] + t["reference"])) + 1
            for p in train[:500] for t in program_tasks(p)]
     print(f"  SFT example (prompt + completion + EOT), first 500 programs: {percentiles(sft)}")
     if groups:
         winner_tokens = [len(enc.encode(w)) for g in groups for w in g["winners"]]
         loser_tokens = [len(enc.encode(l)) for g in groups for l in g["losers"]]
-        prompt_tokens = [len(enc.encode(g["prompt"], allowed_special="all")) for g in groups]
+        prompt_tokens = [len(enc.encode(g["prompt"])) for g in groups]
         n_w = collections.Counter(len(g["winners"]) for g in groups)
         n_l = collections.Counter(len(g["losers"]) for g in groups)
         print(f"IR groups: {len(groups)}; winners per group {dict(sorted(n_w.items()))}, "

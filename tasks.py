@@ -1,7 +1,7 @@
 """
 tasks.py: the translation world. Random integer programs, rendered in ten languages, with unit
-tests; the harness that turns a function into a runnable program; the prompt format; the
-tokenizer's chunk pattern, special tokens and loader (prepare.py trains the BPE itself).
+tests; the harness that turns a function into a runnable program; the prompt format (its
+markers, and the end-of-text string EOT from tokenizer.py, which turns text into token ids).
 
 A program is one function `f` of 1 to 3 int arguments, built from a tiny AST (below): locals,
 + - * / %, min/max/abs, comparisons and and/or/not in conditions, if/else, bounded for and while
@@ -19,23 +19,22 @@ program's tests are its domain; a program with too few valid inputs is rejected.
 
     python tasks.py          # prints one random program in every language, with its tests
 
-Used by reward.py and ir.py (harness), prepare.py (generate, render, prompts), train.py and
-eval.py (prompts, load_tokenizer).
+Used by reward.py and ir.py (harness, EOT), prepare.py (generate, render, prompts), train.py and
+eval.py (prompts, the language lists).
 """
-import base64
-import json
-import os
 import random
 import re
 from dataclasses import dataclass
+
+from tokenizer import EOT  # a completion ends with end-of-text (make_prompt)
 
 LANGS = ("python", "c", "cpp", "java", "javascript", "bash", "php", "rust", "go", "lua")
 SOURCE_LANGS = ("python", "cpp")
 RL_TARGETS = ("python", "cpp", "java", "javascript", "bash", "php")
 HELDOUT_TARGETS = ("rust", "go", "lua")  # seen in SFT, never in RL prompts
-EOT = "<|endoftext|>"
-TRANSLATE = "<|translate|>"
-TO = "<|to|>"
+TRANSLATE = "<|translate|>"  # the prompt markers (see make_prompt): special tokens of the project's
+TO = "<|to|>"                # BPE (prepare.py), plain text to a pretrained model's tokenizer
+MARKERS = (TRANSLATE, TO)
 
 ARG_NAMES = ("a", "b", "c")
 LOCAL_NAMES = ("x", "y", "z", "w")  # declared at the top level of f, assignable everywhere
@@ -709,40 +708,11 @@ def make_prompt(src_lang, source, tgt_lang):
     return f"{TRANSLATE}{src_lang}\n{source}\n{TO}{tgt_lang}\n"
 
 
-# ----------------------------------------------------------------------------- the tokenizer
-
-# Byte-level BPE (trained by prepare.py) merges bytes only inside the chunks this pattern cuts:
-# a newline with the next line's indentation, a name or number with its leading space (and a
-# sigil: "%5", "@f", "$a"), or a run of symbols (" +=", ");"). Names and numbers never fuse with
-# the punctuation around them, so " b" and " 7" are the same tokens in every language and a
-# translation can copy them. Whitespace-delimited chunks (" b;", " 7)", " f(a,") make texts 20%
-# shorter, but then copying is a table to learn: the CPU preset's SFT model (1000 steps) got
-# greedy pass@1 0% on val RL targets and 44% of lines right, against 31% and 80% with this one.
-# The merges run out near 745 tokens on the default data (vocab_size is a cap).
-PAT_STR = r"\n[ \t]*| ?[%@$]?[A-Za-z_0-9]+| ?[^\sA-Za-z_0-9]+|\s+"
-SPECIAL_TOKENS = (EOT, TRANSLATE, TO)  # their ids follow the byte-pair ranks, in this order
-TOKENIZER_FILE = "tokenizer.tiktoken"
-
-
-def read_bpe_ranks(path):
-    """tiktoken's own file format (one `base64(token) rank` per line), the format of
-    tiktoken.load.load_tiktoken_bpe; read directly, because that function caches files by path
-    (in /tmp) and would keep serving an old tokenizer after prepare.py writes a new one."""
-    with open(path, "rb") as f:
-        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in f if line.strip())}
-
-
 def load_tokenizer(data_dir="data"):
-    """The project's tiktoken.Encoding (encode prompts with allowed_special="all")."""
-    import tiktoken
-    path, meta_path = os.path.join(data_dir, TOKENIZER_FILE), os.path.join(data_dir, "meta.json")
-    if not (os.path.exists(path) and os.path.exists(meta_path)):
-        raise FileNotFoundError(f"no tokenizer in {data_dir}/ ({TOKENIZER_FILE} and meta.json): "
-                                f"run `python prepare.py --data_dir={data_dir}` first")
-    with open(meta_path) as f:
-        meta = json.load(f)
-    return tiktoken.Encoding(name="oorl-bpe", pat_str=meta["pat_str"], mergeable_ranks=read_bpe_ranks(path),
-                             special_tokens=meta["special_tokens"])
+    """The project's tiktoken.Encoding in data_dir (encode with allowed_special="all"); the same
+    as tokenizer.load(data_dir).encoding, which new code should call instead."""
+    import tokenizer
+    return tokenizer.load(data_dir).encoding
 
 
 if __name__ == "__main__":

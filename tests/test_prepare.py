@@ -1,5 +1,5 @@
 """Tests of prepare.py: a tiny data/ written twice is identical, splits are disjoint, every file
-has the contract's keys, the tokenizer loads and round-trips every string, the BPE trainer."""
+has the contract's keys, the tokenizer loads and round-trips every string."""
 import json
 import os
 import subprocess
@@ -9,11 +9,12 @@ import pytest
 
 import prepare
 import tasks
+import tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--n_train=40", "--n_val=6", "--n_test=6", "--n_ir_groups=6", "--vocab_size=600", "--ir_batch=8"]
 FILES = ("tasks_train.jsonl", "tasks_val.jsonl", "tasks_test.jsonl", "ir_groups.jsonl", "meta.json",
-         tasks.TOKENIZER_FILE)
+         tokenizer.TOKENIZER_FILE)
 TASK_KEYS = {"id", "program_id", "src_lang", "tgt_lang", "source", "reference", "tests", "prompt", "n_args"}
 GROUP_KEYS = {"program_id", "c_source", "prompt", "winners", "winner_levels", "losers", "tests", "n_args"}
 
@@ -100,19 +101,19 @@ def test_ir_winners_pass_and_losers_fail(data, tmp_path):
 
 
 def test_tokenizer_loads_and_round_trips_every_string(data):
-    enc = tasks.load_tokenizer(str(data[0]))
+    tok = tokenizer.load(str(data[0]))
     meta = json.loads((data[0] / "meta.json").read_text())
-    assert enc.n_vocab == meta["vocab_size"] <= 600
-    assert {tasks.EOT, tasks.TRANSLATE, tasks.TO} == set(meta["special_tokens"]) and enc.eot_token == meta["special_tokens"][tasks.EOT]
+    assert tok.n_vocab == meta["vocab_size"] <= 600
+    assert [tasks.EOT, tasks.TRANSLATE, tasks.TO] == list(meta["special_tokens"]) and tok.eot == meta["special_tokens"][tasks.EOT]
     strings = []
     for split in ("train", "val", "test"):
         strings += [r["prompt"] + r["reference"] + tasks.EOT for r in read_jsonl(data[0] / f"tasks_{split}.jsonl")]
     strings += [g["prompt"] + ir + tasks.EOT for g in read_jsonl(data[0] / "ir_groups.jsonl") for ir in g["winners"] + g["losers"]]
     for text in strings:
-        ids = enc.encode(text, allowed_special="all")
-        assert enc.decode(ids) == text
-        assert ids.count(enc.eot_token) == 1 and ids[-1] == enc.eot_token
-    assert len(enc.encode(strings[0], allowed_special="all")) < len(strings[0]) / 2  # it does compress
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text
+        assert ids.count(tok.eot) == 1 and ids[-1] == tok.eot
+    assert len(tok.encode(strings[0])) < len(strings[0]) / 2  # it does compress
 
 
 def test_missing_clang_is_reported_by_name(tmp_path):
@@ -123,14 +124,3 @@ def test_missing_clang_is_reported_by_name(tmp_path):
     assert result.returncode != 0
     assert "clang" in result.stderr and "apt-get install clang" in result.stderr
     assert not (tmp_path / "data" / "meta.json").exists()
-
-
-def test_train_bpe_merges_the_most_frequent_pair_first():
-    ranks = prepare.train_bpe(["ab ab ab ab cd cd"] * 3, vocab_size=256 + 3 + 3)
-    learnt = sorted((rank, token) for token, rank in ranks.items() if rank >= 256)
-    # chunks: "ab" x3, " ab" x9, " cd" x6: (a, b) is the most frequent pair (12), then (" ", ab) (9)
-    assert [token for _, token in learnt] == [b"ab", b" ab", b" c"]
-    assert sorted(ranks.values()) == list(range(len(ranks)))
-    assert prepare.train_bpe(["ab ab ab ab cd cd"] * 3, 262) == ranks  # deterministic
-    with pytest.raises(ValueError, match="vocab_size"):
-        prepare.train_bpe(["x"], vocab_size=200)

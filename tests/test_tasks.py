@@ -1,7 +1,5 @@
 """Tests of tasks.py: every rendering, in its harness, compiled and run, prints exactly what the
 Python reference computed; the generator is deterministic and keeps to its rules."""
-import base64
-import json
 import random
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -142,23 +140,3 @@ def test_prompt_format_and_bad_languages():
             bad()
     with pytest.raises(ValueError, match="n_args"):
         tasks.harness("", "c", 4)
-
-
-def test_load_tokenizer_reads_tiktoken_files(tmp_path, monkeypatch):
-    ranks = {bytes([b]): b for b in range(256)} | {b"\n ": 256, b" x": 257}
-    with open(tmp_path / tasks.TOKENIZER_FILE, "wb") as f:  # tiktoken's format, written by hand
-        for token, rank in ranks.items():
-            f.write(base64.b64encode(token) + b" " + str(rank).encode() + b"\n")
-    special = {name: 258 + i for i, name in enumerate(tasks.SPECIAL_TOKENS)}
-    (tmp_path / "meta.json").write_text(json.dumps(dict(pat_str=tasks.PAT_STR, special_tokens=special)))
-    enc = tasks.load_tokenizer(str(tmp_path))
-    text = tasks.make_prompt("python", "def f(a):\n    x = a\n    return x", "lua") + "function f(a) end" + tasks.EOT
-    ids = enc.encode(text, allowed_special="all")
-    assert enc.decode(ids) == text
-    assert ids[0] == special[tasks.TRANSLATE] and ids[-1] == special[tasks.EOT] == enc.eot_token
-    assert 256 in ids and 257 in ids and enc.n_vocab == 261
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # (no cache: see tasks.read_bpe_ranks)
-    from tiktoken.load import load_tiktoken_bpe
-    assert load_tiktoken_bpe(str(tmp_path / tasks.TOKENIZER_FILE)) == tasks.read_bpe_ranks(tmp_path / tasks.TOKENIZER_FILE)
-    with pytest.raises(FileNotFoundError, match="prepare.py"):
-        tasks.load_tokenizer(str(tmp_path / "missing"))
