@@ -1,6 +1,6 @@
 """
-reward.py: how each language is compiled and run, the sandbox that runs model-written code, and
-the binary reward of eq. 4 (1 if a completion is well formed, compiles and passes every test).
+reward.py: how each language is compiled and run (in sandbox.py's sandbox), the compile cache,
+and the binary reward of eq. 4 (1 if a completion is well formed, compiles and passes every test).
 
     from reward import execute, score
     execute("print(input()[::-1])", "python", stdin="abc\\n")  # Execution(status='ok', stdout='cba\\n', ...)
@@ -8,28 +8,9 @@ the binary reward of eq. 4 (1 if a completion is well formed, compiles and passe
 
     python reward.py      # how programs are isolated here, and which languages work
 
-An RL step runs hundreds of programs written by a model that is still learning: some loop
-forever, some allocate without end, a few would do worse if they could. Each runs in a sandbox
-built from trusted parts, layer by layer:
-
-  bubblewrap (`bwrap`, the sandbox under Flatpak): new user, PID, network, IPC, UTS and mount
-      namespaces. The program sees a fresh root with the system directories read-only, a copy of
-      its own files in /prog and two small private tmpfs, /work (its working directory and
-      $HOME) and /tmp, which vanish with it: nothing it writes reaches the disk. It sees no
-      other process (so not the trainer's /proc/PID/environ) and no network. It is PID 1 of its
-      namespace, so when it exits the kernel kills everything it left behind.
-  resource limits, set by `prlimit` inside the sandbox: address space (per language: the JVM,
-      V8 and Go reserve far more than they use), CPU time, file size, open files, processes.
-  a wall-clock timeout that kills the whole sandbox, and capped stdout/stderr ("output_limit").
-  a scrubbed environment: no variable of the trainer reaches the program.
-  an unprivileged user: a trainer running as root starts programs as `nobody`.
-
-Fork bombs. RLIMIT_NPROC is the one bound on processes short of cgroups, and the kernel ignores
-it for root (it checks the real uid): that is why root hands programs to nobody. Set inside the
-sandbox's fresh user namespace, it counts only that sandbox's processes (Linux >= 5.14 counts
-per user namespace), so concurrent sandboxes do not starve each other and the user's own
-processes do not count. What a bomb makes meanwhile dies with its PID namespace at the timeout.
-(Older kernels count all of the user's processes, so there the limit is left unset.)
+Each language is a check (a compiler, or a syntax check for interpreted languages) and a run
+command, both run in the sandbox with per-language limits: the JVM, V8 and Go reserve far more
+address space than they use, compilers need more memory and time than programs.
 
 Compilers read untrusted source but never run it: programs are compiled in the same sandbox, as
 the invoking user (rustup toolchains live in /root), with more memory and time. Compiled
@@ -38,21 +19,12 @@ memory and in a private directory under the system temp dir, written atomically 
 staging directory, then renamed) so that threads and several trainer processes share it. The
 cache also keeps, per language, what makes its compiler start faster: the harness headers
 precompiled for g++, an archive of javac's own classes for the JVM, Go's build cache.
-
-Where bubblewrap is missing or cannot create namespaces, programs run with rlimits and process
-groups only, and a warning says so once: then nothing stops writes outside the working
-directory, the network, or children that escape the process group.
 """
 import collections
 import dataclasses
-import functools
 import hashlib
-import json
 import os
-import re
-import selectors
 import shutil
-import signal
 import stat
 import subprocess
 import tempfile
@@ -61,6 +33,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import sandbox
 from tasks import EOT, defines_f, harness
 
 MiB = 1 << 20
@@ -68,14 +41,8 @@ RUN_TIMEOUT = 2.0          # seconds of wall clock for one run (all of a task's 
                            # references take < 0.5 s even on the JVM, and a sampled program stuck in
                            # a loop holds a worker this long (at 5 s, 4% of timeouts were half of eval)
 COMPILE_TIMEOUT = 60.0     # seconds for a compiler or syntax check
-OUTPUT_LIMIT = 1 * MiB     # bytes of stdout (and of stderr) before "output_limit"
-FILE_SIZE = 16 * MiB       # the largest file a program may write (a compiler: 256 MiB)
-TMPFS_SIZE = 64 * MiB      # the size of the sandbox's /work and of its /tmp
-OPEN_FILES = 256           # the JVM opens its modules file, jars and a few sockets
-PROCESSES = 128            # tasks (threads count) per sandbox: the JVM and node start ~20
 ERROR_LINES = 20           # lines of a compiler error kept for logging
 WORKERS = len(os.sched_getaffinity(0))  # score() runs this many programs at once
-SANDBOX_UID = 65534        # `nobody`: who runs the programs of a trainer running as root
 CACHE_ENTRIES = 20000      # compiled programs kept on disk (the least recently used go first)
 
 # JVM start-up dominates a tiny program: C1 only, the serial GC, class-data sharing, no perf file.
@@ -157,9 +124,7 @@ HELLO = {
     "go": 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("ok") }\n',
     "lua": 'print("ok")\n',
 }
-# System directories first: a shim in $HOME (pyenv, nvm) cannot run in the sandbox.
-SEARCH_PATH = os.pathsep.join(["/usr/local/bin", "/usr/bin", "/bin", os.environ.get("PATH", "")])
-SYSTEM_DIRS = ("/usr", "/etc", "/opt", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # read-only
+SEARCH_PATH = sandbox.SEARCH_PATH  # where tools are looked up (system directories first)
 
 Execution = collections.namedtuple("Execution", "status stdout stderr")
 
@@ -230,119 +195,8 @@ def available(lang):
     return works
 
 
-# ----------------------------------------------------------------------------- the sandbox
-
-SANDBOX = None  # "bwrap" or "rlimits": decided by _sandbox_mode() at first use
-
-
-def _sandbox_mode():
-    """Probes once whether bubblewrap works here, as the compilers' and as the programs' user."""
-    global SANDBOX
-    with _lock:
-        if SANDBOX is None:
-            if shutil.which("prlimit", path=SEARCH_PATH) is None:
-                raise RuntimeError("reward.py needs `prlimit` to set resource limits: apt-get install util-linux")
-            problem = "bubblewrap is not installed (apt-get install bubblewrap)"
-            if shutil.which("bwrap", path=SEARCH_PATH):
-                SANDBOX = "bwrap"
-                with open("/bin/true", "rb") as true:
-                    for as_user in {None, _run_as()}:
-                        argv = _bwrap_argv([(true.fileno(), "/prog/true")], [], as_user) + ["/prog/true"]
-                        _, code, _, err = _spawn(argv, b"", COMPILE_TIMEOUT, [true.fileno()], _environment({}), as_user)
-                        if code != 0:
-                            SANDBOX, problem = None, ("bubblewrap cannot create its namespaces here (unprivileged "
-                                                      f"user namespaces disabled?): {_first_lines(err.decode(), 3)}")
-            if SANDBOX is None:
-                SANDBOX = "rlimits"
-                warnings.warn(f"reward.py: {problem}. Programs now run with resource limits and process groups "
-                              "only: NO namespaces, so they can write outside their directory, reach the network "
-                              "and leave escaped children behind. Do not train untrusted models like this.",
-                              RuntimeWarning, stacklevel=3)
-        return SANDBOX
-
-
-def _run_as():
-    """(uid, gid) of the programs: root hands them to nobody, anyone else runs them as themself."""
-    return (SANDBOX_UID, SANDBOX_UID) if os.geteuid() == 0 else None
-
-
-def _environment(extra):
-    """The whole environment a program gets: nothing of the trainer's."""
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8", **extra}
-
-
-def _limits(memory, timeout, file_size, as_user):
-    limits = [f"--as={memory}", f"--cpu={int(timeout) + 1}:{int(timeout) + 2}", f"--fsize={file_size}",
-              f"--nofile={OPEN_FILES}", "--core=0"]
-    kernel = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
-    if SANDBOX == "bwrap" and (as_user or os.geteuid() != 0) and kernel >= (5, 14):
-        limits.append(f"--nproc={PROCESSES}")  # see "Fork bombs" above
-    return [shutil.which("prlimit", path=SEARCH_PATH), *limits, "--"]
-
-
-def _bwrap_argv(files, binds, as_user):
-    """bubblewrap's command line: files [(fd, path)] are copied into the sandbox, binds [(host
-    dir, dir)] mounted writable (a compiler's output); toolchains outside the system directories
-    (a rustup sysroot) are mounted for the invoking user only."""
-    bwrap = shutil.which("bwrap", path=SEARCH_PATH)
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--as-pid-1", "--die-with-parent", "--new-session",
-            "--cap-drop", "ALL", "--hostname", "sandbox"]
-    if "--disable-userns" in _bwrap_options(bwrap):  # bubblewrap >= 0.8: no nested user namespace either
-        argv.append("--disable-userns")
-    toolchains = set()
-    for tool in filter(None, map(_tool, {t for lang in LANGUAGES for t in _tools(lang)})):
-        real = os.path.realpath(tool)
-        if not as_user and not real.startswith(tuple(d + "/" for d in SYSTEM_DIRS)):
-            toolchains.add(os.path.dirname(os.path.dirname(real)))
-    for path in SYSTEM_DIRS + tuple(sorted(toolchains)):
-        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--dir", "/prog"]
-    for directory in ("/tmp", "/work"):
-        argv += (["--size", str(TMPFS_SIZE)] if "--size" in _bwrap_options(bwrap) else []) + ["--tmpfs", directory]
-    for fd, path in files:
-        argv += ["--perms", "0555", "--file", str(fd), path]
-    for host_dir, path in binds:
-        argv += ["--bind", host_dir, path]
-    return argv + ["--remount-ro", "/", "--chdir", "/work", "--"]
-
-
-@functools.lru_cache(maxsize=None)
-def _bwrap_options(bwrap):
-    """The options this bubblewrap knows (older ones lack --size and --disable-userns)."""
-    return set(re.findall(r"--[a-z-]+", subprocess.run([bwrap, "--help"], capture_output=True, text=True).stdout))
-
-
-def _in_sandbox(command, files, stdin, timeout, memory, env, as_user, out_dir=None, cache_dir=None):
-    """Runs a Language command ({src} filled in) in a fresh sandbox. files: [(host
-    path, name)] copied read-only into {prog}; out_dir and cache_dir: host directories mounted
-    writable at {out} and {cache}, for compilers. Returns _spawn's (status, code, stdout, stderr)."""
-    file_size = FILE_SIZE if not (out_dir or cache_dir) else 256 * MiB  # a precompiled header is ~30 MiB
-    tool = command[0] if command[0][0] == "{" else _tool(command[0])
-    if _sandbox_mode() == "bwrap":
-        paths = {"{prog}": "/prog", "{out}": "/out", "{cache}": "/cache"}
-        binds = [(host, paths[name]) for host, name in ((out_dir, "{out}"), (cache_dir, "{cache}")) if host]
-        fds = [os.open(host, os.O_RDONLY | os.O_CLOEXEC) for host, _ in files]
-        try:
-            argv = _bwrap_argv([(fd, f"/prog/{name}") for fd, (_, name) in zip(fds, files)], binds, as_user)
-            argv += _limits(memory, timeout, file_size, as_user) + list(_fill((tool, *command[1:]), paths))
-            return _spawn(argv, stdin, timeout, fds, _environment(dict(_fill_pairs(env, paths))), as_user)
-        finally:
-            for fd in fds:
-                os.close(fd)
-    work = tempfile.mkdtemp(prefix="oorl-run-")  # no bubblewrap: one host directory, removed after
-    try:
-        for host, name in files:
-            shutil.copy(host, os.path.join(work, name))
-        paths = {"{prog}": work, "{out}": out_dir or "", "{cache}": cache_dir or ""}
-        environment = {**_environment(dict(_fill_pairs(env, paths))), "HOME": work, "TMPDIR": work}
-        argv = _limits(memory, timeout, file_size, None) + list(_fill((tool, *command[1:]), paths))
-        return _spawn(argv, stdin, timeout, [], environment, None, cwd=work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def _first_lines(text, n=ERROR_LINES):
+    return "\n".join(text.strip().splitlines()[:n])
 
 
 def _fill(words, mapping):
@@ -351,98 +205,13 @@ def _fill(words, mapping):
     return words
 
 
-def _fill_pairs(pairs, mapping):
-    return [(name, _fill((value,), mapping)[0]) for name, value in pairs]
-
-
-def _spawn(argv, stdin, timeout, pass_fds, env, as_user, cwd="/"):
-    """Runs argv in a new session (its own process group) with a wall-clock timeout and capped
-    output. Returns (status, returncode, stdout, stderr); status is None if it ended by itself.
-
-    bubblewrap (argv[0]) gets an --info-fd through which it tells the pid of the sandbox's
-    PID 1. On a timeout that one is killed, which ends its whole PID namespace, and bwrap reaps
-    it and exits. (Killing bwrap first would orphan it: a zombie for whoever is PID 1, which in
-    a container may be the trainer itself, and it never reaps.)"""
-    bwrap = os.path.basename(argv[0]) == "bwrap"
-    info_read, info_write = os.pipe() if bwrap else (-1, -1)
-    if bwrap:
-        argv, pass_fds = [argv[0], "--info-fd", str(info_write), *argv[1:]], [*pass_fds, info_write]
-    stdin_file = os.memfd_create("stdin")  # a file, not a pipe: no deadlock on a large input
-    os.write(stdin_file, stdin)
-    os.lseek(stdin_file, 0, os.SEEK_SET)
-    user = dict(user=as_user[0], group=as_user[1], extra_groups=[]) if as_user else {}
-    try:
-        proc = subprocess.Popen(argv, stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=cwd, env=env, pass_fds=pass_fds, start_new_session=True, **user)
-    finally:
-        os.close(stdin_file)
-        if bwrap:
-            os.close(info_write)
-    out, err, exited = proc.stdout.fileno(), proc.stderr.fileno(), os.pidfd_open(proc.pid)
-    output = {out: bytearray(), err: bytearray(), info_read: bytearray()}
-    status, deadline, has_exited = None, time.monotonic() + timeout, False
-    with selectors.DefaultSelector() as selector:
-        for fd in (out, err, exited) + ((info_read,) if bwrap else ()):
-            selector.register(fd, selectors.EVENT_READ)
-        while status is None and len(selector.get_map()) > (0 if has_exited else 1):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and not has_exited:
-                status = "timeout"
-                break
-            # After the exit only what is already in the pipes is read: a child that escaped
-            # (possible without namespaces) and holds them open must not hold us up.
-            events = selector.select(0 if has_exited else remaining)
-            if not events and has_exited:
-                break
-            for key, _ in events:
-                if key.fd == exited:
-                    has_exited = True
-                    selector.unregister(exited)
-                elif not (data := os.read(key.fd, 65536)):
-                    selector.unregister(key.fd)
-                elif key.fd != info_read and len(output[key.fd]) + len(data) > OUTPUT_LIMIT:
-                    output[key.fd] += data[:OUTPUT_LIMIT - len(output[key.fd])]
-                    status = "output_limit"
-                else:
-                    output[key.fd] += data
-        if status and bwrap:  # bwrap writes its info as soon as the sandbox exists
-            while info_read in selector.get_map() and selector.select(1.0) and (data := os.read(info_read, 4096)):
-                output[info_read] += data
-            _kill_sandbox(proc, output[info_read])
-    try:  # the whole group, before reaping (its id cannot be reused while the leader is a zombie)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-    os.close(exited)
-    if bwrap:
-        os.close(info_read)
-    proc.stdout.close()
-    proc.stderr.close()
-    return status, proc.returncode, bytes(output[out]), bytes(output[err])
-
-
-def _kill_sandbox(proc, info):
-    """Kills the PID 1 of bwrap's sandbox (pid from bwrap's --info-fd JSON) and lets bwrap reap
-    it. Through a pidfd, checked to be bwrap's child, so that a reused pid is never hit."""
-    try:
-        pid = json.loads(info)["child-pid"]
-        pidfd = os.pidfd_open(pid)
-    except (ValueError, KeyError, ProcessLookupError):
-        return  # bwrap failed before starting a sandbox, or it is gone already
-    try:
-        with open(f"/proc/{pid}/status") as file:
-            if int(re.search(r"PPid:\s+(\d+)", file.read()).group(1)) == proc.pid:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                proc.wait(timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        pass  # gone meanwhile, or bwrap is stuck: the caller kills its process group
-    finally:
-        os.close(pidfd)
-
-
-def _first_lines(text, n=ERROR_LINES):
-    return "\n".join(text.strip().splitlines()[:n])
+def _in_sandbox(command, files, stdin, timeout, memory, env, unprivileged, out_dir=None, cache_dir=None):
+    """Runs a Language command in a fresh sandbox: {src} is the source among `files` ([(host
+    path, name)]), out_dir and cache_dir host directories mounted writable at {out} and {cache}."""
+    tool = command[0] if command[0][0] == "{" else _tool(command[0])
+    dirs = [(name, host) for name, host in (("out", out_dir), ("cache", cache_dir)) if host]
+    file_size = sandbox.FILE_SIZE if not dirs else 256 * MiB  # a precompiled header is ~30 MiB
+    return sandbox.run((tool, *command[1:]), files, stdin, timeout, memory, file_size, env, dirs, unprivileged)
 
 
 # ----------------------------------------------------------------------------- compile once, cache
@@ -523,22 +292,22 @@ def _compile(lang, source, directory):
             os.makedirs(cache_dir, exist_ok=True)
             _warm_up(lang, cache_dir)
         command = _fill(spec.check, {"{src}": "{prog}/" + spec.source})
-        status, code, out, err = _in_sandbox(command, [(source_path, spec.source)], b"", COMPILE_TIMEOUT,
-                                             spec.compile_memory, spec.env + spec.compile_env, None,
-                                             prog if spec.compiled else None, cache_dir)
-        if status == "timeout":
-            return status
-        if status or code:
+        result = _in_sandbox(command, [(source_path, spec.source)], b"", COMPILE_TIMEOUT, spec.compile_memory,
+                             spec.env + spec.compile_env, False, prog if spec.compiled else None, cache_dir)
+        if result.status == "timeout":
+            return result.status
+        if result.status != "ok":
             with open(os.path.join(staging, "error.txt"), "w") as file:
-                file.write(_first_lines((err + out).decode("utf-8", "replace")) or f"the compiler exited with {code}")
+                file.write(_first_lines((result.stderr + result.stdout).decode("utf-8", "replace"))
+                           or f"the compiler exited with {result.exit_code}")
         try:
             os.rename(staging, directory)
         except OSError:  # another process finished the same source first: its entry is as good
-            return status
+            return result.status
         _new_entries += 1
         if _new_entries % 1000 == 0:
             _prune_cache()
-        return status
+        return result.status
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -559,9 +328,9 @@ def _warm_up(lang, cache_dir):
             with open(os.path.join(staging, name), "w") as file:
                 file.write(text)
             os.replace(os.path.join(staging, name), os.path.join(cache_dir, name))
-        status, code, _, _ = _in_sandbox(command, [], b"", COMPILE_TIMEOUT, LANGUAGES[lang].compile_memory,
-                                         LANGUAGES[lang].env, None, staging, cache_dir)
-        if status is None and code == 0:
+        result = _in_sandbox(command, [], b"", COMPILE_TIMEOUT, LANGUAGES[lang].compile_memory,
+                             LANGUAGES[lang].env, False, staging, cache_dir)
+        if result.status == "ok":
             os.replace(os.path.join(staging, product), os.path.join(cache_dir, product))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -609,18 +378,14 @@ def _execute(program, lang, stdin, timeout):
         try:
             prog = os.path.join(directory, "prog")
             files = [(os.path.join(prog, name), name) for name in sorted(os.listdir(prog))]
-            status, code, out, err = _in_sandbox(command, files, stdin.encode(), timeout, spec.memory, spec.env,
-                                                 _run_as())
+            result = _in_sandbox(command, files, stdin.encode(), timeout, spec.memory, spec.env, True)
             break
         except FileNotFoundError:  # another process pruned the entry just now: compile it again
             with _lock:
                 _memory_cache.pop(_cache_key(lang, program), None)
             if attempt:
                 raise
-    if status is None:  # it ended by itself; bubblewrap says "killed by signal n" as 128 + n
-        out_of_cpu = code in (-signal.SIGXCPU, 128 + signal.SIGXCPU)
-        status = "ok" if code == 0 else "timeout" if out_of_cpu else "runtime_error"
-    return Execution(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+    return Execution(result.status, result.stdout.decode("utf-8", "replace"), result.stderr.decode("utf-8", "replace"))
 
 
 # ----------------------------------------------------------------------------- the reward (eq. 4)
@@ -671,8 +436,7 @@ def score(completions, tasks, truncated=None, timeout=RUN_TIMEOUT):
 
 
 if __name__ == "__main__":
-    mode = _sandbox_mode()
-    print(f"sandbox: {mode}" + (f", programs run as uid {SANDBOX_UID}" if mode == "bwrap" and _run_as() else ""))
+    print(f"sandbox: {sandbox.check()}")
     print(f"compile cache: {_cache_root()}")
     for language in LANGUAGES:
         start = time.time()
