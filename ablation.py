@@ -1,7 +1,9 @@
 """
 ablation.py: the paper's Table 4 in miniature. Trains its four rows from ONE shared SFT
 checkpoint, several seeds each, evaluates every run with the same eval.py settings, and writes
-a markdown table of pass@1 mean ± std over seeds, RL targets and held-out targets apart.
+a markdown table: pass@1 mean ± std over seeds, RL targets and held-out targets apart, and the
+differences that the paper's claim rests on (each RL row minus SFT, GEPO minus DPO, GEPO minus RL
+alone) with their 95% intervals, and a chart.
 
     python ablation.py                                          # 3 seeds, the preset of this machine
     python ablation.py --seeds=[1] --train_args="--rl_steps=20" --eval_args="--max_tasks_per_pair=5"
@@ -21,10 +23,21 @@ Each job runs as a subprocess (`python train.py ...`, `python eval.py ...`), its
 out_dir/logs/. A finished checkpoint is reused and a killed training resumes, so rerunning the
 same command continues an interrupted ablation; ablation.md, .json and .png are rewritten after
 every evaluation, so partial results are readable while it runs.
+
+Two sources of variance, two intervals for each difference (DESIGN.md, "Statistics"):
+  - paired over tasks: seed s of one row and seed s of the other are evaluated on the same tasks with
+    the same sampling seed; the per-task differences, averaged over the seeds, give eval.estimate's
+    interval. It says whether THESE trained models differ, not whether another training seed would.
+  - over seeds: the per-seed differences of the overall pass@1, mean ± std and a Student-t
+    interval. It includes the training noise, and is what "row A beats row B" needs.
+`seeds_to_resolve` turns the measured variances into how many seeds (at how many tasks) would
+make a difference of a given size resolvable.
 """
 import json
+import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -32,7 +45,8 @@ import time
 import torch
 
 from configurator import configure
-from eval import ablation_summary, ablation_table, plot_ablation
+import tasks
+from eval import Z95, pyplot, estimate, pass_at_k
 
 # ----------------------------------------------------------------------------- configuration
 out_dir = "out/ablation"
@@ -45,6 +59,193 @@ echo_every = 30.0        # seconds between echoed lines of a running job (all of
 
 LABELS = {"sft": "SFT only", "rl": "+ REINFORCE++", "rl_dpo": "+ REINFORCE++ + DPO",
           "rl_gepo": "+ REINFORCE++ + GEPO"}
+COMPARISONS = (("rl_gepo", "rl_dpo"), ("rl_gepo", "rl"))  # besides every RL row minus SFT
+GROUPS = (("rl", "RL targets"), ("heldout", "held-out"))
+# Student's t, 97.5% quantile, for 1..30 degrees of freedom (beyond: the Cornish-Fisher expansion)
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t975(df):
+    return T975[df - 1] if df <= len(T975) else Z95 + (Z95 ** 3 + Z95) / (4 * df)
+
+
+# ----------------------------------------------------------------------------- the table
+
+def pass1(result, group):
+    """A result's pass@1 of a group ("rl", "heldout", or "target <lang>"); None if it has none."""
+    figure = result["groups"].get(group)
+    return None if figure is None else figure["pass@1"]
+
+
+def over_seeds(values):
+    """{"mean", "std", "ci95"} of per-seed values: the t interval needs 2 seeds (else [None, None])."""
+    if len(values) < 2:
+        return {"mean": values[0] if values else None, "std": None, "ci95": [None, None]}
+    mean, std = statistics.fmean(values), statistics.stdev(values)
+    half = t975(len(values) - 1) * std / math.sqrt(len(values))
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+def paired_over_tasks(a_results, b_results, group):
+    """(difference, ci95, eval variance of one seed's difference) of pass@1 a - b in a group,
+    paired over tasks: seeds matched in order, each task's difference averaged over the seeds."""
+    targets = dict((("rl", tasks.RL_TARGETS), ("heldout", tasks.HELDOUT_TARGETS)))[group]
+    per_pair, one_seed_vars = {}, []
+    for a, b in zip(a_results, b_results):
+        n = a["settings"]["n"]
+        one_seed = {}
+        for pair, by_task in a["counts"].items():
+            if pair.split("->")[1] in targets and pair in b["counts"]:
+                one_seed[pair] = {t: pass_at_k(n, c, 1) - pass_at_k(n, b["counts"][pair][t], 1)
+                                  for t, c in by_task.items() if t in b["counts"][pair]}
+        for pair, diffs in one_seed.items():
+            per_pair.setdefault(pair, []).append(diffs)
+        lo, hi = estimate({p: list(d.values()) for p, d in one_seed.items()}, -1.0, 1.0)[1]
+        if lo is not None:
+            one_seed_vars.append(((hi - lo) / (2 * Z95)) ** 2)
+    pooled = {pair: [statistics.fmean(seed[t] for seed in seeds) for t in seeds[0] if all(t in s for s in seeds)]
+              for pair, seeds in per_pair.items()}
+    value, ci = estimate(pooled, -1.0, 1.0)
+    return value, ci, statistics.fmean(one_seed_vars) if one_seed_vars else None
+
+
+def difference(label, a_results, b_results):
+    """One row of the differences table: per group, paired over tasks and over seeds."""
+    row = {"label": label, "seeds": min(len(a_results), len(b_results))}
+    for group, _ in GROUPS:
+        value, ci, eval_var = paired_over_tasks(a_results, b_results, group)
+        per_seed = [pass1(a, group) - pass1(b, group) for a, b in zip(a_results, b_results)]
+        row[group] = {"paired": {"pass@1": value, "ci95": ci}, "per_seed": per_seed,
+                      "over_seeds": over_seeds(per_seed), "eval_var": eval_var}
+    return row
+
+
+def seeds_to_resolve(difference, seed_var, eval_var, task_factor=1.0, max_seeds=1000):
+    """The fewest training seeds whose t interval of the mean difference excludes 0 when the true
+    difference is `difference`: t_{s-1} sqrt(var / s) < |difference|, where one seed's difference
+    has variance var = train_var + eval_var / task_factor (train_var = seed_var - eval_var: what
+    training adds to the evaluation's own noise; task_factor: how many times the tasks evaluated).
+    None if even max_seeds would not."""
+    train_var = max(0.0, seed_var - eval_var)
+    var = train_var + eval_var / task_factor
+    for seeds in range(2, max_seeds + 1):
+        if t975(seeds - 1) * math.sqrt(var / seeds) < abs(difference):
+            return seeds
+    return None
+
+
+def summarize_rows(rows):
+    """rows: [(row name, [eval result per seed])] -> {"rows": per row pass@1 per seed, "differences"}."""
+    results = dict(rows)
+    summary = []
+    for name, row_results in rows:
+        per_target = {t: [v for v in (pass1(r, f"target {t}") for r in row_results) if v is not None]
+                      for t in tasks.RL_TARGETS + tasks.HELDOUT_TARGETS}
+        summary.append(dict(row=name, label=LABELS.get(name, name), seeds=len(row_results),
+                            rl=[pass1(r, "rl") for r in row_results],
+                            heldout=[pass1(r, "heldout") for r in row_results], per_target=per_target))
+    differences = [difference(f"{LABELS.get(name, name)} − SFT", results[name], results["sft"])
+                   for name, _ in rows if name != "sft" and "sft" in results]
+    differences += [difference(f"{LABELS.get(a, a)} − {LABELS.get(b, b)}", results[a], results[b])
+                    for a, b in COMPARISONS if a in results and b in results]
+    return {"rows": summary, "differences": differences}
+
+
+def points(value, signed=False):
+    return "-" if value is None else f"{100 * value:{'+' if signed else ''}.1f}"
+
+
+def mean_std(values):
+    """'mean ± std' in percent over seeds (sample std); the mean alone for a single seed."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return points(values[0])
+    return f"{points(statistics.fmean(values))} ± {points(statistics.stdev(values))}"
+
+
+def interval(ci):
+    return "-" if ci[0] is None else f"[{points(ci[0], True)}, {points(ci[1], True)}]"
+
+
+def ablation_table(summary):
+    """Markdown: pass@1 (%) per row, the differences with both intervals, and per target."""
+    lines = ["| Method | seeds | RL targets pass@1 | held-out pass@1 |", "|---|---|---|---|"]
+    lines += [f"| {row['label']} | {row['seeds']} | {mean_std(row['rl'])} | {mean_std(row['heldout'])} |"
+              for row in summary["rows"]]
+    if summary["differences"]:
+        lines += ["", "Differences in pass@1 (points): paired over tasks [95% interval] | over seeds mean ± std "
+                  "[95% t interval]", "",
+                  "| Difference | seeds | RL targets, paired | RL targets, over seeds | held-out, paired | "
+                  "held-out, over seeds |", "|---|---|---|---|---|---|"]
+        for d in summary["differences"]:
+            cells = []
+            for group, _ in GROUPS:
+                p, s = d[group]["paired"], d[group]["over_seeds"]
+                seeds_text = points(s["mean"], True) + ("" if s["std"] is None else f" ± {points(s['std'])} {interval(s['ci95'])}")
+                cells += [f"{points(p['pass@1'], True)} {interval(p['ci95'])}", seeds_text]
+            lines.append(f"| {d['label']} | {d['seeds']} | " + " | ".join(cells) + " |")
+    targets = tasks.RL_TARGETS + tasks.HELDOUT_TARGETS
+    lines += ["", "pass@1 (%) per target language (mean over the source languages); "
+              f"held-out: {', '.join(tasks.HELDOUT_TARGETS)}", "",
+              "| Method | " + " | ".join(targets) + " |", "|---|" + "---|" * len(targets)]
+    lines += [f"| {row['label']} | " + " | ".join(mean_std(row["per_target"][t]) for t in targets) + " |"
+              for row in summary["rows"]]
+    return "\n".join(lines)
+
+
+def resolution_notes(summary):
+    """For each difference over seeds: how many seeds would resolve it, at these and at 4x the tasks."""
+    lines = []
+    for d in summary["differences"]:
+        s, eval_var = d["rl"]["over_seeds"], d["rl"]["eval_var"]
+        if s["std"] is None or eval_var is None or not s["mean"]:
+            continue
+        now, more_tasks = (seeds_to_resolve(s["mean"], s["std"] ** 2, eval_var, f) for f in (1.0, 4.0))
+        lines.append(f"- {d['label']} (RL targets): a true difference of {points(s['mean'], True)} points with this "
+                     f"spread (seed std {points(s['std'])}, of which the evaluation's own {points(math.sqrt(eval_var))}) "
+                     f"needs {now or '> 1000'} seeds to exclude 0 at 95%, or {more_tasks or '> 1000'} with 4x the tasks.")
+    return "\n".join(lines)
+
+
+def plot_ablation(summary, png):
+    """Left: mean pass@1 over seeds (error bars: std, dots: seeds). Right: the differences (RL
+    targets), paired-over-tasks 95% intervals as error bars, dots: the per-seed differences."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 5))
+    width = 0.38
+    rows = summary["rows"]
+    for j, (key, name) in enumerate(GROUPS):
+        xs = [i + (j - 0.5) * width for i in range(len(rows))]
+        values = [[100 * v for v in row[key]] for row in rows]
+        means = [statistics.fmean(v) if v else 0.0 for v in values]
+        stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        left.bar(xs, means, width, yerr=stds, capsize=4, label=name)
+        for x, v in zip(xs, values):
+            left.scatter([x] * len(v), v, color="black", s=10, zorder=3)
+    left.set_xticks(range(len(rows)), [row["label"] for row in rows], fontsize=8)
+    left.set_ylabel("pass@1 (%)")
+    left.set_title("pass@1: mean over seeds, error bars = std")
+    left.legend()
+    for i, d in enumerate(summary["differences"]):
+        p = d["rl"]["paired"]
+        if p["pass@1"] is not None and p["ci95"][0] is not None:
+            right.errorbar([i], [100 * p["pass@1"]], yerr=[[100 * (p["pass@1"] - p["ci95"][0])],
+                                                           [100 * (p["ci95"][1] - p["pass@1"])]], fmt="o", capsize=5)
+        right.scatter([i] * len(d["rl"]["per_seed"]), [100 * v for v in d["rl"]["per_seed"]], color="black", s=10)
+    right.axhline(0, color="grey", lw=0.8)
+    right.set_xticks(range(len(summary["differences"])), [d["label"] for d in summary["differences"]],
+                     fontsize=7, rotation=15)
+    right.set_ylabel("difference in pass@1, RL targets (points)")
+    right.set_title("differences: paired-over-tasks 95% interval, dots = seeds")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    print(f"wrote {png}")
+    return png
 
 
 def train_command(row, seed, run_dir, shared_sft, extra):
@@ -110,17 +311,17 @@ def write_results(evals, rows, header, out_dir):
     table_rows = []
     for row in rows:
         results = []
-        for (r, _), path in sorted(evals.items()):
+        for (r, _), path in sorted(evals.items()):  # in seed order: seed s of a row pairs with seed s of another
             if r == row:
                 with open(path) as f:
                     results.append(json.load(f))
         if results:
-            table_rows.append((LABELS.get(row, row), results))
-    summary = ablation_summary(table_rows)
+            table_rows.append((row, results))
+    summary = summarize_rows(table_rows)
     with open(os.path.join(out_dir, "ablation.md"), "w") as f:
-        f.write("\n".join(header) + "\n\n" + ablation_table(summary) + "\n")
+        f.write("\n".join(header) + "\n\n" + ablation_table(summary) + "\n\n" + resolution_notes(summary) + "\n")
     with open(os.path.join(out_dir, "ablation.json"), "w") as f:
-        json.dump({"header": header, "rows": summary,
+        json.dump({"header": header, **summary,
                    "evals": {f"{row} seed {seed}": path for (row, seed), path in sorted(evals.items())}}, f, indent=1)
     plot_ablation(summary, os.path.join(out_dir, "ablation.png"))
 
@@ -135,7 +336,9 @@ def header(command_line, machine, shared_sft, settings, wall_s, finished, reused
             f"{settings['max_tasks_per_pair'] or 'all'} tasks per pair, max_new_tokens={settings['max_new_tokens']}; "
             f"extra eval.py overrides: `{eval_args or 'none'}`.",
             "pass@1 in %, mean ± std over seeds (one seed: the value alone). The SFT row is one checkpoint "
-            "sampled with each seed's sampling seed: its spread is sampling noise alone."]
+            "sampled with each seed's sampling seed: its spread is sampling noise alone. A difference is "
+            "resolved when its interval excludes 0: paired over tasks for these trained models, over seeds "
+            "for the method."]
 
 
 if __name__ == "__main__":

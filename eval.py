@@ -542,7 +542,7 @@ def budget_report(a, b, programs_per_pair):
 
 # ----------------------------------------------------------------------------- training curves
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -560,7 +560,7 @@ def smooth(values, window=10):
 
 def plot_metrics(metrics_path):
     """Training curves from train.py's metrics.jsonl -> a PNG next to it (returns its path)."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     rows = {}
