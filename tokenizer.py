@@ -243,6 +243,8 @@ class PretrainedTokenizer:
     def decode(self, ids):
         """Never fails for ids < n_vocab; byte sequences that are not UTF-8 decode to U+FFFD."""
         _check_ids(ids, self.n_vocab)
+        # clean_up_tokenization_spaces=False: where a transformers version defaults it to True, it
+        # deletes the spaces before punctuation (`a , b` -> `a, b`), which is code too
         return EOT.join(self.hf.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False)
                         for run in _split_at_eot(ids, self.eot))
 
