@@ -402,7 +402,7 @@ def run_sft(model, state):
         if (step + 1) % ckpt_interval == 0 or step == sft_steps - 1:
             torch_rng = ddp.gather(torch.get_rng_state())
             save_checkpoint(ckpt_path, stage="sft", step=step + 1, model=model.state_dict(),
-                            optimizer=optimizer.state_dict(), python_rng=rng.getstate(), torch_rng=torch_rng)
+                            model_args=vars(model.config), optimizer=optimizer.state_dict(), python_rng=rng.getstate(), torch_rng=torch_rng)
     save_checkpoint(os.path.join(out_dir, "sft.pt"), model=model.state_dict(), model_args=vars(model.config),
                     stage="sft")
 
@@ -569,7 +569,7 @@ def run_oorl(model, reference, state, rl_tasks, gepo_groups, probe_set):
         if (step + 1) % ckpt_interval == 0 or step == rl_steps - 1:
             generators = ddp.gather(generator.get_state())
             save_checkpoint(ckpt_path, stage="oorl", step=step + 1, model=model.state_dict(),
-                            optimizer=optimizer.state_dict(), python_rng=rng.getstate(), generator=generators)
+                            model_args=vars(model.config), optimizer=optimizer.state_dict(), python_rng=rng.getstate(), generator=generators)
     save_checkpoint(os.path.join(out_dir, "oorl.pt"), model=model.state_dict(), model_args=vars(model.config),
                     stage="oorl")
 
@@ -606,6 +606,7 @@ if run_sft_stage:
         model.load_state_dict(state["model"])
     run_sft(model, state)
     state = None
+    ddp.barrier()  # rank 0 has written sft.pt
     sft = read_checkpoint(sft_path)
 # pi_ref is the SFT model, frozen; pi_theta starts from it (or from the resumed checkpoint)
 reference = GPT.from_checkpoint(sft, device).eval().requires_grad_(False)

@@ -1,7 +1,9 @@
 """End-to-end tests of train.py on a tiny world: both stages run, log what they should, and a
-run that stopped part-way resumes from its last checkpoint."""
+run that stopped part-way resumes from its last checkpoint; bad settings, paths and checkpoints
+fail within seconds with a message naming what is wrong, before any training."""
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -9,13 +11,17 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_DATA = ["--n_train=120", "--n_val=10", "--n_test=10", "--n_ir_groups=6", "--vocab_size=512"]
+TRAIN = os.path.join(ROOT, "train.py")
+SMOKE = os.path.join(ROOT, "config", "smoke.py")
+TINY_DATA = ["--n_train=120", "--n_val=10", "--n_test=10", "--n_ir_groups=6", "--n_ir_groups_val=4",
+             "--vocab_size=512"]
 
 
-def run(*args):
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+def run(*args, cwd=ROOT, ok=True, prefix=()):
+    done = subprocess.run([sys.executable, *prefix, *args], cwd=cwd, capture_output=True, text=True)
+    if ok:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
 
 
 @pytest.fixture(scope="module")
@@ -25,39 +31,129 @@ def data_dir(tmp_path_factory):
     return data
 
 
+@pytest.fixture(scope="module")
+def smoke_run(data_dir, tmp_path_factory):
+    """A smoke run that stopped after 2 of its RL steps, as a killed run would (its last
+    checkpoint: step 2); run from another directory than the project's."""
+    out = tmp_path_factory.mktemp("smoke") / "out"
+    run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={out}", "--rl_steps=2", "--probe_interval=1",
+        cwd=out.parent)
+    return out
+
+
 def metrics(out):
     with open(out / "metrics.jsonl") as f:
         return [json.loads(line) for line in f]
 
 
 @pytest.mark.slow
-def test_smoke_runs_both_stages_and_resumes(data_dir, tmp_path):
+def test_smoke_runs_both_stages_and_resumes(data_dir, smoke_run, tmp_path):
     out = tmp_path / "out"
-    # a run that stops after 2 of its RL steps, as a killed run would (its last checkpoint: step 2)
-    run("train.py", "config/smoke.py", f"--data_dir={data_dir}", f"--out_dir={out}", "--rl_steps=2")
+    os.system(f"cp -r {smoke_run} {out}")
     assert (out / "sft.pt").exists() and (out / "oorl.pt").exists()
-    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 2
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 2
     rows = metrics(out)
     assert {r["stage"] for r in rows} == {"sft", "oorl"}
     rl_rows = [r for r in rows if r["stage"] == "oorl"]
     for key in ("step", "reward", "kl", "loss_onp", "loss_gepo", "pass_rate", "entropy", "clip_frac",
                 "zero_adv_share", "gepo_margin", "gepo_winner_var", "time_rollout", "time_reward",
-                "time_update", "rollout_tok_per_s", "grad_norm", "grad_cos"):
+                "time_update", "rollout_tok_per_s", "grad_norm", "grad_cos", "probe_margin",
+                "probe_positive_share"):
         assert key in rl_rows[0], key
     assert [r["step"] for r in rl_rows] == [0, 1]
     # the first step has no previous gradient to compare with; the second one has
     assert rl_rows[0]["grad_cos"] is None and -1.0 <= rl_rows[1]["grad_cos"] <= 1.0
     assert rl_rows[1]["grad_norm"] > 0
+    # at the first step the policy is the SFT model: pi_old is the training forward's, so the KL is 0
+    assert rl_rows[0]["kl"] == 0.0
 
-    stdout = run("train.py", "config/smoke.py", f"--data_dir={data_dir}", f"--out_dir={out}",
-                 "--rl_steps=4", "--resume=True")
+    # a killed run logged step 2 before dying, after its last checkpoint: resuming replays it
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(dict(rl_rows[1], step=2)) + "\n")
+    stdout = run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={out}", "--rl_steps=4",
+                 "--resume=True").stdout
     assert "resume: OORL from step 2" in stdout and "sft step" not in stdout  # SFT is not redone
-    assert [r["step"] for r in metrics(out) if r["stage"] == "oorl"] == [0, 1, 2, 3]
-    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 4
+    assert [r["step"] for r in metrics(out) if r["stage"] == "oorl"] == [0, 1, 2, 3]  # no duplicate rows
+    checkpoint = torch.load(out / "ckpt.pt", weights_only=True)
+    assert checkpoint["step"] == 4 and checkpoint["config"]["rl_steps"] == 4
+    # every random state is a CPU tensor or plain data: a CUDA run resumes without moving them back
+    assert all(t.device.type == "cpu" for t in checkpoint["generator"])
+    assert isinstance(checkpoint["python_rng"], tuple)
 
 
-def test_unknown_setting_is_refused_before_any_work(tmp_path):
-    done = subprocess.run([sys.executable, "train.py", "--rl_stpes=3", f"--out_dir={tmp_path}"], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert done.returncode != 0 and "rl_stpes" in done.stderr and "rl_steps" in done.stderr
-    assert not os.listdir(tmp_path)
+@pytest.mark.slow
+def test_resume_refuses_a_changed_model_shape(data_dir, smoke_run):
+    done = run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={smoke_run}", "--rl_steps=4",
+               "--resume=True", "--n_layer=3", ok=False)
+    assert done.returncode != 0 and "n_layer (saved 2, now 3)" in done.stderr
+
+
+@pytest.mark.slow
+def test_bf16_autocast_starts_each_step_at_ratio_one_and_zero_kl(data_dir, tmp_path):
+    """Under bf16 autocast the rollout's log-probs (a KV-cached decode of bf16 logits) differ from
+    the training forward's; pi_old is recomputed, so at the start of a step with policy =
+    reference the KL is exactly 0 (and the ratio exactly 1)."""
+    out = tmp_path / "out"
+    run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={out}", "--sft_steps=4", "--rl_steps=1",
+        "--dtype=bfloat16", "--ppo_epochs=1")
+    (row,) = [r for r in metrics(out) if r["stage"] == "oorl"]
+    assert row["kl"] == 0.0 and row["clip_frac"] == 0.0
+
+
+@pytest.mark.slow
+def test_prompts_are_filtered_with_the_loaded_models_block_size(data_dir, smoke_run, tmp_path):
+    """An sft.pt of block 512 used with a larger block_size setting: prompts are chosen for the
+    model that reads them, so the run fails now and clearly instead of asserting mid-run."""
+    done = run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", f"--sft_ckpt={smoke_run}/sft.pt",
+               "--block_size=4096", "--max_new_tokens=500", ok=False)
+    assert done.returncode != 0 and "prompts_per_step" in done.stderr and "block of 512 tokens" in done.stderr
+
+
+def test_preset_follows_the_device_the_run_uses(data_dir, tmp_path):
+    """--device=cpu on a machine with a GPU trains the CPU preset (torch.cuda.is_available is
+    made to say True here)."""
+    fake_gpu = ["-c", "import runpy, sys, torch; torch.cuda.is_available = lambda: True; "
+                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
+    done = run(TRAIN, "--device=cpu", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--sft_steps=0",
+               "--rl_steps=0", prefix=fake_gpu)
+    assert "preset: cpu" in done.stdout
+
+
+@pytest.mark.parametrize("setting, key", [
+    ("--ppo_epochs=0", "ppo_epochs"), ("--temperature=0", "temperature"), ("--top_k=abc", "top_k"),
+    ("--prompts_per_step=100000", "prompts_per_step"), ("--adv_estimator=grpo --group_size=1", "group_size"),
+    ("--top_p=1.5", "top_p"), ("--n_embd=100", "n_embd"), ("--init_from=/no/such/dir", "init_from"),
+    ("--dtype=float16", "dtype"), ("--rl_stpes=3", "rl_stpes"),
+])
+def test_bad_settings_fail_before_any_work(data_dir, tmp_path, setting, key):
+    done = run(TRAIN, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *setting.split(), ok=False)
+    assert done.returncode != 0 and key in done.stderr, done.stderr[-2000:]
+    assert "sft step" not in done.stdout and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_a_missing_data_dir_is_an_error_not_a_new_dataset(tmp_path):
+    done = run(TRAIN, f"--data_dir={tmp_path}/dat", f"--out_dir={tmp_path}/out", ok=False)
+    assert done.returncode != 0 and f"no data in {tmp_path}/dat" in done.stderr
+    assert not (tmp_path / "dat").exists()
+
+
+class _Exploit:
+    """Unpickling this calls os.system: a checkpoint that runs code when loaded unsafely."""
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
+
+
+@pytest.mark.parametrize("content", ["random", "exploit"])
+def test_a_bad_checkpoint_is_one_clear_line_and_runs_no_code(data_dir, tmp_path, content):
+    ckpt = tmp_path / "sft.pt"
+    marker = tmp_path / "pwned"
+    if content == "random":
+        ckpt.write_bytes(os.urandom(4096))
+    else:
+        torch.save({"model": _Exploit(marker)}, ckpt, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    done = run(TRAIN, f"--data_dir={data_dir}", f"--out_dir={tmp_path}/out", f"--sft_ckpt={ckpt}", ok=False)
+    assert done.returncode != 0 and str(ckpt) in done.stderr and "Traceback" not in done.stderr
+    assert not marker.exists()

@@ -1,0 +1,122 @@
+"""Data parallelism under torchrun, checked on the CPU with gloo and 2 processes: the 2-rank
+advantages and update equal one process's on the union batch, SFT under 2 ranks trains the same
+weights as one process, and config/smoke.py runs end to end under torchrun."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import ddp
+import gepo
+import reinforce
+from model import GPT, GPTConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N, T, G = 8, 12, 4  # completions, tokens, group size
+
+
+def union_batch():
+    """A fixed batch of rollouts, as train.py would hold it on one process."""
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(N, T, dtype=torch.bool)
+    for row, length in enumerate(torch.randint(3, T + 1, (N,), generator=g).tolist()):
+        mask[row, length:] = False
+    return dict(idx=torch.randint(0, 50, (N, T), generator=g), targets=torch.randint(0, 50, (N, T), generator=g),
+                mask=mask, rewards=torch.randint(0, 2, (N,), generator=g).float(),
+                logp_ref=-torch.rand(N, T, generator=g) * 3)
+
+
+def groups():
+    """Four IR groups of token ids for the preference loss."""
+    g = torch.Generator().manual_seed(1)
+
+    def ids(n):
+        return torch.randint(0, 50, (n,), generator=g).tolist()
+    return [dict(prompt_ids=ids(5), winner_ids=[ids(4), ids(6)], loser_ids=[ids(5)]) for _ in range(4)]
+
+
+def oorl_update(model, batch, my_groups, n_groups):
+    """One OORL update as train.py takes it: pi_old from the training forward, REINFORCE++
+    advantages, the clipped loss over the global tokens, the preference loss as this rank's share
+    of the global groups' mean, gradients summed over ranks, one AdamW step. Returns advantages."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    logp = model.token_logprobs(batch["idx"], batch["targets"])
+    advantages, _ = reinforce.reinforce_pp_advantages(batch["rewards"], logp.detach(), batch["logp_ref"],
+                                                      batch["mask"], beta_kl=0.05)
+    loss, _ = reinforce.policy_loss(logp, logp.detach(), advantages, batch["mask"])
+    with torch.no_grad():
+        ref_c, ref_r, _, _ = gepo.group_logps(model, my_groups, "cpu")
+    c, r, cm, rm = gepo.group_logps(model, my_groups, "cpu")
+    loss = loss + 0.5 * gepo.gepo_loss(c, r, ref_c + 0.1, ref_r, cm, rm) * len(my_groups) / n_groups
+    loss.backward()
+    ddp.sum_gradients(model.parameters())
+    optimizer.step()
+    return advantages
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=1, n_head=2, n_embd=16))
+
+
+def _worker(rank, world, init_file, out_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    batch = {k: v[rank::world] for k, v in union_batch().items()}  # this rank's rows (ddp.shard's order)
+    model = tiny_model()
+    advantages = oorl_update(model, batch, ddp.shard(groups()), len(groups()))
+    gathered = ddp.gather((advantages, batch["mask"]))
+    if rank == 0:
+        torch.save(dict(advantages=[a for a, _ in gathered], params=model.state_dict()), out_file)
+    dist.destroy_process_group()
+
+
+def test_two_ranks_take_the_step_of_one_process_on_the_union_batch(tmp_path):
+    out_file = tmp_path / "two_ranks.pt"
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    two = torch.load(out_file, weights_only=True)
+
+    model = tiny_model()
+    batch = union_batch()
+    advantages = oorl_update(model, batch, groups(), len(groups()))
+    # REINFORCE++ normalises over every token of the global batch: rank r holds rows r, r + 2, ...
+    for rank, rank_advantages in enumerate(two["advantages"]):
+        assert torch.allclose(rank_advantages, advantages[rank::2], atol=1e-5)
+    for name, value in model.state_dict().items():
+        assert torch.allclose(two["params"][name], value, atol=1e-5), name
+
+
+def run(*args):
+    done = subprocess.run(list(args), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    data = tmp_path_factory.mktemp("ddp") / "data"
+    run(sys.executable, "prepare.py", f"--data_dir={data}", "--n_train=120", "--n_val=10", "--n_test=10",
+        "--n_ir_groups=6", "--n_ir_groups_val=4", "--vocab_size=512")
+    return data
+
+
+@pytest.mark.slow
+def test_smoke_under_torchrun_matches_one_process_sft_and_resumes(data_dir, tmp_path):
+    """config/smoke.py end to end on 2 gloo ranks. Every rank draws the same global SFT batch and
+    keeps its half, so the SFT weights equal one process's (up to float summation order)."""
+    common = ["config/smoke.py", f"--data_dir={data_dir}", "--sft_steps=6", "--gepo_groups_per_step=2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+    stdout = run(*torchrun, *common, f"--out_dir={tmp_path}/two", "--rl_steps=2")
+    assert "2 ranks" in stdout and stdout.count("oorl step 1 ") == 1  # rank 0 alone prints
+    run(sys.executable, "train.py", *common, f"--out_dir={tmp_path}/one", "--rl_steps=0")
+    one = torch.load(tmp_path / "one" / "sft.pt", weights_only=True)["model"]
+    two = torch.load(tmp_path / "two" / "sft.pt", weights_only=True)["model"]
+    for name in one:
+        assert torch.allclose(one[name], two[name], atol=1e-4), name
+    assert (tmp_path / "two" / "oorl.pt").exists()
+    stdout = run(*torchrun, *common, f"--out_dir={tmp_path}/two", "--rl_steps=3", "--resume=True")
+    assert "resume: OORL from step 2" in stdout
+    assert torch.load(tmp_path / "two" / "ckpt.pt", weights_only=True)["step"] == 3
