@@ -4,6 +4,7 @@ prepare.py: writes data/, everything train.py and eval.py read, deterministicall
     python prepare.py                                  # the default size
     python prepare.py --n_train=300 --n_ir_groups=50   # a small world for a quick try
     python prepare.py --data_dir=/tmp/d --seed=7       # any module global below can be set so
+    python path/to/prepare.py --data_dir=d             # from any directory: d is ./d
 
   data/tasks_{train,val,test}.jsonl  one translation task per line: "id", "program_id", "src_lang",
         "tgt_lang", "source", "reference", "tests", "prompt", "n_args". Every program is translated
@@ -12,6 +13,8 @@ prepare.py: writes data/, everything train.py and eval.py read, deterministicall
         Splits are by program: a program (identical Python text) is in one split only.
   data/ir_groups.jsonl  GEPO groups built by ir.py from training programs: "program_id",
         "c_source", "prompt", "winners", "winner_levels", "losers", "tests", "n_args".
+  data/ir_groups_val.jsonl  the same from val programs, which training never sees: eval.py's
+        IR-equivalence probe measures what GEPO learnt on them.
   data/tokenizer.tiktoken, data/meta.json  the byte-level BPE of tokenizer.py (tiktoken's file
         format) learnt on the training programs in every language and on their IRs; meta.json
         (pat_str, special tokens, sizes, the settings) is written last: its presence means data/
@@ -43,6 +46,7 @@ n_train = 4000          # programs per split; each gives 18 tasks (2 sources x 9
 n_val = 200
 n_test = 200
 n_ir_groups = 1000      # GEPO groups, from training programs
+n_ir_groups_val = 100   # held-out groups, from val programs (for the probe, never trained on)
 vocab_size = 1024       # cap on the BPE vocabulary, special tokens included (merges run out near 745)
 min_statements = 3      # difficulty: statements per program (nested ones included) ...
 max_statements = 7
@@ -103,20 +107,21 @@ def make_ir_groups(job):
             for p, g in zip(programs, groups) if g is not None]
 
 
-def build_ir_groups(pool, programs, wanted):
-    """The first `wanted` groups, in program order. Batches run in parallel, in rounds sized to
-    what is still missing (~99% of programs give a group), so no work is cut off mid-way."""
+def build_ir_groups(pool, programs, wanted, split):
+    """The first `wanted` groups of a split's programs, in program order. Batches run in parallel,
+    in rounds sized to what is still missing (~99% of programs give a group), so no work is cut
+    off mid-way."""
     batches = [(programs[i:i + ir_batch], seed) for i in range(0, len(programs), ir_batch)]
     groups, done = [], 0
     while len(groups) < wanted and done < len(batches):
         round_size = max(workers, math.ceil((wanted - len(groups)) / (0.95 * ir_batch)))
         for batch_groups in pool.imap(make_ir_groups, batches[done:done + round_size]):
             groups += batch_groups
-            print(f"IR groups: {min(len(groups), wanted)}/{wanted}", flush=True)
+            print(f"IR groups ({split}): {min(len(groups), wanted)}/{wanted}", flush=True)
         done += round_size
     if len(groups) < wanted:
-        print(f"warning: only {len(groups)} IR groups from {len(programs)} training programs "
-              f"(wanted {wanted}); raise n_train for more")
+        print(f"warning: only {len(groups)} IR groups from {len(programs)} {split} programs "
+              f"(wanted {wanted}); raise n_{split} for more")
     return groups[:wanted]
 
 
@@ -141,6 +146,10 @@ def main():
         ir.require_clang()
     except RuntimeError as e:
         raise SystemExit(f"prepare.py: {e}")
+    if not data_dir.strip():
+        raise SystemExit("prepare.py: data_dir is empty: name the directory to write, e.g. --data_dir=data")
+    # a relative data_dir is read from the current directory, like any path on a command line
+    print(f"writing the data to {os.path.abspath(data_dir)}/", flush=True)
     os.makedirs(data_dir, exist_ok=True)
     meta_path = os.path.join(data_dir, "meta.json")
     if os.path.exists(meta_path):
@@ -159,8 +168,10 @@ def main():
         print(f"programs: {len(programs)} ({timings['programs and tasks']:.1f}s)")
 
         t0 = time.time()
-        groups = build_ir_groups(pool, splits["train"], n_ir_groups)
+        groups = build_ir_groups(pool, splits["train"], n_ir_groups, "train")
         write_jsonl(os.path.join(data_dir, "ir_groups.jsonl"), groups)
+        val_groups = build_ir_groups(pool, splits["val"], n_ir_groups_val, "val")
+        write_jsonl(os.path.join(data_dir, "ir_groups_val.jsonl"), val_groups)
         timings["IR groups"] = time.time() - t0
 
     t0 = time.time()
@@ -176,8 +187,9 @@ def main():
                 rl_targets=tasks.RL_TARGETS, heldout_targets=tasks.HELDOUT_TARGETS, seed=seed,
                 programs={name: len(split) for name, split in splits.items()},
                 tasks={name: len(split) * len(program_tasks(split[0])) if split else 0 for name, split in splits.items()},
-                ir_groups=len(groups),
+                ir_groups=len(groups), ir_groups_val=len(val_groups),
                 settings=dict(n_train=n_train, n_val=n_val, n_test=n_test, n_ir_groups=n_ir_groups,
+                              n_ir_groups_val=n_ir_groups_val,
                               vocab_size=vocab_size, min_statements=min_statements, max_statements=max_statements,
                               max_depth=max_depth, n_tests=n_tests, ir_max_chars=ir.MAX_IR_CHARS,
                               ir_max_losers=ir.MAX_LOSERS))
@@ -190,7 +202,7 @@ def main():
 
 def print_summary(splits, groups, meta, timings, total):
     enc = tokenizer.load(data_dir)
-    print(f"\n=== data written to {data_dir}/ (seed {seed})")
+    print(f"\n=== data written to {os.path.abspath(data_dir)}/ (seed {seed})")
     print("programs: " + ", ".join(f"{name} {len(s)}" for name, s in splits.items())
           + f"; tasks per program: {len(tasks.SOURCE_LANGS)} sources x {len(tasks.LANGS) - 1} targets")
     print("tasks per language pair (train / val / test):")
@@ -215,7 +227,8 @@ def print_summary(splits, groups, meta, timings, total):
         prompt_tokens = [len(enc.encode(g["prompt"])) for g in groups]
         n_w = collections.Counter(len(g["winners"]) for g in groups)
         n_l = collections.Counter(len(g["losers"]) for g in groups)
-        print(f"IR groups: {len(groups)}; winners per group {dict(sorted(n_w.items()))}, "
+        print(f"IR groups: {len(groups)} from train programs, {meta['ir_groups_val']} from val programs "
+              f"(held out); train: winners per group {dict(sorted(n_w.items()))}, "
               f"losers per group {dict(sorted(n_l.items()))}")
         print(f"  winner IR tokens  {percentiles(winner_tokens)}")
         print(f"  loser IR tokens   {percentiles(loser_tokens)}")

@@ -1,5 +1,6 @@
-"""Tests of prepare.py: a tiny data/ written twice is identical, splits are disjoint, every file
-has the contract's keys, the tokenizer loads and round-trips every string."""
+"""Tests of prepare.py: a tiny data/ written twice (from two working directories) is identical,
+splits are disjoint, every file has the contract's keys, held-out IR groups come from val
+programs, the tokenizer loads and round-trips every string, bad settings are named."""
 import json
 import os
 import subprocess
@@ -12,26 +13,29 @@ import tasks
 import tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--n_train=40", "--n_val=6", "--n_test=6", "--n_ir_groups=6", "--vocab_size=600", "--ir_batch=8"]
-FILES = ("tasks_train.jsonl", "tasks_val.jsonl", "tasks_test.jsonl", "ir_groups.jsonl", "meta.json",
-         tokenizer.TOKENIZER_FILE)
+TINY = ["--n_train=40", "--n_val=6", "--n_test=6", "--n_ir_groups=6", "--n_ir_groups_val=3", "--vocab_size=600",
+        "--ir_batch=8"]
+FILES = ("tasks_train.jsonl", "tasks_val.jsonl", "tasks_test.jsonl", "ir_groups.jsonl", "ir_groups_val.jsonl",
+         "meta.json", tokenizer.TOKENIZER_FILE)
 TASK_KEYS = {"id", "program_id", "src_lang", "tgt_lang", "source", "reference", "tests", "prompt", "n_args"}
 GROUP_KEYS = {"program_id", "c_source", "prompt", "winners", "winner_levels", "losers", "tests", "n_args"}
 
 
-def run_prepare(data_dir, *args, env=None):
-    return subprocess.run([sys.executable, "prepare.py", f"--data_dir={data_dir}", *TINY, *args],
-                          cwd=ROOT, capture_output=True, text=True, env=env)
+def run_prepare(data_dir, *args, env=None, cwd=ROOT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "prepare.py"), f"--data_dir={data_dir}", *TINY, *args],
+                          cwd=cwd, capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """The tiny world, prepared twice from the same seed."""
-    dirs = [tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("again")]
-    for d in dirs:
-        result = run_prepare(d)
+    """The tiny world, prepared twice from the same seed: once from the project directory, once
+    from another directory with a data_dir relative to it."""
+    first, elsewhere = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("elsewhere")
+    for data_dir, cwd in ((first, ROOT), ("again", elsewhere)):
+        result = run_prepare(data_dir, cwd=cwd)
         assert result.returncode == 0, result.stdout + result.stderr
-    return dirs
+    assert f"writing the data to {elsewhere / 'again'}/" in result.stdout
+    return [first, elsewhere / "again"]
 
 
 def read_jsonl(path):
@@ -82,9 +86,21 @@ def test_ir_groups_have_the_contract_keys(data):
         assert all(tasks.defines_f(ir, "llvm") for ir in g["winners"] + g["losers"])
 
 
+def test_held_out_ir_groups_come_from_val_programs(data):
+    val_groups, train_groups = read_jsonl(data[0] / "ir_groups_val.jsonl"), read_jsonl(data[0] / "ir_groups.jsonl")
+    assert len(val_groups) == 3 and all(set(g) == GROUP_KEYS for g in val_groups)
+    val_programs = {r["program_id"]: r for r in read_jsonl(data[0] / "tasks_val.jsonl") if r["src_lang"] == "cpp"}
+    for g in val_groups:
+        assert g["program_id"] in val_programs and g["tests"] == val_programs[g["program_id"]]["tests"]
+        assert g["prompt"] == tasks.make_prompt("c", g["c_source"], "llvm") and g["winners"] and g["losers"]
+    assert not {g["c_source"] for g in val_groups} & {g["c_source"] for g in train_groups}
+    meta = json.loads((data[0] / "meta.json").read_text())
+    assert meta["ir_groups_val"] == 3 and meta["settings"]["n_ir_groups_val"] == 3
+
+
 def test_ir_winners_pass_and_losers_fail(data, tmp_path):
     """Each IR, linked with the C harness of a prototype of f, run on the group's tests."""
-    for g in read_jsonl(data[0] / "ir_groups.jsonl")[:2]:
+    for g in read_jsonl(data[0] / "ir_groups.jsonl")[:2] + read_jsonl(data[0] / "ir_groups_val.jsonl")[:1]:
         prototype = "int f(" + ", ".join(f"int {a}" for a in tasks.ARG_NAMES[:g["n_args"]]) + ");"
         (tmp_path / "main.c").write_text(tasks.harness(prototype, "c", g["n_args"]))
         stdin = "".join(line + "\n" for line, _ in g["tests"])
@@ -108,12 +124,19 @@ def test_tokenizer_loads_and_round_trips_every_string(data):
     strings = []
     for split in ("train", "val", "test"):
         strings += [r["prompt"] + r["reference"] + tasks.EOT for r in read_jsonl(data[0] / f"tasks_{split}.jsonl")]
-    strings += [g["prompt"] + ir + tasks.EOT for g in read_jsonl(data[0] / "ir_groups.jsonl") for ir in g["winners"] + g["losers"]]
+    for name in ("ir_groups.jsonl", "ir_groups_val.jsonl"):
+        strings += [g["prompt"] + ir + tasks.EOT for g in read_jsonl(data[0] / name) for ir in g["winners"] + g["losers"]]
     for text in strings:
         ids = tok.encode(text)
         assert tok.decode(ids) == text
         assert ids.count(tok.eot) == 1 and ids[-1] == tok.eot
     assert len(tok.encode(strings[0])) < len(strings[0]) / 2  # it does compress
+
+
+def test_an_empty_data_dir_is_refused_by_name(tmp_path):
+    result = run_prepare("", cwd=tmp_path)
+    assert result.returncode != 0 and "data_dir is empty" in result.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_missing_clang_is_reported_by_name(tmp_path):
