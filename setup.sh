@@ -4,8 +4,11 @@
 #   bash setup.sh && python train.py        # the main job
 #   bash setup.sh && python -m pytest       # the tests
 #
-# Python packages: torch is pinned and installed first (an unpinned torch pulls several GB of
-# CUDA packages), then requirements.txt. System toolchains (the compilers and interpreters the
+# Python packages: torch is pinned (the release the project is tested with) and installed first,
+# then requirements.txt, so that nothing there pulls another torch. On Linux, PyPI's torch 2.13.0
+# is the CUDA 13 build: it pulls the nvidia-* CUDA libraries (several GB), which a GPU machine
+# needs. Without a GPU, install the CPU build first and this script keeps it:
+#   pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu System toolchains (the compilers and interpreters the
 # reward runs, clang for LLVM IR, bubblewrap for the sandbox) are installed with apt-get when we
 # are root (or have sudo); otherwise we print exactly what is missing and go on: the languages
 # whose toolchain is missing are then skipped by name at run time.
