@@ -10,7 +10,7 @@ probe (does the policy prefer equivalent IRs over inequivalent ones, relative to
     python eval.py --ckpt=out/oorl.pt --greedy=True           # greedy decoding: n = 1, temperature 0
     python eval.py --ckpt=out/oorl.pt --compare=out/sft.pt --max_tasks_per_pair=50 --n=4 --budget=40
                                                               # interval width per (tasks, n) at 40 programs a pair
-    torchrun --standalone --nproc_per_node=2 eval.py --ckpt=out/oorl.pt   # tasks sharded over 2 ranks
+    torchrun --standalone --nproc_per_node=2 eval.py -- --ckpt=out/oorl.pt --n=4   # tasks sharded over 2 ranks
     python eval.py --plot=out/metrics.jsonl                   # training curves -> out/metrics.png
 
 For every selected task, n completions are sampled with the KV cache (rollout.py) and each is run
@@ -26,6 +26,11 @@ same tasks with the same seeds, and the split of the batches over torchrun ranks
 Statistics: see `estimate` (the interval of one figure) and `paired` (the difference of two
 checkpoints, task by task). For pass@1 at a fixed number of programs, more tasks with fewer
 samples each give the narrower interval: `--budget` measures it (`budget_table`).
+
+Under torchrun, write `--` after eval.py: torchrun reads an option that abbreviates one of its
+own (--n=4: --nnodes, --nproc_per_node) as its own. Every rank samples and scores its share of the
+batches (its reward workers and torch threads sized to its share of the cores); rank 0 alone
+gathers, prints and writes, and the JSON equals one process's.
 
 Languages whose toolchain is missing (reward.available) are dropped from the evaluated pairs,
 with one message naming them. The results go to <checkpoint without .pt>.eval.json beside the
@@ -618,6 +623,8 @@ def main(config):
     other = (evaluate_or_reuse(config["compare"], default_json_path(config["compare"]), config, rank, world,
                                device_name, autocast) if config["compare"] else None)
     if rank == 0:
+        # the probe and the difference belong to this run's --compare / --ref_ckpt: never reuse them
+        stale = [result.pop(key) for key in ("ir_probe", "difference") if key in result]
         reference = config["ref_ckpt"] or config["compare"]
         if reference:  # cheap (no sampling): computed afresh every time, on rank 0 alone
             result["ir_probe"] = ir_probe(config["ckpt"], reference, result["settings"]["data_dir"],
@@ -625,7 +632,8 @@ def main(config):
         if other is not None:
             groups, pairs = paired(result["counts"], other["counts"], result["settings"]["n"])
             result["difference"] = dict(ckpt=config["ckpt"], compared_with=config["compare"], groups=groups, pairs=pairs)
-        write_json(result, config["out_json"] or default_json_path(config["ckpt"]))
+        if stale or reference:
+            write_json(result, config["out_json"] or default_json_path(config["ckpt"]))
         if config["show"]:
             print(show_examples(result))
         print(report(result))
