@@ -708,13 +708,6 @@ def make_prompt(src_lang, source, tgt_lang):
     return f"{TRANSLATE}{src_lang}\n{source}\n{TO}{tgt_lang}\n"
 
 
-def load_tokenizer(data_dir="data"):
-    """The project's tiktoken.Encoding in data_dir (encode with allowed_special="all"); the same
-    as tokenizer.load(data_dir).encoding, which new code should call instead."""
-    import tokenizer
-    return tokenizer.load(data_dir).encoding
-
-
 if __name__ == "__main__":
     program, tests = generate(0)
     for lang in LANGS:

@@ -18,7 +18,7 @@ The project's BPE is a tiktoken.Encoding (in `.encoding`); its ranks are stored 
 file format (data/tokenizer.tiktoken), its chunk pattern and special tokens in data/meta.json. Its
 record embeds the ranks themselves, so a checkpoint can be decoded after data/ is regenerated.
 A pretrained tokenizer is the one saved beside the model weights in DIR; its record names DIR and
-a hash of its tokenizer files, so a checkpoint never meets a tokenizer that changed under it.
+a hash of its tokenizer files, so that a checkpoint refuses a tokenizer that changed under it.
 """
 import base64
 import collections
@@ -38,9 +38,9 @@ TOKENIZER_FILE = "tokenizer.tiktoken"
 # a run of symbols (" +=", ");"). Names and numbers never fuse with the punctuation around them,
 # so " b" and " 7" are the same tokens in every language and a translation can copy them.
 # Whitespace-delimited chunks (" b;", " 7)", " f(a,") make texts 20% shorter, but then copying is
-# a table to learn: the CPU preset's SFT model (1000 steps) got greedy pass@1 0% on val RL
-# targets and 44% of lines right, against 31% and 80% with this one. The merges run out near 745
-# tokens on the default data (vocab_size is a cap).
+# a table to learn: an SFT model of 1000 steps at the CPU preset got greedy pass@1 0% on val RL
+# targets and 44% of lines right with them, against 31% and 80% with this pattern. The merges run
+# out near 745 tokens on the default data (prepare.py's vocab_size is a cap).
 PAT_STR = r"\n[ \t]*| ?[%@$]?[A-Za-z_0-9]+| ?[^\sA-Za-z_0-9]+|\s+"
 
 
@@ -302,4 +302,4 @@ if __name__ == "__main__":
     text = sys.stdin.read() if not sys.stdin.isatty() else "def f(a):\n    x = a * 2\n    return x + 1\n" + EOT
     ids = tok.encode(text)
     print(f"{type(tok).__name__}: n_vocab {tok.n_vocab}, eot {tok.eot}; {len(text)} chars -> {len(ids)} tokens")
-    print("|".join(tok.decode([i]) for i in ids))
+    print("|".join(tok.decode([i]).replace("\n", "\\n").replace("\t", "\\t") for i in ids))
