@@ -403,9 +403,17 @@ class KVCache:
     row whose prompt is shorter is left-padded with slots marked invalid. Invalid slots are never
     attended to and do not count towards a row's positions, so each row sees exactly what a
     full forward of that row alone would see.
+
+    dtype should be that of the keys and values the model computes (under autocast, the autocast
+    dtype): a float32 cache under bf16 autocast would be cast again, whole, in every layer at
+    every decoded token.
     """
 
     def __init__(self, config, batch_size, max_len, device, dtype=torch.float32):
+        # a row's position never exceeds its slot, so this bounds every position the cache sees
+        # (checked here, on the host, rather than on every decoded token on the device)
+        if max_len > config.block_size:
+            raise ValueError(f"KV cache of {max_len} slots > block_size {config.block_size}")
         head_dim = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
@@ -535,7 +543,6 @@ class GPT(nn.Module):
             cache.valid[:, start:start + T] = valid
             # a row's position counts only its valid tokens, so left padding does not shift it
             pos = (cache.valid[:, :start + T].cumsum(1) - 1).clamp(min=0)[:, start:]
-            assert int(pos.max()) < self.config.block_size, "sequence longer than block_size"
             # query at slot start+i sees valid keys at slots <= start+i; a padding query sees
             # itself, so that no row of the mask is empty (its output is never used)
             key_slot = torch.arange(start + T, device=idx.device)[None, :]
@@ -661,8 +668,12 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
         drop_sorted = cumulative - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
         logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+    # torch.multinomial(probs, 1) draws exactly this (the same numbers from the same generator),
+    # but first checks probs on the host, which stalls a GPU at every decoded token: argmax of
+    # p / q with q ~ Exp(1) is a draw from p (the exponential race, the Gumbel-max trick exp'd)
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / race).argmax(dim=-1)
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -707,10 +718,11 @@ def load_checkpoint(path):
     return checkpoint
 
 
-def device_setup(device="auto"):
-    """(device, autocast) for a run: "auto" is cuda when a GPU is visible, else cpu. On CUDA
-    (any "cuda:N") autocast is bfloat16 torch.autocast and float32 matmuls may use TF32 (as
-    nanoGPT); elsewhere autocast is a no-op context and everything stays float32."""
+def device_setup(device="auto", dtype="auto"):
+    """(device, autocast) for a run: "auto" is cuda when a GPU is visible, else cpu. dtype "auto"
+    is bfloat16 autocast on CUDA (any "cuda:N") and float32 elsewhere; "bfloat16" asks for
+    bfloat16 autocast on a CPU too (how the tests check the reduced-precision paths without a
+    GPU), "float32" for none. On CUDA float32 matmuls may use TF32 (as in nanoGPT)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device_type = torch.device(device).type
@@ -718,5 +730,6 @@ def device_setup(device="auto"):
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (use --device=cpu or auto)")
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores for the float32 matmuls left
-        return device, torch.autocast("cuda", dtype=torch.bfloat16)
+    if dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda"):
+        return device, torch.autocast(device_type, dtype=torch.bfloat16)
     return device, nullcontext()

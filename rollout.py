@@ -6,9 +6,12 @@ together, one token per step, until every row has written end-of-text or max_new
 of different lengths are left-padded inside the cache (see model.KVCache), so each row computes
 exactly what a forward pass of that row alone would.
 
-The returned log-probs are those of the sampled tokens under pi_old at the sampling temperature,
-log softmax(logits / T)[token], without the top-k / top-p truncation: that is the pi_old of the
-ratio in eq. 5, and the loss evaluates pi_theta at the same temperature.
+The returned log-probs are those of the sampled tokens at the sampling temperature,
+log softmax(logits / T)[token], without the top-k / top-p truncation: the pi_old of the ratio in
+eq. 5, as the loss evaluates pi_theta at the same temperature. They equal the training forward's
+(model.token_logprobs) in float32 only: under bf16 autocast the decode runs in bf16 through the
+KV cache and the training forward through the fused kernel, and the two differ by ~1e-2, so a
+reduced-precision run recomputes pi_old with the training forward before the update.
 
     from rollout import rollout
     out = rollout(model, [prompt_ids, ...], group_size=8, max_new_tokens=128, eot_id=eot)
@@ -19,6 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from model import KVCache, pack, sample
+
+# Reading a tensor on the host (bool(done.all())) makes a GPU wait for the step in flight and
+# leaves it idle while the next is launched, so the loop does it only every few tokens. Rows that
+# end meanwhile decode on, masked out: at most ALL_DONE_CHECK_EVERY - 1 wasted steps (and draws
+# from the generator) per rollout. No other value is read on the host while decoding.
+ALL_DONE_CHECK_EVERY = 8
 
 
 @dataclass
@@ -61,7 +70,10 @@ def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0,
         idx[b, prompt_len - len(p):] = torch.tensor(p, device=device)
         valid[b, prompt_len - len(p):] = True
 
-    prompt_cache = KVCache(model.config, B, prompt_len + max_new_tokens, device, model.lm_head.weight.dtype)
+    # keys and values come out of the model in the autocast dtype when autocast is on
+    cache_dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+                   else model.lm_head.weight.dtype)
+    prompt_cache = KVCache(model.config, B, prompt_len + max_new_tokens, device, cache_dtype)
     logits, _ = model(idx, cache=prompt_cache, valid=valid)  # prefill: once per prompt
     cache = prompt_cache.repeat_rows(G)
     logits = logits[:, -1].float().repeat_interleave(G, dim=0)
@@ -80,7 +92,7 @@ def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0,
         completions[:, t] = token
         mask[:, t] = ~done
         done |= token == eot_id
-        if bool(done.all()) or t == max_new_tokens - 1:
+        if t == max_new_tokens - 1 or (t + 1) % ALL_DONE_CHECK_EVERY == 0 and bool(done.all()):
             break
         logits, _ = model(token[:, None], cache=cache)
         logits = logits[:, -1].float()

@@ -1,5 +1,9 @@
-"""Tests of rollout.py: shapes, stopping, seeding, and KV-cached log-probs that equal the training forward's."""
+"""Tests of rollout.py: shapes, stopping, seeding, KV-cached log-probs that equal the training
+forward's (float32), the cache in the autocast dtype, and no host reads on most decoded tokens."""
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import rollout as rollout_module
 
 import model
 from rollout import rollout
@@ -75,3 +79,51 @@ def test_greedy_rollout_equals_argmax_of_full_forwards():
                 logits, _ = gpt(seq)
                 seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
         assert out.completions[row, :seq.size(1) - len(prompt)].tolist() == seq[0, len(prompt):].tolist()
+
+
+def test_kv_cache_is_allocated_in_the_autocast_dtype(monkeypatch):
+    """Under bf16 autocast keys and values come out of c_attn in bf16: a float32 cache would be
+    cast back to bf16, whole, in every layer at every step."""
+    caches = []
+
+    class RecordedCache(model.KVCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            caches.append(self)
+
+    monkeypatch.setattr(rollout_module, "KVCache", RecordedCache)
+    gpt = tiny_gpt()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = rollout(gpt, prompts(), group_size=2, max_new_tokens=12, eot_id=EOT,
+                      generator=torch.Generator().manual_seed(3))
+    assert caches and all(c.k.dtype == c.v.dtype == torch.bfloat16 for c in caches)
+    idx, targets, mask = out.sequences(pad_id=0)
+    with torch.no_grad():  # the float32 training forward: close, not equal (see rollout's docstring)
+        train_logp = gpt.token_logprobs(idx, targets)
+    assert (train_logp[mask] - out.logprobs[out.mask]).abs().max() < 0.1
+    rollout(gpt, prompts(), group_size=2, max_new_tokens=4, eot_id=EOT)
+    assert caches[-1].k.dtype == torch.float32  # without autocast: the weights' dtype
+
+
+class HostReads(TorchDispatchMode):
+    """Counts the reads of a tensor value on the host (.item(), bool(), int(): all dispatch to
+    aten._local_scalar_dense), each of which makes a GPU wait for the work in flight."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_decoding_reads_the_host_only_every_few_tokens():
+    gpt = tiny_gpt()
+    never = 10  # an end-of-text id the model may sample; rows end at different steps
+    for top_k, top_p in ((None, None), (5, 0.9)):
+        with HostReads() as reads:
+            out = rollout(gpt, prompts(), group_size=3, max_new_tokens=40, eot_id=never,
+                          top_k=top_k, top_p=top_p, generator=torch.Generator().manual_seed(4))
+        steps = int(out.mask.sum(1).max())
+        assert reads.count <= steps // rollout_module.ALL_DONE_CHECK_EVERY + 1, (reads.count, steps)
