@@ -267,7 +267,8 @@ def distributed_setup(device_request):
 
 def select_tasks(all_tasks, per_pair, fits, targets):
     """The first per_pair tasks (0: all) of every pair from a paper source language to one of
-    `targets`, in file order, skipping prompts that leave no room for the completion."""
+    `targets`, in file order, skipping prompts that leave no room for the completion: returns
+    ({pair: [task]}, how many were skipped)."""
     by_pair, too_long = {}, 0
     for task in all_tasks:
         if task["src_lang"] not in tasks.SOURCE_LANGS or task["tgt_lang"] not in targets:
@@ -278,9 +279,7 @@ def select_tasks(all_tasks, per_pair, fits, targets):
         chosen = by_pair.setdefault(f"{task['src_lang']}->{task['tgt_lang']}", [])
         if per_pair == 0 or len(chosen) < per_pair:
             chosen.append(task)
-    if too_long:
-        print(f"skipped {too_long} tasks whose prompt + max_new_tokens exceed the model's block_size")
-    return by_pair
+    return by_pair, too_long
 
 
 def available_targets(rank):
@@ -338,7 +337,9 @@ def evaluate(ckpt_path, config, rank=0, world=1, device="cpu", autocast=nullcont
         prompt_ids[task["id"]] = enc.encode(task["prompt"])
         return len(prompt_ids[task["id"]]) + s["max_new_tokens"] <= model.config.block_size
 
-    by_pair = select_tasks(split_tasks, s["max_tasks_per_pair"], fits, targets)
+    by_pair, too_long = select_tasks(split_tasks, s["max_tasks_per_pair"], fits, targets)
+    if too_long and rank == 0:
+        print(f"skipped {too_long} tasks whose prompt + max_new_tokens exceed the model's block_size")
     if not by_pair:
         raise SystemExit(f"{split_path} has no task from {tasks.SOURCE_LANGS} to an available target")
     # one fixed order of batches (shuffled by the seed, so that every batch mixes languages); batch b

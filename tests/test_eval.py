@@ -186,8 +186,8 @@ def test_unavailable_targets_are_dropped_with_one_message(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.count("not evaluated") == 1 and "php, rust" in out
     all_tasks = [{"src_lang": "python", "tgt_lang": t, "id": t} for t in ("java", "php", "rust", "lua")]
-    by_pair = evaluation.select_tasks(all_tasks, 0, lambda task: True, targets)
-    assert set(by_pair) == {"python->java", "python->lua"}
+    by_pair, too_long = evaluation.select_tasks(all_tasks, 0, lambda task: task["id"] != "lua", targets)
+    assert set(by_pair) == {"python->java"} and too_long == 1
 
 
 def test_pass_matrix_puts_rl_and_heldout_targets_apart():
