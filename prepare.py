@@ -170,9 +170,10 @@ def main():
         t0 = time.time()
         groups = build_ir_groups(pool, splits["train"], n_ir_groups, "train")
         write_jsonl(os.path.join(data_dir, "ir_groups.jsonl"), groups)
+        timings["IR groups (train)"], t0 = time.time() - t0, time.time()
         val_groups = build_ir_groups(pool, splits["val"], n_ir_groups_val, "val")
         write_jsonl(os.path.join(data_dir, "ir_groups_val.jsonl"), val_groups)
-        timings["IR groups"] = time.time() - t0
+        timings["IR groups (val)"] = time.time() - t0
 
     t0 = time.time()
     corpus = [p["code"][lang] for p in splits["train"] for lang in tasks.LANGS]
