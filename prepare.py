@@ -42,7 +42,7 @@ from configurator import configure
 # ----------------------------------------------------------------------------- configuration
 data_dir = "data"
 seed = 1337
-n_train = 4000          # programs per split; each gives 18 tasks (2 sources x 9 targets)
+n_train = 4000          # programs in the train split (val, test below); each gives 18 tasks (2 sources x 9 targets)
 n_val = 200
 n_test = 200
 n_ir_groups = 1000      # GEPO groups, from training programs
