@@ -97,7 +97,7 @@ def test_decode_takes_every_id_below_n_vocab_and_refuses_the_rest(bpe):
         bpe.decode([-1])
 
 
-def test_record_is_plain_data_that_survives_a_checkpoint(bpe, tmp_path):
+def test_record_is_plain_data_that_survives_a_checkpoint(bpe):
     buffer = io.BytesIO()
     torch.save({"tokenizer": bpe.record()}, buffer)
     buffer.seek(0)
