@@ -156,6 +156,93 @@ def bench_kernel(shapes=None, reps=None, threads=None):
     return figures
 
 
+# ----------------------------------------------------------------------------- ahead-of-time GPU compile
+
+# The largest shared memory one block may use (opt-in), in bytes: A100 (sm_80) and H100 (sm_90).
+SHARED_MEMORY_PER_BLOCK = {80: 163 * 1024, 90: 227 * 1024}
+
+
+def gpu_kernel_configs():
+    """Every launch of a Triton kernel that model.fused_logprobs can make on a CUDA GPU: the
+    forward with and without entropy, the backward for each set of gradients, for fp32 (IEEE or,
+    when torch allows it, TF32 dots), bf16 and fp16 inputs, with the dispatcher's own tile choice
+    (model._triton_tiles). Yields (kernel name, dtype name, signature, constexprs, options)."""
+    import torch
+    import model
+    kinds = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    for dtype, name in kinds.items():
+        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = model._triton_tiles(dtype, on_gpu=True)
+        tiles = dict(BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D)
+        options = dict(num_warps=num_warps, num_stages=num_stages)
+        # (the dot precision only changes fp32 dots; 16-bit ones run on the tensor cores either way)
+        for precision in (("ieee", "tf32") if dtype == torch.float32 else ("ieee",)):
+            label = f"{name}/{precision}" if dtype == torch.float32 else name
+            inputs = dict(hidden_ptr=f"*{name}", weight_ptr=f"*{name}", targets_ptr="*i64")
+            forward = dict(inputs, partial_ptr="*fp32", N="i32", V="i32", D="i32", vocab_per_split="i32",
+                           inv_temperature="fp32")
+            for entropy in (False, True):
+                yield ("forward" + (" +entropy" if entropy else ""), label, forward,
+                       dict(tiles, DOT_PRECISION=precision, WITH_ENTROPY=entropy), options)
+            backward = dict(inputs, lse_ptr="*fp32", grad_ptr="*fp32", grad_hidden_ptr="*fp32",
+                            grad_weight_ptr="*fp32", N="i32", V="i32", D="i32", vocab_start="i32",
+                            vocab_end="i32", inv_temperature="fp32")
+            for dh, dw in ((True, True), (True, False), (False, True)):
+                yield (f"backward {'dh' * dh}{'+' * (dh and dw)}{'dw' * dw}", label, backward,
+                       dict(tiles, GROUP_ROWS=8, DOT_PRECISION=precision, COMPUTE_DH=dh, COMPUTE_DW=dw), options)
+
+
+def gpu_compile(capability):
+    """Compiles every configuration of gpu_kernel_configs for a CUDA GPU of this compute
+    capability (80, 90) to PTX and cubin, with ptxas, on this machine: no GPU needed. Pointers
+    and d get the 16-divisibility that torch's allocations and this project's widths give (the
+    specialisation Triton makes at run time). Returns one dict per configuration: kernel, dtype,
+    target, registers, spills (bytes stored + loaded), shared (bytes), fits (shared memory within
+    the target's per-block limit). Must run without TRITON_INTERPRET (see _kernel_isolated)."""
+    return [_compile_one(capability, *config) for config in gpu_kernel_configs()]
+
+
+def _compile_one(capability, kernel, dtype, signature, constexprs, options):
+    import contextlib, io, re
+    import triton
+    import model
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    fn = model._logprobs_forward_kernel if kernel.startswith("forward") else model._logprobs_backward_kernel
+    full = dict(signature, **{k: "constexpr" for k in constexprs})
+    aligned = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in full if k.endswith("_ptr") or k == "D"}
+    target = GPUTarget("cuda", capability, 32)
+    parsed = triton.compiler.make_backend(target).parse_options(options)
+    log = io.StringIO()
+    # Triton prints ptxas -v (registers, spills) when asked; always_compile: never a cache hit
+    with triton.knobs.nvidia.scope(), triton.knobs.compilation.scope(), contextlib.redirect_stdout(log):
+        triton.knobs.nvidia.dump_ptxas_log = True
+        triton.knobs.compilation.always_compile = True
+        compiled = triton.compile(ASTSource(fn, full, constexprs, aligned), target=target, options=parsed.__dict__)
+    text = log.getvalue()
+    registers = re.search(r"Used (\d+) registers", text)
+    spills = [int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", text)]
+    shared = compiled.metadata.shared
+    return dict(kernel=kernel, dtype=dtype, target=f"sm_{capability}", registers=int(registers.group(1)) if registers else None,
+                spills=sum(spills), shared=shared, fits=shared <= SHARED_MEMORY_PER_BLOCK[capability],
+                cubin_bytes=len(compiled.asm["cubin"]))
+
+
+def bench_gpu_compile(capabilities=(80, 90)):
+    """Prints the table of gpu_compile for sm_80 (A100) and sm_90 (H100); returns its rows."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(capabilities)) as pool:  # one process per target, side by side
+        rows = sum(pool.map(lambda capability: _kernel_isolated("gpu_compile", capability), capabilities), [])
+    print("gpu_compile: every Triton kernel configuration of model.fused_logprobs, compiled ahead of time "
+          "(PTX and cubin, no GPU needed)")
+    print(f"{'kernel':<16} {'dtype':<9} {'target':<6} | {'registers':>9} {'spills B':>8} | {'shared B':>8} "
+          f"{'limit B':>8} | fits")
+    for row in rows:
+        limit = SHARED_MEMORY_PER_BLOCK[int(row["target"][3:])]
+        print(f"{row['kernel']:<16} {row['dtype']:<9} {row['target']:<6} | {row['registers']!s:>9} "
+              f"{row['spills']:>8} | {row['shared']:>8} {limit:>8} | {'yes' if row['fits'] else 'NO'}")
+    return rows
+
+
 # ----------------------------------------------------------------------------- reward (reward helper)
 
 def _reward_batch(lang, n_tasks=16):

@@ -13,6 +13,7 @@ Nothing to run here: tests/test_model.py tests it, bench.py times the kernel.
 """
 import math
 import os
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -79,11 +80,11 @@ def fused_logprobs(hidden, weight, targets, temperature=1.0, backend=None, retur
     elif hidden.dtype != weight.dtype:
         common = torch.promote_types(hidden.dtype, weight.dtype)
         hidden, weight = hidden.to(common), weight.to(common)
+    function = _ChunkedLogprobs  # (an empty batch stays here: a Triton grid cannot be empty)
     if backend == "triton" and hidden.size(0) > 0:
         _check_triton_can_run(hidden)
-        function = _TritonLogprobs
-    else:  # (an empty batch goes here too: a Triton grid cannot be empty)
-        function = _ChunkedLogprobs
+        if hidden.device.type not in SELF_CHECKED_DEVICES or _triton_agrees_with_torch(hidden.device, hidden.dtype):
+            function = _TritonLogprobs
     logp, entropy = function.apply(hidden, weight, targets, float(temperature), return_entropy)
     return (logp, entropy) if return_entropy else logp
 
@@ -98,6 +99,66 @@ def _check_triton_can_run(hidden):
     if _TRITON_INTERPRET and hidden.dtype == torch.bfloat16:
         raise RuntimeError("Triton's CPU interpreter computes bfloat16 dots wrongly (numpy has no "
                            "bfloat16): use float32 or float16 there, or backend='torch'")
+
+
+# The first time the Triton kernels run on a GPU in a process (per device, dtype and matmul
+# precision), they are compared with the torch path on a small random problem that spans several
+# tiles and vocabulary splits: log-probs, and both gradients of a loss with weights of both signs.
+# If a log-prob differs by more than SELF_CHECK_LOGP_NATS, or a gradient by more than
+# SELF_CHECK_GRAD_SHARE of the largest reference gradient (or the kernel fails to run), a warning
+# says so and the torch path serves the rest of the run. The bounds sit between what rounding
+# gives (bf16 gradients ~4e-3, TF32 logits ~1e-3 nats) and what a wrong kernel gives (a missed
+# tile, a race, a bad tile config: errors of the order of the values themselves). The problem is
+# small (N=300, d=96, V=1000): beyond compiling the kernels, which the run needs anyway, it takes
+# milliseconds.
+SELF_CHECKED_DEVICES = ("cuda",)  # on CPUs the kernels run in Triton's interpreter, for the tests
+SELF_CHECK_LOGP_NATS = 1e-2
+SELF_CHECK_GRAD_SHARE = 2e-2
+SELF_CHECK_SHAPE = (300, 96, 1000)  # N, d, V
+_triton_verdicts = {}  # (device, dtype, matmul precision) -> bool, for this process
+
+
+@torch.compiler.disable  # (host-side bookkeeping, run once: nothing to compile)
+def _triton_agrees_with_torch(device, dtype):
+    key = (str(device), dtype, _dot_precision())
+    if key not in _triton_verdicts:
+        _triton_verdicts[key] = _triton_self_check(device, dtype)
+    return _triton_verdicts[key]
+
+
+def _triton_self_check(device, dtype):
+    N, d, V = SELF_CHECK_SHAPE
+    gen = torch.Generator(device).manual_seed(0)
+    hidden = torch.randn(N, d, device=device, generator=gen).to(dtype)
+    weight = (3 * torch.randn(V, d, device=device, generator=gen) / d ** 0.5).to(dtype)
+    targets = torch.randint(0, V, (N,), device=device, generator=gen)
+    targets[-2:] = torch.tensor([0, V - 1], device=device)
+    grad = torch.randn(N, device=device, generator=gen)  # weights of both signs, like advantages
+    results = {}
+    try:
+        for function in (_ChunkedLogprobs, _TritonLogprobs):
+            h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+            with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+                logp, _ = function.apply(h, w, targets, 1.0, False)
+                logp.backward(grad)
+            results[function] = (logp.detach(), h.grad, w.grad)
+        (logp, dh, dw), (ref_logp, ref_dh, ref_dw) = results[_TritonLogprobs], results[_ChunkedLogprobs]
+        logp_error = (logp - ref_logp).abs().max().item()
+        grad_errors = [((t.float() - r.float()).abs().max() / r.float().abs().max()).item()
+                       for t, r in ((dh, ref_dh), (dw, ref_dw))]
+        agree = logp_error <= SELF_CHECK_LOGP_NATS and max(grad_errors) <= SELF_CHECK_GRAD_SHARE  # (False on NaN)
+        problem = None if agree else (f"log-probs off by up to {logp_error:.3g} nats (bound {SELF_CHECK_LOGP_NATS}), "
+                                      f"grad hidden and grad weight by {grad_errors[0]:.2g} and {grad_errors[1]:.2g} "
+                                      f"of their largest value (bound {SELF_CHECK_GRAD_SHARE})")
+    except Exception as e:  # (a kernel that does not compile or launch for this GPU)
+        problem = f"it failed to run: {type(e).__name__}: {e}"
+    if problem is None:
+        return True
+    warnings.warn(f"\n{'!' * 80}\nmodel.fused_logprobs: the Triton kernel disagrees with the torch path on "
+                  f"{device} in {dtype}: {problem}.\nThe torch path "
+                  f"computes every log-prob of this run instead (correct, slower). Please report this with "
+                  f"your GPU, torch and triton versions.\n{'!' * 80}", RuntimeWarning, stacklevel=3)
+    return False
 
 
 class _ChunkedLogprobs(torch.autograd.Function):
@@ -183,13 +244,14 @@ class _ChunkedLogprobs(torch.autograd.Function):
 # is a matmul over d in steps of BLOCK_D with tl.dot, accumulated in float32 (bf16/fp16 inputs
 # run on the tensor cores; fp32 inputs use IEEE fp32 unless torch allows TF32 matmuls).
 
-def _triton_tiles(hidden):
-    """(BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages) for these inputs."""
-    if not hidden.is_cuda:  # the interpreter: small tiles, so that small test shapes span many
+def _triton_tiles(dtype, on_gpu):
+    """(BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages) for inputs of this dtype (bench.py
+    compiles every choice for sm_80 and sm_90 ahead of time, in CI)."""
+    if not on_gpu:  # the interpreter: small tiles, so that small test shapes span many
         return 16, 32, 16, 1, 1
     # Chosen so that both kernels fit in the registers (ptxas -v for sm_90 reports no spills, or
     # 64 bytes); not yet timed on a GPU: triton.autotune over a few such shapes is the next step.
-    if hidden.dtype == torch.float32:  # IEEE fp32 dots run on the CUDA cores: smaller tiles
+    if dtype == torch.float32:  # IEEE fp32 dots run on the CUDA cores: smaller tiles
         return 64, 64, 32, 8, 2
     # a tensor-core tile; BLOCK_D = 32, not 64: the backward holds its dL/dz tile meanwhile
     return 128, 128, 32, 8, 3
@@ -324,7 +386,7 @@ class _TritonLogprobs(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, temperature, with_entropy):
         hidden, weight, targets = hidden.contiguous(), weight.contiguous(), targets.contiguous()
         (N, D), V = hidden.shape, weight.size(0)
-        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = _triton_tiles(hidden)
+        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = _triton_tiles(hidden.dtype, hidden.is_cuda)
         # Few rows (a rollout's batch) would leave most of the GPU idle with one program per row
         # block, so the vocabulary is also split over programs; each writes partial sums.
         # (The interpreter runs programs one by one: a few splits there keep the merge tested.)
@@ -358,7 +420,7 @@ class _TritonLogprobs(torch.autograd.Function):
         hidden, weight, targets, lse = ctx.saved_tensors
         (N, D), V = hidden.shape, weight.size(0)
         need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = _triton_tiles(hidden)
+        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = _triton_tiles(hidden.dtype, hidden.is_cuda)
         grad_logp = grad_logp.float().contiguous()  # (the grad of a .sum() is an expanded view)
         grad_hidden = torch.zeros(N, D, device=hidden.device) if need_dh else None
         grad_weight = torch.zeros_like(weight) if need_dw else None

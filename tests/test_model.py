@@ -363,3 +363,51 @@ def test_fused_logprobs_triton_on_cpu_without_interpreter_says_what_to_do(monkey
     hidden, weight, targets, _ = logprob_problem(10, 8, 30, 1.0)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         model.fused_logprobs(hidden.cpu(), weight.cpu(), targets.cpu(), backend="triton")
+
+
+@pytest.fixture
+def self_check_on_cpu(monkeypatch):
+    """The first-use check, as on a GPU, on this machine's interpreted kernels (a small problem
+    spanning several interpreter tiles)."""
+    monkeypatch.setattr(model, "SELF_CHECKED_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(model, "SELF_CHECK_SHAPE", (40, 24, 100))
+    monkeypatch.setattr(model, "_triton_verdicts", {})
+    calls = []
+    forward = model._TritonLogprobs.forward
+
+    def counted_forward(*args):
+        calls.append(1)
+        return forward(*args)
+
+    monkeypatch.setattr(model._TritonLogprobs, "forward", staticmethod(counted_forward))
+    return calls
+
+
+@pytest.mark.parametrize("wrong", ["logp", "grad_weight", "crash", None])
+def test_triton_first_use_self_check_falls_back_to_torch(self_check_on_cpu, monkeypatch, wrong):
+    if wrong == "logp":  # a kernel whose log-probs are off by 0.3 nats
+        forward = model._TritonLogprobs.forward
+        monkeypatch.setattr(model._TritonLogprobs, "forward",
+                            staticmethod(lambda *args: (lambda out: (out[0] + 0.3, out[1]))(forward(*args))))
+    elif wrong == "grad_weight":  # a backward that loses a quarter of dL/dW (as a missed tile would)
+        backward = model._TritonLogprobs.backward
+        monkeypatch.setattr(model._TritonLogprobs, "backward", staticmethod(
+            lambda ctx, *grads: (lambda g: (g[0], g[1] * 0.75) + g[2:])(backward(ctx, *grads))))
+    elif wrong == "crash":
+        monkeypatch.setattr(model, "_logprobs_forward_kernel", None)  # "not subscriptable": it cannot launch
+    hidden, weight, targets, grad = logprob_problem(37, 24, 203, 1.0)
+    hidden.requires_grad_()
+    if wrong:
+        with pytest.warns(RuntimeWarning, match="disagrees with the torch path"):
+            logp = model.fused_logprobs(hidden, weight, targets, backend="triton")
+    else:
+        logp = model.fused_logprobs(hidden, weight, targets, backend="triton")
+    calls_after_check = len(self_check_on_cpu)
+    assert calls_after_check >= 1  # the check ran the kernel once
+    logp.backward(grad)
+    ref_logp, _, ref_dh, _ = reference_logprobs(hidden, weight, targets, 1.0, grad)
+    assert rel_err(logp, ref_logp) <= 1e-4 and rel_err(hidden.grad, ref_dh) <= 1e-4  # right either way
+    model.fused_logprobs(hidden, weight, targets, backend="triton")  # no second check, no second warning
+    assert list(model._triton_verdicts.values()) == [wrong is None]
+    # after a failed check the kernel never runs again; after a passed one it serves every call
+    assert len(self_check_on_cpu) == (calls_after_check if wrong else calls_after_check + 1)
