@@ -709,12 +709,38 @@ class GPT(nn.Module):
         fused = torch.device(device).type == "cuda"
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
-    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=989e12):
-        """Model flops utilisation against peak_flops (default: H100 bf16 dense), as in PaLM's appendix B."""
+    def flops_per_token(self, seq_len, backward=True):
+        """Model flops per token for sequences of seq_len tokens, as in PaLM's appendix B: 2N for
+        the matmuls of the forward (N: parameters that multiply, so the tied token embedding
+        counts once, as the LM head, and the position embedding not at all) and 4 L d T for
+        attention's QK^T and AV at context T (counted whole, as PaLM does, though causal); a
+        backward costs twice the forward."""
         cfg = self.config
-        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
-        flops_per_token = 6 * self.get_num_params() + 12 * L * H * Q * T
-        return flops_per_token * T * fwdbwd_per_iter / dt / peak_flops
+        forward = 2 * self.get_num_params() + 4 * cfg.n_layer * cfg.n_embd * seq_len
+        return 3 * forward if backward else forward
+
+    def estimate_mfu(self, tokens, seq_len, dt, backward=True, peak_flops=None):
+        """Model flops utilisation: the flops of `tokens` tokens in sequences of ~seq_len (their
+        forward, and backward if backward) done in dt seconds, over peak_flops (default: the
+        bf16 dense peak of the CUDA GPU in use, see PEAK_BF16_FLOPS; None when it is unknown)."""
+        if peak_flops is None:
+            peak_flops = peak_bf16_flops()
+            if peak_flops is None:
+                return None
+        return self.flops_per_token(seq_len, backward) * tokens / dt / peak_flops
+
+
+# Dense bf16 tensor-core peaks from NVIDIA's data sheets, by a substring of the device name
+# (first match wins: "H100 PCIe" before "H100").
+PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+
+
+def peak_bf16_flops():
+    """The current CUDA GPU's bf16 dense peak in flop/s, or None (no GPU, or not in the table)."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
 def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

@@ -83,6 +83,26 @@ def test_token_logprobs_equal_log_softmax_of_forward():
         assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-5)
 
 
+def test_flops_per_token_counts_what_a_training_step_multiplies():
+    """The PaLM count behind estimate_mfu against torch's own count of a forward and backward
+    (attention through SDPA's math backend, whose matmuls the counter sees; the rest of the
+    difference is biases and LayerNorms, which the count treats as matmul weights)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    gpt = tiny_gpt(n_layer=3, n_embd=64, vocab_size=500).train()
+    B, T = 4, 48
+    idx = torch.randint(0, 500, (B, T))
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
+        gpt(idx, targets=idx)[1].backward()
+    assert abs(gpt.flops_per_token(T) * B * T / counter.get_total_flops() - 1) < 0.02
+    with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
+        gpt(idx, targets=idx)
+    assert abs(gpt.flops_per_token(T, backward=False) * B * T / counter.get_total_flops() - 1) < 0.02
+    mfu = gpt.estimate_mfu(tokens=B * T, seq_len=T, dt=0.5, peak_flops=1e12)
+    assert mfu == pytest.approx(gpt.flops_per_token(T) * B * T / 0.5 / 1e12)
+    assert model.peak_bf16_flops() is None or torch.cuda.is_available()
+
+
 def test_sample_top_p_keeps_the_nucleus_only():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     draws = {model.sample(logits, top_p=0.7, generator=torch.Generator().manual_seed(s)).item() for s in range(200)}
