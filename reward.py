@@ -10,15 +10,18 @@ and the binary reward of eq. 4 (1 if a completion is well formed, compiles and p
 
 Each language is a check (a compiler, or a syntax check for interpreted languages) and a run
 command, both run in the sandbox with per-language limits: the JVM, V8 and Go reserve far more
-address space than they use, compilers need more memory and time than programs.
+address space than they use, compilers need more memory and time than programs. Time limits are
+CPU time (sandbox.py), so a busy machine does not turn a correct program into a timeout.
 
 Compilers read untrusted source but never run it: programs are compiled in the same sandbox, as
-the invoking user (rustup toolchains live in /root), with more memory and time. Compiled
-programs (and the syntax checks of interpreted languages) are cached by (language, source) in
-memory and in a private directory under the system temp dir, written atomically (built in a
-staging directory, then renamed) so that threads and several trainer processes share it. The
-cache also keeps, per language, what makes its compiler start faster: the harness headers
-precompiled for g++, an archive of javac's own classes for the JVM, Go's build cache.
+the same unprivileged user as the programs (so `#include "/etc/shadow"` fails), with more
+memory and time. Compiled programs (and the syntax checks of interpreted languages) are cached
+by (language, source) in memory and in a private directory under the system temp dir, written
+atomically (built in a staging directory, then renamed) so that threads and several trainer
+processes share it. Failures are cached too, compile timeouts included: the same source fails
+the same way, and a compile bomb the policy keeps sampling costs one timeout. The cache also
+keeps, per language, what makes its compiler start faster, mounted read-only into compiles: the
+harness headers precompiled for g++, an archive of javac's own classes for the JVM.
 """
 import collections
 import dataclasses
@@ -40,7 +43,8 @@ MiB = 1 << 20
 RUN_TIMEOUT = 2.0          # seconds of wall clock for one run (all of a task's tests at once): the
                            # references take < 0.5 s even on the JVM, and a sampled program stuck in
                            # a loop holds a worker this long (at 5 s, 4% of timeouts were half of eval)
-COMPILE_TIMEOUT = 60.0     # seconds for a compiler or syntax check
+COMPILE_TIMEOUT = 60.0     # seconds of CPU time for a compiler or syntax check
+COMPILE_PROCESSES = 128    # tasks (threads count) of a compile: `go build` runs several multi-threaded tools
 ERROR_LINES = 20           # lines of a compiler error kept for logging
 WORKERS = len(os.sched_getaffinity(0))  # score() runs this many programs at once
 CACHE_ENTRIES = 20000      # compiled programs kept on disk (the least recently used go first)
@@ -60,7 +64,7 @@ class Language:
     """How one language is checked and run. A command's first word is a tool (looked up on
     SEARCH_PATH) or a path. Placeholders: {src} the source file, {out} the compiler's output
     directory, {prog} the directory of what runs (the compiled program, or the source), {cache}
-    a directory kept between compiles."""
+    a directory kept between compiles (read-only to them)."""
     source: str                  # the source file's name (Java: the public class must be Main)
     check: tuple                 # compile, or (interpreted languages) check the syntax
     run: tuple
@@ -69,7 +73,6 @@ class Language:
     memory: int = 256 * MiB      # address space of a run (small, so that a memory bomb fails fast)
     compile_memory: int = 2048 * MiB
     env: tuple = ()              # extra (name, value) pairs in the environment of both steps
-    compile_env: tuple = ()      # ... and of the check only
     warm_up: tuple = ()          # ({file: text}, command, product): run once per cache, it leaves
                                  # {cache}/product, which then makes every check start faster
 
@@ -106,8 +109,7 @@ LANGUAGES = {
     "go": Language("main.go", ("go", "build", "-o", "{out}/main", "{src}"), ("{prog}/main",), "golang-go",
                    memory=1024 * MiB,  # the Go runtime reserves ~700 MiB of address space at start
                    env=(("CGO_ENABLED", "0"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local"),
-                        ("GOTELEMETRY", "off"), ("GO111MODULE", "off"), ("GOMAXPROCS", "2")),
-                   compile_env=(("GOCACHE", "{cache}"),)),
+                        ("GOTELEMETRY", "off"), ("GO111MODULE", "off"), ("GOMAXPROCS", "2"))),
     "lua": Language("main.lua", ("luac5.4", "-p", "{src}"), ("lua5.4", "{src}"), "lua5.4", compiled=False),
 }
 TOOL_ALTERNATIVES = {"gcc": ("gcc", "clang"), "g++": ("g++", "clang++")}
@@ -185,7 +187,7 @@ def available(lang):
     else:
         hello = _execute(HELLO[lang], lang, "", COMPILE_TIMEOUT)
         if "timed out" in hello.stderr or hello.status == "timeout":
-            return True  # a busy machine proves nothing: ask again next time
+            return True  # (the wall clock of a very busy machine, maybe) proves nothing: ask again next time
         works = hello.status == "ok" and hello.stdout == "ok\n"
         if not works:
             _warn_once(f"reward.py: {lang} is unavailable: a hello-world program failed in the sandbox "
@@ -205,13 +207,17 @@ def _fill(words, mapping):
     return words
 
 
-def _in_sandbox(command, files, stdin, timeout, memory, env, unprivileged, out_dir=None, cache_dir=None):
+def _in_sandbox(command, files, stdin, timeout, memory, env, out_dir=None, cache_dir=None):
     """Runs a Language command in a fresh sandbox: {src} is the source among `files` ([(host
-    path, name)]), out_dir and cache_dir host directories mounted writable at {out} and {cache}."""
+    path, name)]); out_dir, a host directory mounted writable at {out}, and cache_dir, read-only
+    at {cache}, are a compile's (which also gets more processes and larger files)."""
     tool = command[0] if command[0][0] == "{" else _tool(command[0])
-    dirs = [(name, host) for name, host in (("out", out_dir), ("cache", cache_dir)) if host]
-    file_size = sandbox.FILE_SIZE if not dirs else 256 * MiB  # a precompiled header is ~30 MiB
-    return sandbox.run((tool, *command[1:]), files, stdin, timeout, memory, file_size, env, dirs, unprivileged)
+    dirs = [("out", out_dir)] if out_dir else []
+    read_only = [("cache", cache_dir)] if cache_dir else []
+    compiling = bool(dirs or read_only)
+    processes, file_size = (COMPILE_PROCESSES, 256 * MiB) if compiling else (sandbox.PROCESSES, sandbox.FILE_SIZE)
+    return sandbox.run((tool, *command[1:]), files, stdin, timeout, memory, processes, file_size, env, dirs,
+                       read_only)
 
 
 # ----------------------------------------------------------------------------- compile once, cache
@@ -257,8 +263,8 @@ def _artifact(lang, source):
             directory = os.path.join(_cache_root(), key)
             if os.path.isdir(directory):
                 os.utime(directory)  # recently used: pruning keeps it
-            elif _compile(lang, source, directory) == "timeout":  # a busy machine, maybe: not cached
-                return directory, f"the compiler timed out after {COMPILE_TIMEOUT:.0f} s"
+            else:
+                _compile(lang, source, directory)
             try:
                 with open(os.path.join(directory, "error.txt")) as file:
                     artifact = directory, file.read()
@@ -276,7 +282,7 @@ def _artifact(lang, source):
 
 def _compile(lang, source, directory):
     """Compiles (or checks) into a staging directory, then renames it to `directory` at once, so
-    that other threads and processes see a whole entry or none. Returns the sandbox's status."""
+    that other threads and processes see a whole entry or none, failures included (error.txt)."""
     global _new_entries
     spec = LANGUAGES[lang]
     staging = tempfile.mkdtemp(prefix=".staging-", dir=_cache_root())
@@ -287,27 +293,29 @@ def _compile(lang, source, directory):
         with open(source_path, "w") as file:
             file.write(source)
         cache_dir = None
-        if "{cache}" in " ".join(spec.check + tuple(value for _, value in spec.compile_env)):
+        if "{cache}" in " ".join(spec.check):
             cache_dir = os.path.join(_cache_root(), f".{lang}")
             os.makedirs(cache_dir, exist_ok=True)
             _warm_up(lang, cache_dir)
         command = _fill(spec.check, {"{src}": "{prog}/" + spec.source})
         result = _in_sandbox(command, [(source_path, spec.source)], b"", COMPILE_TIMEOUT, spec.compile_memory,
-                             spec.env + spec.compile_env, False, prog if spec.compiled else None, cache_dir)
+                             spec.env, prog if spec.compiled else None, cache_dir)
+        # Failures are cached too, timeouts included: the limit is CPU time, so a compile that
+        # ran out of it will again (a compile bomb the policy keeps sampling costs it once).
         if result.status == "timeout":
-            return result.status
+            error = f"the compiler timed out after {COMPILE_TIMEOUT:.0f} s of CPU time"
+        else:
+            error = _first_lines((result.stderr + result.stdout).decode("utf-8", "replace"))
         if result.status != "ok":
             with open(os.path.join(staging, "error.txt"), "w") as file:
-                file.write(_first_lines((result.stderr + result.stdout).decode("utf-8", "replace"))
-                           or f"the compiler exited with {result.exit_code}")
+                file.write(error or f"the compiler failed ({result.status}, exit code {result.exit_code})")
         try:
             os.rename(staging, directory)
         except OSError:  # another process finished the same source first: its entry is as good
-            return result.status
+            return
         _new_entries += 1
         if _new_entries % 1000 == 0:
             _prune_cache()
-        return result.status
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -329,7 +337,7 @@ def _warm_up(lang, cache_dir):
                 file.write(text)
             os.replace(os.path.join(staging, name), os.path.join(cache_dir, name))
         result = _in_sandbox(command, [], b"", COMPILE_TIMEOUT, LANGUAGES[lang].compile_memory,
-                             LANGUAGES[lang].env, False, staging, cache_dir)
+                             LANGUAGES[lang].env, staging, cache_dir)
         if result.status == "ok":
             os.replace(os.path.join(staging, product), os.path.join(cache_dir, product))
     finally:
@@ -378,14 +386,15 @@ def _execute(program, lang, stdin, timeout):
         try:
             prog = os.path.join(directory, "prog")
             files = [(os.path.join(prog, name), name) for name in sorted(os.listdir(prog))]
-            result = _in_sandbox(command, files, stdin.encode(), timeout, spec.memory, spec.env, True)
+            result = _in_sandbox(command, files, stdin.encode(), timeout, spec.memory, spec.env)
             break
         except FileNotFoundError:  # another process pruned the entry just now: compile it again
             with _lock:
                 _memory_cache.pop(_cache_key(lang, program), None)
             if attempt:
                 raise
-    return Execution(result.status, result.stdout.decode("utf-8", "replace"), result.stderr.decode("utf-8", "replace"))
+    status = "runtime_error" if result.status == "memory_limit" else result.status  # a memory bomb is a crash
+    return Execution(status, result.stdout.decode("utf-8", "replace"), result.stderr.decode("utf-8", "replace"))
 
 
 # ----------------------------------------------------------------------------- the reward (eq. 4)

@@ -9,6 +9,7 @@ checked against a generous bound, which catches hangs without timing the machine
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -368,21 +369,63 @@ def test_programs_cannot_reach_a_listener_on_localhost():
         listener.close()
 
 
-def test_without_bubblewrap_the_fallback_still_limits_and_warns(monkeypatch):
-    which = shutil.which
-    monkeypatch.setattr(sandbox.shutil, "which", lambda name, **kw: None if name == "bwrap" else which(name, **kw))
+def test_without_bubblewrap_execute_refuses_or_with_the_opt_in_still_limits(monkeypatch):
+    monkeypatch.setattr(sandbox, "BWRAP", "bwrap-not-installed")
     monkeypatch.setattr(sandbox, "MODE", None)
-    with pytest.warns(RuntimeWarning, match="bubblewrap is not installed.*NO namespaces"):
-        assert sandbox.check() == "rlimits"
-    monkeypatch.setattr(sandbox.shutil, "which", which)
-    assert reward.execute("print(6 * 7)", "python").stdout == "42\n"
+    monkeypatch.setattr(sandbox, "_reduced_allowed", False)
+    monkeypatch.delenv("OORL_ALLOW_REDUCED_ISOLATION", raising=False)
+    monkeypatch.setattr(reward, "_availability", {})
+    with pytest.raises(sandbox.Unavailable):  # not "unavailable" for one language: nothing runs
+        reward.execute("print(6 * 7)", "python")
+    monkeypatch.setenv("OORL_ALLOW_REDUCED_ISOLATION", "1")
+    with pytest.warns(RuntimeWarning, match="REDUCED isolation"):
+        assert reward.execute("print(6 * 7)", "python").stdout == "42\n"
     assert reward.execute("while True: pass", "python", timeout=1.0).status == "timeout"
     assert reward.execute("while True: print('y' * 1000)", "python").status == "output_limit"
     assert reward.execute("x = bytearray(1 << 30)", "python").status == "runtime_error"
+    program = f'#include <stdio.h>\nint main(void) {{ puts("reduced {TOKEN}"); return 0; }}\n'
+    assert reward.execute(program, "c").stdout == f"reduced {TOKEN}\n"  # compiled, cached and run as another uid
     assert [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("oorl-run-")] == []
 
 
 # ----------------------------------------------------------------------------- cache, toolchains
+
+def test_compilers_cannot_read_root_only_files():
+    """Compilers read untrusted source: an include of /etc/shadow must not put it in an error."""
+    with open("/etc/shadow") as file:  # (the test runs as root, as CI does)
+        secret = file.readline().strip()
+    assert secret
+    programs = {"c": '#include "/etc/shadow"\nint main(void) { return 0; }\n',
+                "cpp": '#include "/etc/shadow"\nint main() { return 0; }\n',
+                "rust": 'fn main() {\n    print!("{}", include_str!("/etc/shadow"));\n}\n'}
+    results = run_all([(program, lang) for lang, program in programs.items()])
+    for lang, result in zip(programs, results):
+        assert result.status == "compile_error", (lang, result)
+        assert secret not in result.stdout + result.stderr, f"{lang}'s compiler read /etc/shadow"
+
+
+def test_compile_failures_are_cached_timeouts_included(monkeypatch):
+    """A compile that runs out of CPU time fails again, so it is compiled once: a compile bomb
+    that the policy keeps sampling costs one timeout."""
+    monkeypatch.setattr(reward, "COMPILE_TIMEOUT", 1.0)
+    bomb = ("constexpr long spin() {\n    long s = 0;\n"
+            "    for (long i = 0; i < 200000; ++i)\n        for (long j = 0; j < 200000; ++j) s += i ^ j;\n"
+            "    return s;\n}\n"
+            f"static_assert(spin() != {int(TOKEN, 16) % 1000}, \"spin\");\nint main() {{ return 0; }}\n")
+    broken = f"int main() {{ return {TOKEN}; }}\n"  # not C++: an unknown name
+    assert reward.available("cpp")
+    compiles = []
+    compile_for_real = reward._compile
+    monkeypatch.setattr(reward, "_compile", lambda *args: compiles.append(args) or compile_for_real(*args))
+    first = [reward.execute(bomb, "cpp"), reward.execute(broken, "cpp")]
+    assert [r.status for r in first] == ["compile_error"] * 2, first
+    # (g++ itself reports its cc1plus killed at the CPU limit; a compiler killed outright is "timed out")
+    assert re.search("timed out|CPU time limit", first[0].stderr) and len(compiles) == 2, first[0].stderr
+    reward._memory_cache.clear()  # as a fresh process would: found on disk
+    assert [reward.execute(bomb, "cpp"), reward.execute(broken, "cpp")] == first
+    assert len(compiles) == 2, "a failed compile ran again"
+
+
 
 def test_compiled_once_then_cached_in_memory_and_on_disk(monkeypatch):
     program = f'#include <stdio.h>\nint main(void) {{ puts("{TOKEN}"); return 0; }}\n'
