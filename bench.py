@@ -1,22 +1,45 @@
 """
-bench.py: micro-benchmarks of the three hot paths: the log-prob kernel, rollout, and reward.
+bench.py: micro-benchmarks of the hot paths: the log-prob kernel (and its ahead-of-time compile
+for GPUs), rollout, and reward.
 
-    python bench.py                  # all parts
-    python bench.py --part=kernel    # one part: kernel | rollout | reward
+    python bench.py                       # all parts
+    python bench.py --part=kernel         # one part: kernel | gpu_compile | rollout | reward
 
-On a CPU the Triton and torch.compile rows are skipped with a note; run it on a GPU for those.
+kernel: naive log_softmax, torch.compile of it, model.fused_logprobs's chunked torch path and its
+Triton kernel, and Liger-Kernel's and Cut Cross-Entropy's fused losses when they are installed
+(pip install liger-kernel cut-cross-entropy), at GPT-2's shape (N=16384, d=768, V=50304) and at
+this project's (a GPU-preset RL batch: N=163840, d=512, V=745); time and peak memory, forward and
+forward + backward. gpu_compile: registers, spills and shared memory of every Triton kernel
+configuration for sm_80 and sm_90 (runs on any machine). rollout: decoded tokens per second.
+On a CPU the GPU-only rows are skipped, and the output says which.
 """
 import sys
 import time
 
 import torch
 
-# ----------------------------------------------------------------------------- kernel (kernel helper)
+# ----------------------------------------------------------------------------- kernel
 
 def _naive_logprobs(hidden, weight, targets):
     """The direct way: the (N, V) logits in float32, log_softmax, gather."""
     import torch
     return torch.log_softmax((hidden @ weight.T).float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+
+
+def _liger_logprobs(hidden, weight, targets):
+    """Liger-Kernel's fused linear cross-entropy, per token (its loss is -log p)."""
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    return -LigerFusedLinearCrossEntropyLoss(reduction="none")(weight, hidden, targets)
+
+
+def _cce_logprobs(hidden, weight, targets):
+    """Cut Cross-Entropy (Wijmans et al. 2024), per token (its loss is -log p)."""
+    from cut_cross_entropy import linear_cross_entropy
+    return -linear_cross_entropy(hidden, weight, targets, reduction="none")
+
+
+# the other fused kernels, compared when installed (GPU only): method -> (module, function)
+OPTIONAL_METHODS = {"liger": ("liger_kernel", _liger_logprobs), "cut cross-entropy": ("cut_cross_entropy", _cce_logprobs)}
 
 
 def _kernel_setup(methods, n, d, v, backward, threads):
@@ -31,7 +54,8 @@ def _kernel_setup(methods, n, d, v, backward, threads):
     every = {"naive": lambda: _naive_logprobs,
              "torch.compile": lambda: torch.compile(_naive_logprobs),
              "torch chunked": lambda: functools.partial(model.fused_logprobs, backend="torch"),
-             "triton": lambda: functools.partial(model.fused_logprobs, backend="triton")}
+             "triton": lambda: functools.partial(model.fused_logprobs, backend="triton"),
+             **{method: (lambda fn=fn: fn) for method, (_, fn) in OPTIONAL_METHODS.items()}}
     fns = {method: every[method]() for method in methods}
 
     def problem(n, v):
@@ -120,19 +144,32 @@ def bench_kernel(shapes=None, reps=None, threads=None):
     threads: torch's CPU threads (default: torch's own choice). Prints a table; returns
     {"N=..,d=..,V=..": {method: {fwd_ms, fwd_mb, fwdbwd_ms, fwdbwd_mb, and the fwdbwd time and
     memory ratios vs naive and torch.compile}}}."""
+    import importlib.util
     import torch
     cuda = torch.cuda.is_available()
-    if shapes is None:
-        shapes = [(4096, 768, 50304), (16384, 768, 50304), (16384, 4096, 151936)] if cuda else [(8192, 256, 32768)]
+    if shapes is None:  # GPT-2's vocabulary; this project's GPU-preset RL batch (64 x 8 rows of ~320 tokens)
+        shapes = [(16384, 768, 50304), (163840, 512, 745)] if cuda else [(8192, 256, 32768), (16384, 128, 745)]
     reps = reps or (10 if cuda else 3)
     methods = ["naive", "torch.compile", "torch chunked", "triton"] if cuda else ["naive", "torch chunked"]
+    optional = {m: importlib.util.find_spec(module) is not None for m, (module, _) in OPTIONAL_METHODS.items()}
+    methods += [m for m, installed in optional.items() if installed and cuda]
+    skipped = [f"{m} (not installed)" for m, installed in optional.items() if not installed]
     device = f"cuda ({torch.cuda.get_device_name()}), bfloat16" if cuda else f"cpu ({threads or torch.get_num_threads()} threads), float32"
     print(f"kernel: log-probs of N tokens from hidden (N, d) and W (V, d); {device}; time = median of {reps} "
           f"calls, the methods taking turns;\n  extra MB = peak memory of one call beyond the inputs and the "
           f"returned gradients ({'cuda max_memory_allocated' if cuda else 'RSS high-water mark'}, a fresh process each)")
     if not cuda:
-        print("  torch.compile and triton: GPU only, skipped (on CPUs Triton runs in its interpreter, for tests)")
-    print(f"{'N':>6} {'d':>5} {'V':>7} | {'method':<13} | {'fwd ms':>8} {'fwd MB':>8} | {'f+b ms':>8} {'f+b MB':>8} | "
+        print("  skipped: torch.compile, triton, liger, cut cross-entropy: GPU only (on CPUs Triton runs in "
+              "its interpreter, for tests)")
+    for method in [m for m in methods if m in OPTIONAL_METHODS]:  # (their APIs move between versions)
+        try:
+            _kernel_isolated("_kernel_memory", method, 1024, 64, 1000, True, threads)
+        except RuntimeError as e:
+            methods.remove(method)
+            skipped.append(f"{method} (failed: {str(e).strip().splitlines()[-1]})")
+    if cuda and skipped:
+        print(f"  skipped: {', '.join(skipped)}")
+    print(f"{'N':>6} {'d':>5} {'V':>7} | {'method':<17} | {'fwd ms':>8} {'fwd MB':>8} | {'f+b ms':>8} {'f+b MB':>8} | "
           f"{'f+b time, mem vs naive':>22} | {'vs torch.compile':>16} | {'f+b MB / fp32 logits':>20}")
     figures = {}
     for n, d, v in shapes:
@@ -150,7 +187,7 @@ def bench_kernel(shapes=None, reps=None, threads=None):
                     shown[base] = (row["fwdbwd_ms"] / rows[base]["fwdbwd_ms"], row["fwdbwd_mb"] / max(rows[base]["fwdbwd_mb"], 1e-9))
                     row[f"fwdbwd_vs_{base}"] = dict(time=shown[base][0], memory=shown[base][1])
             vs_compile = "{:5.2f}x, {:6.1%}".format(*shown["torch.compile"]) if "torch.compile" in shown else "-"
-            print(f"{n:>6} {d:>5} {v:>7} | {method:<13} | {row['fwd_ms']:8.1f} {row['fwd_mb']:8.1f} | "
+            print(f"{n:>6} {d:>5} {v:>7} | {method:<17} | {row['fwd_ms']:8.1f} {row['fwd_mb']:8.1f} | "
                   f"{row['fwdbwd_ms']:8.1f} {row['fwdbwd_mb']:8.1f} | {shown['naive'][0]:8.2f}x, {shown['naive'][1]:9.1%} | "
                   f"{vs_compile:>16} | {row['fwdbwd_mb'] / (4 * n * v / 2 ** 20):20.2%}", flush=True)
     return figures
@@ -243,7 +280,7 @@ def bench_gpu_compile(capabilities=(80, 90)):
     return rows
 
 
-# ----------------------------------------------------------------------------- reward (reward helper)
+# ----------------------------------------------------------------------------- reward
 
 def _reward_batch(lang, n_tasks=16):
     """64 completions for 16 tasks as a rollout with G = 4 gives them, duplicates included: per
@@ -340,10 +377,10 @@ def bench_reward(langs=("python", "cpp", "java", "javascript", "bash", "php"), b
 
 def _bench_reward_languages(langs, baseline_sample, cores):
     import shutil, tempfile
-    import reward
+    import reward, sandbox
     completions, _ = _reward_batch("python")
     print(f"reward: {cores} cores; batch: {len(completions)} completions for 16 tasks, {len(set(completions))} "
-          f"distinct; sandbox: {reward._sandbox_mode()}")
+          f"distinct; sandbox: {sandbox.check()}")
     print(f"{'language':>10} | {'reward.score':>18} | {'naive':>18} | {'naive, compile once':>19} | speed-up (wall, CPU)")
     print(f"{'':>10} | {'programs/s  CPU s':>18} | {'programs/s  CPU s':>18} | {'programs/s  CPU s':>19} |")
     figures = {}
@@ -381,34 +418,50 @@ def _bench_reward_languages(langs, baseline_sample, cores):
     return figures
 
 
-# ----------------------------------------------------------------------------- rollout (lead)
+# ----------------------------------------------------------------------------- rollout
 
-
-def bench_rollout(n_layer=4, n_head=4, n_embd=128, vocab_size=1024, prompts=8, group_size=8,
-                  prompt_len=100, new_tokens=128, reps=3):
-    """Tokens per second of rollout.py at the CPU preset's size (random weights, no early stop)."""
-    from model import GPT, GPTConfig
+def bench_rollout(size=None, reps=3, threads=None):
+    """Decoded tokens per second of rollout.py with random weights and no early stop, at the
+    CPU preset's size on a CPU and the GPU preset's on CUDA (under bf16 autocast, as train.py
+    runs it). size: overrides of the defaults below (e.g. tiny ones for a test). Also reports
+    tokens per CPU-second of this process (CPU only), which a busy machine disturbs less."""
+    from model import GPT, GPTConfig, device_setup
     from rollout import rollout
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device, autocast = device_setup("auto")
+    if threads:
+        torch.set_num_threads(threads)
+    cpu_preset = dict(n_layer=4, n_head=4, n_embd=128, vocab_size=745, prompts=8, group_size=8,
+                      prompt_len=150, new_tokens=128)
+    gpu_preset = dict(n_layer=8, n_head=8, n_embd=512, vocab_size=745, prompts=64, group_size=8,
+                      prompt_len=150, new_tokens=160)
+    size = dict(gpu_preset if device == "cuda" else cpu_preset, **(size or {}))
     torch.manual_seed(0)
-    gpt = GPT(GPTConfig(block_size=prompt_len + new_tokens, vocab_size=vocab_size, n_layer=n_layer,
-                        n_head=n_head, n_embd=n_embd, bias=False)).to(device).eval()
-    batch = [torch.randint(1, vocab_size, (prompt_len,)).tolist() for _ in range(prompts)]
-    times = []
-    for _ in range(reps):
-        t0 = time.time()
-        rollout(gpt, batch, group_size, new_tokens, eot_id=0, generator=torch.Generator(device).manual_seed(0))
+    gpt = GPT(GPTConfig(block_size=size["prompt_len"] + size["new_tokens"], vocab_size=size["vocab_size"],
+                        n_layer=size["n_layer"], n_head=size["n_head"], n_embd=size["n_embd"], bias=False))
+    gpt = gpt.to(device).eval()
+    batch = [torch.randint(1, size["vocab_size"], (size["prompt_len"],)).tolist() for _ in range(size["prompts"])]
+    walls, cpus = [], []
+    for _ in range(reps + 1):  # the first call warms up
+        wall, cpu = time.perf_counter(), time.process_time()
+        with autocast:  # eot_id=0 is never sampled: rows only stop at new_tokens
+            rollout(gpt, batch, size["group_size"], size["new_tokens"], eot_id=0,
+                    generator=torch.Generator(device).manual_seed(0))
         if device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.time() - t0)
-    best = min(times)
-    tokens = prompts * group_size * new_tokens
-    print(f"rollout on {device}: {prompts} prompts x {group_size} samples x {new_tokens} tokens, "
-          f"{gpt.get_num_params() / 1e6:.2f}M params: {best:.2f} s, {tokens / best:.0f} tok/s")
-    return {"seconds": best, "tokens_per_s": tokens / best}
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    tokens = size["prompts"] * size["group_size"] * size["new_tokens"]
+    best, best_cpu = min(walls[1:]), min(cpus[1:])
+    per_cpu_s = f", {tokens / best_cpu:.0f} tokens per CPU-second" if device == "cpu" else ""
+    print(f"rollout on {device}{' (bf16 autocast)' if device == 'cuda' else f' ({torch.get_num_threads()} threads)'}: "
+          f"{size['prompts']} prompts of {size['prompt_len']} tokens x {size['group_size']} samples x "
+          f"{size['new_tokens']} new tokens, {gpt.get_num_params() / 1e6:.2f}M params: best of {reps} "
+          f"{best:.2f} s, {tokens / best:.0f} tokens/s{per_cpu_s}")
+    return {"seconds": best, "tokens_per_s": tokens / best, "tokens_per_cpu_s": tokens / best_cpu}
 
 
-PARTS = {"kernel": lambda: bench_kernel(), "rollout": lambda: bench_rollout(), "reward": lambda: bench_reward()}
+PARTS = {"kernel": lambda: bench_kernel(), "gpu_compile": lambda: bench_gpu_compile(),
+         "rollout": lambda: bench_rollout(), "reward": lambda: bench_reward()}
 
 if __name__ == "__main__":
     part = "all"
