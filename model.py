@@ -30,9 +30,15 @@ except ImportError:
 # ----------------------------------------------------------------------------- fused log-probs
 # Every RL step needs log pi(y_t | y_<t) for each completion token, under the policy, the old
 # policy and the reference (the ratios of eq. 5, the KL of eq. 1, the implicit rewards of
-# eqs. 6-9). The direct way, log_softmax(h @ W.T)[target], builds the N x V logits: at N = 16k
-# tokens and V = 50k that is 3.3 GB in float32, the largest tensor in training, and its backward
-# builds more of the same size. Yet each row needs one number:
+# eqs. 6-9). The direct way, log_softmax(h @ W.T)[target], builds the N x V logits, and its
+# backward builds more of the same size. What that costs depends on the vocabulary. With this
+# project's own ~750-token BPE it is modest: a GPU-preset RL batch (512 rows of ~320 tokens,
+# N ~ 164k) has 0.5 GB of float32 logits, beside ~20 GB of activations its 8 layers keep for
+# the backward (~34 d bytes per token and layer in bf16, Korthikanti et al. 2022); the fused
+# path saves that half gigabyte and some passes over memory, no more. It pays off with a
+# pretrained model's vocabulary (init_from, GPT-2's V = 50k): 3.3 GB of logits at only N = 16k
+# tokens, 33 GB at the same RL batch, the largest tensor in training by far (bench.py measures
+# both shapes). Yet each row needs one number:
 #     log p_i = z_i,t_i - lse_i,    z = h W^T / temperature,    lse_i = log sum_v exp(z_iv).
 # So we stream over tiles of the vocabulary and keep, per row, a running maximum m and a running
 # sum s = sum_v exp(z_iv - m), rescaled whenever m grows (the "online" log-sum-exp of flash
