@@ -59,6 +59,15 @@ def test_kv_cache_matches_full_forward_on_ragged_batch(bias):
                 assert torch.allclose(step_logits[s][b], full[0, n - 1 + s], atol=1e-5), (b, s)
 
 
+def test_kv_cache_longer_than_block_size_is_refused_when_made():
+    """Positions are bounded once, on the host, when the cache is made (not read back from the
+    device at every decoded token)."""
+    gpt = tiny_gpt()
+    with pytest.raises(ValueError, match="65 slots > block_size 64"):
+        model.KVCache(gpt.config, 2, 65, "cpu")
+    model.KVCache(gpt.config, 2, 64, "cpu")
+
+
 def test_kv_cache_repeat_rows_matches_separate_prefills():
     gpt = tiny_gpt()
     prompt = torch.randint(0, 97, (2, 7))
