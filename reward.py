@@ -40,14 +40,15 @@ import sandbox
 from tasks import EOT, defines_f, harness
 
 MiB = 1 << 20
-RUN_TIMEOUT = 2.0          # seconds of wall clock for one run (all of a task's tests at once): the
-                           # references take < 0.5 s even on the JVM, and a sampled program stuck in
-                           # a loop holds a worker this long (at 5 s, 4% of timeouts were half of eval)
+RUN_TIMEOUT = 2.0          # seconds of CPU time for one run (all of a task's tests at once; the wall
+                           # clock allows sandbox.WALL_FACTOR times more): the references take < 0.5 s
+                           # even on the JVM, and a program stuck in a loop holds a worker this long
 COMPILE_TIMEOUT = 60.0     # seconds of CPU time for a compiler or syntax check
 COMPILE_PROCESSES = 128    # tasks (threads count) of a compile: `go build` runs several multi-threaded tools
 ERROR_LINES = 20           # lines of a compiler error kept for logging
 WORKERS = len(os.sched_getaffinity(0))  # score() runs this many programs at once
 CACHE_ENTRIES = 20000      # compiled programs kept on disk (the least recently used go first)
+CACHE_FORMAT = 2           # changes whenever what a cache entry means changes
 
 # JVM start-up dominates a tiny program: C1 only, the serial GC, class-data sharing, no perf file.
 JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto", "-XX:-UsePerfData",
@@ -187,7 +188,7 @@ def available(lang):
     else:
         hello = _execute(HELLO[lang], lang, "", COMPILE_TIMEOUT)
         if "timed out" in hello.stderr or hello.status == "timeout":
-            return True  # (the wall clock of a very busy machine, maybe) proves nothing: ask again next time
+            return True  # out of wall clock on a very busy machine, maybe: ask again next time
         works = hello.status == "ok" and hello.stdout == "ok\n"
         if not works:
             _warn_once(f"reward.py: {lang} is unavailable: a hello-world program failed in the sandbox "
@@ -245,7 +246,9 @@ def _cache_root():
 
 
 def _cache_key(lang, source):
-    return f"{lang}-" + hashlib.sha256(repr((LANGUAGES[lang].check, source)).encode()).hexdigest()[:40]
+    # CACHE_FORMAT is part of the key: an entry written under other rules (compilers running as
+    # the trainer's user, failures not cached) is never read back
+    return f"{lang}-" + hashlib.sha256(repr((CACHE_FORMAT, LANGUAGES[lang].check, source)).encode()).hexdigest()[:40]
 
 
 def _artifact(lang, source):
@@ -263,8 +266,9 @@ def _artifact(lang, source):
             directory = os.path.join(_cache_root(), key)
             if os.path.isdir(directory):
                 os.utime(directory)  # recently used: pruning keeps it
-            else:
-                _compile(lang, source, directory)
+            elif not _compile(lang, source, directory):
+                return directory, f"the compiler timed out after {COMPILE_TIMEOUT * sandbox.WALL_FACTOR:.0f} s " \
+                                  "of wall clock"
             try:
                 with open(os.path.join(directory, "error.txt")) as file:
                     artifact = directory, file.read()
@@ -282,7 +286,8 @@ def _artifact(lang, source):
 
 def _compile(lang, source, directory):
     """Compiles (or checks) into a staging directory, then renames it to `directory` at once, so
-    that other threads and processes see a whole entry or none, failures included (error.txt)."""
+    that other threads and processes see a whole entry or none, failures included (error.txt).
+    Returns False (and writes no entry) if the compiler ran out of wall clock."""
     global _new_entries
     spec = LANGUAGES[lang]
     staging = tempfile.mkdtemp(prefix=".staging-", dir=_cache_root())
@@ -300,10 +305,12 @@ def _compile(lang, source, directory):
         command = _fill(spec.check, {"{src}": "{prog}/" + spec.source})
         result = _in_sandbox(command, [(source_path, spec.source)], b"", COMPILE_TIMEOUT, spec.compile_memory,
                              spec.env, prog if spec.compiled else None, cache_dir)
-        # Failures are cached too, timeouts included: the limit is CPU time, so a compile that
-        # ran out of it will again (a compile bomb the policy keeps sampling costs it once).
+        if result.status == "timeout" and result.exit_code is None:
+            return  # out of wall clock, not of CPU time: a machine too busy, maybe; not cached
+        # Failures are cached too, CPU-time timeouts included: a compile that ran out of CPU time
+        # will again (a compile bomb the policy keeps sampling costs a worker one timeout).
         if result.status == "timeout":
-            error = f"the compiler timed out after {COMPILE_TIMEOUT:.0f} s of CPU time"
+            error = f"the compiler ran out of CPU time ({COMPILE_TIMEOUT:.0f} s)"
         else:
             error = _first_lines((result.stderr + result.stdout).decode("utf-8", "replace"))
         if result.status != "ok":
@@ -312,10 +319,11 @@ def _compile(lang, source, directory):
         try:
             os.rename(staging, directory)
         except OSError:  # another process finished the same source first: its entry is as good
-            return
+            return True
         _new_entries += 1
         if _new_entries % 1000 == 0:
             _prune_cache()
+        return True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

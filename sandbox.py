@@ -14,16 +14,18 @@ An RL step runs hundreds of programs written by a model that is still learning: 
 forever, some allocate without end, a few would do worse if they could. Each runs in a sandbox
 built from trusted parts, layer by layer:
 
-  bubblewrap (`bwrap`, the sandbox under Flatpak): new user, PID, network, IPC, UTS and mount
-      namespaces. The command sees a fresh root with the system directories read-only, a copy of
+  bubblewrap (`bwrap`, the sandbox under Flatpak): new PID, network, IPC, UTS and mount
+      namespaces (and a user namespace, for a trainer not running as root). The command sees a fresh root with the system directories read-only, a copy of
       its files in /prog and small private tmpfs, /work (its working directory and $HOME), /tmp
       and /dev/shm, which vanish with it (/dev itself is read-only): nothing it writes reaches
       the disk. It sees no other process (so not the trainer's /proc/PID/environ) and no
       network. It is PID 1 of its namespace, so when it exits the kernel kills everything it
       left behind.
-  an unprivileged user: a trainer running as root starts every command, compilers included, as
-      `nobody`, so it cannot read what only root may read (/etc/shadow, /root). A toolchain that
-      lives under /root (rustup's) is mounted read-only into the sandbox for it.
+  an unprivileged user: a trainer running as root runs every command, compilers included, as a
+      uid of the sandbox's own (no user has it): bubblewrap runs as root, so it can mount a
+      toolchain that lives under /root (rustup's) read-only, and `setpriv` then switches to that
+      uid with no capabilities and no_new_privs. The command cannot read what only root may
+      read (/etc/shadow, /root). A trainer not running as root runs commands as itself.
   a memory cgroup per sandbox where the machine lets this process make one (cgroup v2, or the
       memory controller of cgroup v1): all of the sandbox's processes and tmpfs pages together
       stay under `memory`. Without one, the bound is the address-space limit times the process
@@ -31,15 +33,17 @@ built from trusted parts, layer by layer:
   resource limits, set by `prlimit`: address space, CPU time, file size, open files, processes.
   time: the command gets `timeout` seconds of CPU time (RLIMIT_CPU, so a busy machine does not
       make a correct program late) and a generous wall clock (WALL_FACTOR x timeout +
-      WALL_SLACK), after which the whole sandbox is killed; stdout/stderr are capped.
+      WALL_SLACK: a program that sleeps), after which the whole sandbox is killed; stdout and
+      stderr are capped.
   a scrubbed environment: no variable of the trainer reaches the command.
 
 Fork bombs. RLIMIT_NPROC is the one bound on processes short of cgroups, and the kernel ignores
-it for root (it checks the real uid): that is one more reason root hands commands to another
-user. Set inside the sandbox's fresh user namespace, it counts only that sandbox's processes
-(Linux >= 5.14 counts per user namespace), so concurrent sandboxes do not starve each other and
-the user's own processes do not count. What a bomb makes meanwhile dies with its PID namespace.
-(Older kernels count all of the user's processes, so there the limit is left unset.)
+it for root (it checks the real uid): one more reason root hands commands to another user. As
+that uid is the sandbox's own, the limit counts exactly the sandbox's processes. A trainer not
+running as root runs bubblewrap in a fresh user namespace, and Linux >= 5.14 counts per user
+namespace, so again concurrent sandboxes do not starve each other and the user's own processes
+do not count (older kernels count all of the user's processes: there the limit is left unset).
+What a bomb makes meanwhile dies with its PID namespace.
 
 Without bubblewrap (not installed, or user namespaces blocked, as in a Docker container run as
 root) check() and run() raise Unavailable: model-written code is never run unisolated unless the
@@ -61,7 +65,6 @@ import re
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import threading
@@ -96,7 +99,8 @@ class Result:
                         # clock), "output_limit", "memory_limit" (the sandbox's memory cgroup was full)
     stdout: bytes       # at most OUTPUT_LIMIT bytes
     stderr: bytes
-    exit_code: int = 0  # the command's exit code (128 + n: killed by signal n); None if it was killed
+    exit_code: int = 0  # the command's exit code (128 + n: killed by signal n); None when the sandbox
+                        # was killed (wall clock, output limit)
 
 
 _lock = threading.Lock()
@@ -115,21 +119,25 @@ def allow_reduced_isolation():
 
 
 def check():
-    """"bwrap" where bubblewrap works here (probed once, as the user who will run commands), else
-    "reduced" if the user opted in (one warning), else raises Unavailable saying what to do."""
+    """"bwrap" where bubblewrap works here (probed once, as run() will use it), else "reduced" if
+    the user opted in (one warning), else raises Unavailable saying what to do. Takes well under
+    a second where bubblewrap works, at most PROBE_TIMEOUT seconds."""
     global MODE
     with _lock:
         if MODE is None:
+            if shutil.which("prlimit", path=SEARCH_PATH) is None or shutil.which("setpriv", path=SEARCH_PATH) is None:
+                raise Unavailable("sandbox.py needs `prlimit` and `setpriv` (apt-get install util-linux)")
             problem = _bwrap_problem(BWRAP)
             if problem is None:
                 MODE = "bwrap"
             elif not (_reduced_allowed or os.environ.get(ALLOW_REDUCED_ISOLATION) == "1"):
                 raise Unavailable(
                     f"sandbox.py will not run model-written code here: {problem}. Install bubblewrap "
-                    "(apt-get install bubblewrap), or let it create user namespaces (sysctl "
-                    "kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0; "
-                    "in Docker, a seccomp profile that allows them), or accept REDUCED isolation "
-                    f"(no namespaces) explicitly: {ALLOW_REDUCED_ISOLATION}=1 in the environment, or "
+                    "(apt-get install bubblewrap) and let it create namespaces (run as root it needs "
+                    "CAP_SYS_ADMIN, which a Docker container has with --cap-add SYS_ADMIN; run as another "
+                    "user it needs unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1, "
+                    "or kernel.apparmor_restrict_unprivileged_userns=0), or accept REDUCED isolation (no "
+                    f"namespaces) explicitly: {ALLOW_REDUCED_ISOLATION}=1 in the environment, or "
                     "sandbox.allow_reduced_isolation() in Python.")
             else:
                 MODE = "reduced"
@@ -146,9 +154,7 @@ def _who():
 
 @functools.lru_cache(maxsize=None)
 def _bwrap_problem(bwrap_name):
-    """None if bubblewrap runs a command here, as the user who will run commands; else why not."""
-    if shutil.which("prlimit", path=SEARCH_PATH) is None or shutil.which("setpriv", path=SEARCH_PATH) is None:
-        return "`prlimit` and `setpriv` are missing (apt-get install util-linux)"
+    """None if bubblewrap runs a command here, as run() will run it; else why not."""
     bwrap = shutil.which(bwrap_name, path=SEARCH_PATH)
     if bwrap is None:
         return "bubblewrap is not installed"
@@ -184,6 +190,7 @@ def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROC
         sandboxed = _run_bwrap if mode == "bwrap" else _run_reduced
         status, code, out, err = sandboxed(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid)
         out_of_memory = cgroup is not None and _oom_killed(cgroup)
+        killed_by_us = status is not None
     finally:
         if cgroup:
             _remove_cgroup(cgroup)
@@ -196,7 +203,7 @@ def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROC
         killed = {-code if code < 0 else code - 128 for code in (code,) if code < 0 or code > 128}
         status = ("ok" if code == 0 else "memory_limit" if out_of_memory
                   else "timeout" if killed & {signal.SIGXCPU, signal.SIGKILL} else "runtime_error")
-    return Result(status, out, err, code if status != "timeout" else None)
+    return Result(status, out, err, None if killed_by_us else code)
 
 
 def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid):

@@ -66,7 +66,7 @@ def without_bubblewrap(monkeypatch):
 def test_without_bubblewrap_model_code_is_refused_unless_opted_in(monkeypatch):
     without_bubblewrap(monkeypatch)
     for _ in range(2):  # every call, not only the first
-        with pytest.raises(sandbox.Unavailable, match=r"apt-get install bubblewrap.*user namespaces"
+        with pytest.raises(sandbox.Unavailable, match=r"apt-get install bubblewrap.*CAP_SYS_ADMIN.*user namespaces"
                                                       r".*OORL_ALLOW_REDUCED_ISOLATION=1.*allow_reduced_isolation"):
             sandbox.check()
         with pytest.raises(sandbox.Unavailable):
