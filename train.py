@@ -222,7 +222,10 @@ if not os.path.exists(os.path.join(data_dir, "meta.json")):
         print(f"no data in {os.path.abspath(data_dir)}/: running prepare.py to make it (a few minutes)")
         subprocess.run([sys.executable, os.path.join(PROJECT_DIR, "prepare.py"), f"--data_dir={data_dir}"], check=True)
     ddp.barrier()
-tok = tokenizer.load(data_dir, init_from)
+try:
+    tok = tokenizer.load(data_dir, init_from)
+except (ValueError, FileNotFoundError) as error:
+    raise SystemExit(str(error))
 eot = tok.eot
 
 
@@ -318,8 +321,11 @@ def new_model():
     if init_from == "scratch":
         return GPT(GPTConfig(block_size=block_size, vocab_size=tok.n_vocab, n_layer=n_layer,
                              n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias))
-    gpt = GPT.from_pretrained(init_from, override_args=dict(dropout=dropout))
-    if gpt.config.vocab_size < tok.n_vocab:
+    try:
+        gpt = GPT.from_pretrained(init_from)
+    except ValueError as error:
+        raise SystemExit(str(error))
+    if gpt.config.vocab_size != tok.n_vocab:  # a sampled id must be one the tokenizer can decode
         raise SystemExit(f"{init_from}: its model has {gpt.config.vocab_size} token embeddings but its "
                          f"tokenizer {tok.n_vocab} tokens")
     return gpt

@@ -122,7 +122,7 @@ def test_preset_follows_the_device_the_run_uses(data_dir, tmp_path):
 @pytest.mark.parametrize("setting, key", [
     ("--ppo_epochs=0", "ppo_epochs"), ("--temperature=0", "temperature"), ("--top_k=abc", "top_k"),
     ("--prompts_per_step=100000", "prompts_per_step"), ("--adv_estimator=grpo --group_size=1", "group_size"),
-    ("--top_p=1.5", "top_p"), ("--n_embd=100", "n_embd"), ("--init_from=/no/such/dir", "init_from"),
+    ("--top_p=1.5", "top_p"), ("--n_embd=130", "n_embd"), ("--init_from=/no/such/dir", "init_from"),
     ("--dtype=float16", "dtype"), ("--rl_stpes=3", "rl_stpes"),
 ])
 def test_bad_settings_fail_before_any_work(data_dir, tmp_path, setting, key):
@@ -157,3 +157,25 @@ def test_a_bad_checkpoint_is_one_clear_line_and_runs_no_code(data_dir, tmp_path,
     done = run(TRAIN, f"--data_dir={data_dir}", f"--out_dir={tmp_path}/out", f"--sft_ckpt={ckpt}", ok=False)
     assert done.returncode != 0 and str(ckpt) in done.stderr and "Traceback" not in done.stderr
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_init_from_a_local_pretrained_gpt2_end_to_end(data_dir, tmp_path):
+    """A tiny random GPT-2 and its own tokenizer saved as a Hugging Face directory: both stages
+    run on it with its tokenizer, and eval.py evaluates the result with the tokenizer it records."""
+    from test_pretrained import make_tiny_gpt2
+    model_dir = make_tiny_gpt2(tmp_path / "gpt2")
+    out = tmp_path / "out"
+    stdout = run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={out}", f"--init_from={model_dir}",
+                 "--sft_steps=3", "--rl_steps=1").stdout
+    assert "preset: pretrained" in stdout
+    checkpoint = torch.load(out / "oorl.pt", weights_only=True)
+    assert checkpoint["tokenizer"]["kind"] == "huggingface" and checkpoint["model_args"]["block_size"] == 1024
+    run("eval.py", f"--ckpt={out}/oorl.pt", "--max_tasks_per_pair=1", "--n=1", f"--out_json={tmp_path}/e.json",
+        "--probe_groups=")
+    assert json.load(open(tmp_path / "e.json"))["n"] == 1
+
+
+def test_a_directory_that_is_not_a_checkpoint_is_refused(data_dir, tmp_path):
+    done = run(TRAIN, f"--data_dir={data_dir}", f"--out_dir={tmp_path}/out", f"--init_from={tmp_path}", ok=False)
+    assert done.returncode != 0 and str(tmp_path) in done.stderr and "Traceback" not in done.stderr
