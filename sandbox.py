@@ -200,9 +200,9 @@ def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROC
     if status is None:  # it ended by itself; bubblewrap says "killed by signal n" as 128 + n
         # Out of CPU time: SIGXCPU at the soft limit, or SIGKILL at the hard one (the sandbox's
         # PID 1 ignores SIGXCPU; a SIGKILL it sent itself is counted here too).
-        killed = {-code if code < 0 else code - 128 for code in (code,) if code < 0 or code > 128}
+        killed_by = -code if code < 0 else code - 128 if code > 128 else None
         status = ("ok" if code == 0 else "memory_limit" if out_of_memory
-                  else "timeout" if killed & {signal.SIGXCPU, signal.SIGKILL} else "runtime_error")
+                  else "timeout" if killed_by in (signal.SIGXCPU, signal.SIGKILL) else "runtime_error")
     return Result(status, out, err, None if killed_by_us else code)
 
 

@@ -32,7 +32,7 @@ def test_works_for_an_unprivileged_user():
               "py = sandbox.run(['/usr/bin/python3', '-c', 'print(6 * 7)'])\n"
               "cc = sandbox.run(['/usr/bin/gcc', '-o', '{out}/bomb', '{prog}/bomb.c'], [(d + '/bomb.c', 'bomb.c')],\n"
               "                 timeout=30, memory=1 << 30, dirs=[('out', d)])\n"
-              "bomb = sandbox.run(['{prog}/bomb'], [(d + '/bomb', 'bomb')], timeout=2.0)\n"
+              "bomb = sandbox.run(['{prog}/bomb'], [(d + '/bomb', 'bomb')], timeout=1.0)\n"
               "print(json.dumps([sandbox.check(), os.getuid()] + [[r.status, r.stdout.decode()] for r in (py, cc, bomb)]))\n")
     home = tempfile.mkdtemp()
     try:
@@ -118,7 +118,7 @@ def test_reduced_isolation_never_runs_as_root_and_kills_the_whole_tree(monkeypat
     assert not os.path.exists(f"/root/oorl-{marker}")
     assert live_processes(marker) == [], "a setsid child outlived the sandbox"
     bomb = sandbox.run([PYTHON, "-c", "import os\nwhile True:\n    try:\n        os.fork()\n"
-                                      "    except OSError:\n        pass\n", marker], timeout=1.5)
+                                      "    except OSError:\n        pass\n", marker], timeout=0.5)
     assert bomb.status in ("timeout", "runtime_error")
     assert live_processes(marker) == [], "a fork bomb's processes outlived the sandbox"
 
