@@ -375,7 +375,8 @@ def execute(program, lang, stdin="", timeout=RUN_TIMEOUT):
     """Compiles (if `lang` needs it) and runs a complete program in the sandbox, feeding it
     `stdin`. Returns Execution(status, stdout, stderr); status is one of "ok", "compile_error"
     (stderr: the first lines of the compiler's message), "runtime_error" (a non-zero exit),
-    "timeout", "output_limit" or "unavailable" (no working toolchain here)."""
+    "timeout", "output_limit" or "unavailable" (no working toolchain here). Raises
+    sandbox.Unavailable where the sandbox cannot isolate (see sandbox.check)."""
     if not isinstance(program, str) or not isinstance(stdin, str):
         raise TypeError("execute(program, lang, stdin): program and stdin must be str")
     if not available(lang):

@@ -214,7 +214,7 @@ def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup
     binds = [("--bind", host, f"/{name}") for name, host in dirs]
     binds += [("--ro-bind", host, f"/{name}") for name, host in read_only]
     toolchain = _toolchain(argv[0])
-    if toolchain:  # its parents made traversable (bubblewrap would copy /root's mode 700)
+    if toolchain:  # its parents made traversable (bubblewrap makes them with mode 700)
         parents = [os.path.dirname(toolchain)]
         while parents[-1] != "/":
             parents.append(os.path.dirname(parents[-1]))
