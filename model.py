@@ -727,10 +727,12 @@ class GPT(nn.Module):
         forward = 2 * self.get_num_params() + 4 * cfg.n_layer * cfg.n_embd * seq_len
         return 3 * forward if backward else forward
 
-    def estimate_mfu(self, tokens, seq_len, dt, backward=True, peak_flops=None):
-        """Model flops utilisation: the flops of `tokens` tokens in sequences of ~seq_len (their
-        forward, and backward if backward) done in dt seconds, over peak_flops (default: the
-        bf16 dense peak of the CUDA GPU in use, see PEAK_BF16_FLOPS; None when it is unknown)."""
+    def estimate_mfu(self, tokens, dt, seq_len=None, backward=True, peak_flops=None):
+        """Model flops utilisation: the flops of `tokens` tokens in rows of seq_len (default:
+        block_size, which overstates attention for shorter rows), their forward and, if
+        backward, their backward, done in dt seconds, over peak_flops (default: the bf16 dense
+        peak of the CUDA GPU in use, see PEAK_BF16_FLOPS; None when it is unknown)."""
+        seq_len = self.config.block_size if seq_len is None else seq_len
         if peak_flops is None:
             peak_flops = peak_bf16_flops()
             if peak_flops is None:
@@ -826,6 +828,8 @@ def device_setup(device="auto", dtype="auto"):
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (use --device=cpu or auto)")
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores for the float32 matmuls left
+    if dtype not in ("auto", "bfloat16", "float32"):
+        raise ValueError(f"dtype must be 'auto', 'bfloat16' or 'float32'; got {dtype!r}")
     if dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda"):
         return device, torch.autocast(device_type, dtype=torch.bfloat16)
     return device, nullcontext()

@@ -107,8 +107,9 @@ def test_flops_per_token_counts_what_a_training_step_multiplies():
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH), torch.no_grad():
         gpt(idx, targets=idx)
     assert abs(gpt.flops_per_token(T, backward=False) * B * T / counter.get_total_flops() - 1) < 0.02
-    mfu = gpt.estimate_mfu(tokens=B * T, seq_len=T, dt=0.5, peak_flops=1e12)
+    mfu = gpt.estimate_mfu(tokens=B * T, dt=0.5, seq_len=T, peak_flops=1e12)
     assert mfu == pytest.approx(gpt.flops_per_token(T) * B * T / 0.5 / 1e12)
+    assert gpt.estimate_mfu(B * T, 0.5, peak_flops=1e12) > mfu  # (attention at block_size 64 > 48)
     assert model.peak_bf16_flops() is None or torch.cuda.is_available()
 
 
@@ -229,8 +230,13 @@ def test_device_setup_decides_by_device_type(monkeypatch):
         assert device == "cuda:0" and isinstance(autocast, torch.autocast)
         assert autocast.device == "cuda" and autocast.fast_dtype == torch.bfloat16
         assert torch.get_float32_matmul_precision() == "high"  # TF32 matmuls
+        assert isinstance(model.device_setup("cuda:0", dtype="float32")[1], contextlib.nullcontext)
     finally:
         torch.set_float32_matmul_precision(precision)
+    device, autocast = model.device_setup("cpu", dtype="bfloat16")  # reduced precision on a CPU
+    assert isinstance(autocast, torch.autocast) and autocast.device == "cpu" and autocast.fast_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be"):
+        model.device_setup("cpu", dtype="float16")
     if not torch.cuda.is_available():
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.raises(ValueError, match="no CUDA GPU"):
