@@ -399,8 +399,10 @@ def run_sft(model, state):
         dt = time.time() - t0
         if step % 10 == 0 or step == sft_steps - 1:
             row = dict(step=step, stage="sft", loss=loss_value, lr=lr, tokens_per_s=tokens.item() / dt)
-            if torch.device(device).type == "cuda":
-                row["mfu"] = model.estimate_mfu(tokens.item() / world_size, dt)
+            mfu = (model.estimate_mfu(tokens.item() / world_size, dt, seq_len=idx.size(1))
+                   if torch.device(device).type == "cuda" else None)  # None for a GPU of unknown peak
+            if mfu is not None:
+                row["mfu"] = mfu
             log(f"sft step {step} | loss {loss_value:.4f} | lr {lr:.2e} | {row['tokens_per_s']:.0f} tok/s"
                 + (f" | mfu {100 * row['mfu']:.1f}%" if "mfu" in row else "")
                 + f" | {progress('sft', step, sft_steps, t_start, start)}")

@@ -173,7 +173,8 @@ def test_init_from_a_local_pretrained_gpt2_end_to_end(data_dir, tmp_path):
     assert checkpoint["tokenizer"]["kind"] == "huggingface" and checkpoint["model_args"]["block_size"] == 1024
     run("eval.py", f"--ckpt={out}/oorl.pt", "--max_tasks_per_pair=1", "--n=1", f"--out_json={tmp_path}/e.json",
         "--probe_groups=")
-    assert json.load(open(tmp_path / "e.json"))["n"] == 1
+    result = json.load(open(tmp_path / "e.json"))
+    assert result["settings"]["n"] == 1 and sum(result["statuses"].values()) == len(result["counts"])
 
 
 def test_a_directory_that_is_not_a_checkpoint_is_refused(data_dir, tmp_path):
