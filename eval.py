@@ -25,7 +25,14 @@ same tasks with the same seeds, and the split of the batches over torchrun ranks
 
 Statistics: see `estimate` (the interval of one figure) and `paired` (the difference of two
 checkpoints, task by task). For pass@1 at a fixed number of programs, more tasks with fewer
-samples each give the narrower interval: `--budget` measures it (`budget_table`).
+samples each give the narrower interval: `--budget` measures it (`budget_table`). Defaults: one
+sample per task at T=0.8 on 100 tasks per pair, 1600 programs (16 pairs), as many as the earlier
+10 tasks x 10 samples. Chosen by the variance decomposition of `predicted_width`, with the paired
+interval of issue 16's SFT -> OORL comparison (+1.3 to +10.1 points over 100 RL-target tasks at
+10 x 10) and pass@1 / pass@10 of 62 / 89%: per task, the true difference varies with variance
+~0.03 between tasks, and one sample of each model adds ~0.2. At 1600 programs the interval of
+the overall difference is then ~4.7 points wide at 100 x 1 against ~7.0 at 10 x 10. Not yet
+measured with `--budget` on two trained checkpoints. pass@k needs --n=k or more.
 
 Under torchrun, write `--` after eval.py: torchrun reads an option that abbreviates one of its
 own (--n=4: --nnodes, --nproc_per_node) as its own. Every rank samples and scores its share of the
