@@ -245,12 +245,20 @@ def budget_table(a_counts, b_counts, n_samples, programs_per_pair):
 
 # ----------------------------------------------------------------------------- loading and sharding
 
+def read_checkpoint(path):
+    """model.load_checkpoint, its error (missing, random bytes, not a checkpoint) as one line."""
+    try:
+        return load_checkpoint(path)
+    except ValueError as e:
+        raise SystemExit(f"eval.py: {e}") from None
+
+
 def load(path, device):
     """(model in eval mode, tokenizer, the run's config) from a train.py checkpoint (sft.pt /
     oorl.pt). Loaded with weights_only=True: a checkpoint holds tensors and plain data only, so
     loading one can never run code. The tokenizer is the one recorded in the checkpoint (older
     checkpoints without a record: the project tokenizer of the run's data_dir)."""
-    checkpoint = load_checkpoint(path)
+    checkpoint = read_checkpoint(path)
     if "config" not in checkpoint:
         raise SystemExit(f"{path} is not a finished train.py checkpoint (sft.pt or oorl.pt, with model, "
                          f"model_args and config); ckpt.pt is the resumable training state")
@@ -447,7 +455,7 @@ def evaluate_or_reuse(ckpt_path, json_path, config, rank, world, device, autocas
     if config["reuse"] and os.path.exists(json_path) and os.path.exists(ckpt_path):
         with open(json_path) as f:
             previous = json.load(f)
-        if (previous.get("settings") == resolve_settings(config, load_checkpoint(ckpt_path)["config"])
+        if (previous.get("settings") == resolve_settings(config, read_checkpoint(ckpt_path)["config"])
                 and previous.get("ckpt_mtime") == os.path.getmtime(ckpt_path)
                 and len(previous.get("examples", [])) >= config["show"] and "groups" in previous):
             if rank == 0:

@@ -321,6 +321,14 @@ def test_a_checkpoint_that_runs_code_when_loaded_is_refused(tiny_world, tmp_path
     assert done.returncode != 0 and "evil.pt" in done.stderr and not marker.exists()
 
 
+def test_a_file_of_random_bytes_is_one_line_naming_it(tmp_path):
+    (tmp_path / "noise.pt").write_bytes(os.urandom(4096))
+    done = subprocess.run([sys.executable, "eval.py", f"--ckpt={tmp_path / 'noise.pt'}", "--reuse=False"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "noise.pt" in done.stderr
+
+
 @pytest.mark.slow
 def test_an_oracle_that_samples_the_reference_once_in_five_scores_a_fifth(tiny_world, monkeypatch):
     """The whole pipeline (tokenizer, decoding, the real reward.py, counting, pass@k) on known
