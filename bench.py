@@ -5,7 +5,7 @@ for GPUs), rollout, and reward.
     python bench.py                       # all parts
     python bench.py --part=kernel         # one part: kernel | gpu_compile | rollout | reward
 
-kernel: naive log_softmax, torch.compile of it, model.fused_logprobs's chunked torch path and its
+kernel: naive log_softmax, torch.compile of it, logprobs.fused_logprobs's chunked torch path and its
 Triton kernel, and Liger-Kernel's and Cut Cross-Entropy's fused losses when they are installed
 (pip install liger-kernel cut-cross-entropy), at GPT-2's shape (N=16384, d=768, V=50304) and at
 this project's (a GPU-preset RL batch: N=163840, d=512, V=745); time and peak memory, forward and
@@ -46,15 +46,15 @@ def _kernel_setup(methods, n, d, v, backward, threads):
     """The functions to compare, one problem (bfloat16 on a GPU, float32 on a CPU), and `call`."""
     import functools
     import torch
-    import model
+    import logprobs
     cuda = torch.cuda.is_available()
     if threads:
         torch.set_num_threads(threads)
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     every = {"naive": lambda: _naive_logprobs,
              "torch.compile": lambda: torch.compile(_naive_logprobs),
-             "torch chunked": lambda: functools.partial(model.fused_logprobs, backend="torch"),
-             "triton": lambda: functools.partial(model.fused_logprobs, backend="triton"),
+             "torch chunked": lambda: functools.partial(logprobs.fused_logprobs, backend="torch"),
+             "triton": lambda: functools.partial(logprobs.fused_logprobs, backend="triton"),
              **{method: (lambda fn=fn: fn) for method, (_, fn) in OPTIONAL_METHODS.items()}}
     fns = {method: every[method]() for method in methods}
 
@@ -139,7 +139,7 @@ def _kernel_isolated(function, *args):
 
 def bench_kernel(shapes=None, reps=None, threads=None):
     """Per-token log-probs from hidden (N, d) and W (V, d): naive, torch.compile(naive) (GPU),
-    the chunked torch path and the Triton kernel (GPU) of model.fused_logprobs; the forward
+    the chunked torch path and the Triton kernel (GPU) of logprobs.fused_logprobs; the forward
     alone (under no_grad, as for the old policy and the reference) and forward + backward.
     threads: torch's CPU threads (default: torch's own choice). Prints a table; returns
     {"N=..,d=..,V=..": {method: {fwd_ms, fwd_mb, fwdbwd_ms, fwdbwd_mb, and the fwdbwd time and
@@ -200,15 +200,15 @@ SHARED_MEMORY_PER_BLOCK = {80: 163 * 1024, 90: 227 * 1024}
 
 
 def gpu_kernel_configs():
-    """Every launch of a Triton kernel that model.fused_logprobs can make on a CUDA GPU: the
+    """Every launch of a Triton kernel that logprobs.fused_logprobs can make on a CUDA GPU: the
     forward with and without entropy, the backward for each set of gradients, for fp32 (IEEE or,
     when torch allows it, TF32 dots), bf16 and fp16 inputs, with the dispatcher's own tile choice
-    (model._triton_tiles). Yields (kernel name, dtype name, signature, constexprs, options)."""
+    (logprobs._triton_tiles). Yields (kernel name, dtype name, signature, constexprs, options)."""
     import torch
-    import model
+    import logprobs
     kinds = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
     for dtype, name in kinds.items():
-        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = model._triton_tiles(dtype, on_gpu=True)
+        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = logprobs._triton_tiles(dtype, on_gpu=True)
         tiles = dict(BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D)
         options = dict(num_warps=num_warps, num_stages=num_stages)
         # (the dot precision only changes fp32 dots; 16-bit ones run on the tensor cores either way)
@@ -241,10 +241,10 @@ def gpu_compile(capability):
 def _compile_one(capability, kernel, dtype, signature, constexprs, options):
     import contextlib, io, re
     import triton
-    import model
+    import logprobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    fn = model._logprobs_forward_kernel if kernel.startswith("forward") else model._logprobs_backward_kernel
+    fn = logprobs._logprobs_forward_kernel if kernel.startswith("forward") else logprobs._logprobs_backward_kernel
     full = dict(signature, **{k: "constexpr" for k in constexprs})
     aligned = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in full if k.endswith("_ptr") or k == "D"}
     target = GPUTarget("cuda", capability, 32)
@@ -269,7 +269,7 @@ def bench_gpu_compile(capabilities=(80, 90)):
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(len(capabilities)) as pool:  # one process per target, side by side
         rows = sum(pool.map(lambda capability: _kernel_isolated("gpu_compile", capability), capabilities), [])
-    print("gpu_compile: every Triton kernel configuration of model.fused_logprobs, compiled ahead of time "
+    print("gpu_compile: every Triton kernel configuration of logprobs.fused_logprobs, compiled ahead of time "
           "(PTX and cubin, no GPU needed)")
     print(f"{'kernel':<16} {'dtype':<9} {'target':<6} | {'registers':>9} {'spills B':>8} | {'shared B':>8} "
           f"{'limit B':>8} | fits")

@@ -1,0 +1,449 @@
+"""
+logprobs.py: the fused log-prob kernel. log softmax(hidden @ weight.T / T)[target] for every row,
+and its gradients, without ever holding the N x V logits: Triton kernels on CUDA (or in
+Triton's CPU interpreter under TRITON_INTERPRET=1), a chunked torch path everywhere else, and
+a self-check of the kernel against the torch path the first time it runs on a GPU.
+
+    from logprobs import fused_logprobs      # also importable as model.fused_logprobs
+    logp = fused_logprobs(hidden, lm_head.weight, targets, temperature=0.8)   # (N,) float32
+
+model.GPT.token_logprobs calls it; tests/test_logprobs.py checks both paths against the naive
+computation, bench.py times them and compiles the kernels ahead of time for GPUs.
+"""
+import os
+import warnings
+
+import torch
+
+try:  # optional: the GPU kernel of fused_logprobs (without it, a torch path runs everywhere)
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
+# ----------------------------------------------------------------------------- fused log-probs
+# Every RL step needs log pi(y_t | y_<t) for each completion token, under the policy, the old
+# policy and the reference (the ratios of eq. 5, the KL of eq. 1, the implicit rewards of
+# eqs. 6-9). The direct way, log_softmax(h @ W.T)[target], builds the N x V logits, and its
+# backward builds more of the same size. What that costs depends on the vocabulary. With this
+# project's own ~750-token BPE it is modest: a GPU-preset RL batch (512 rows of ~320 tokens,
+# N ~ 164k) has 0.5 GB of float32 logits, beside ~20 GB of activations its 8 layers keep for
+# the backward (~34 d bytes per token and layer in bf16, Korthikanti et al. 2022); the fused
+# path saves that half gigabyte and some passes over memory, no more. It pays off with a
+# pretrained model's vocabulary (init_from, GPT-2's V = 50k): 3.3 GB of logits at only N = 16k
+# tokens, 33 GB at the same RL batch, the largest tensor in training by far (bench.py measures
+# both shapes). Yet each row needs one number:
+#     log p_i = z_i,t_i - lse_i,    z = h W^T / temperature,    lse_i = log sum_v exp(z_iv).
+# So we stream over tiles of the vocabulary and keep, per row, a running maximum m and a running
+# sum s = sum_v exp(z_iv - m), rescaled whenever m grows (the "online" log-sum-exp of flash
+# attention); the target logit is picked up when its tile passes by. The backward keeps only
+# lse (N floats) and recomputes the logit tiles, one extra matmul for O(N + V) memory:
+#     dL/dz_iv = g_i (onehot(t_i)_v - p_iv),  p_iv = exp(z_iv - lse_i),  g = dL/d(log p)
+#     dL/dh_i = (1/T) sum_v dL/dz_iv W_v,       dL/dW_v = (1/T) sum_i dL/dz_iv h_i.
+# The entropy H_i = lse_i - sum_v p_iv z_iv (for logging) comes from the same pass with one more
+# running sum, a = sum_v exp(z_iv - m) (z_iv - m), so that H_i = log s - a / s: measured from the
+# maximum, so that a peaked distribution (lse ~ z_max, H ~ 0) loses no digits to cancellation.
+# When m grows to m', every term is rescaled by exp(m - m') and its (z - m) shifts by m - m':
+#     s' = s exp(m - m') + ...,    a' = (a + (m - m') s) exp(m - m') + ...
+# Two implementations of one algorithm: Triton kernels (CUDA, or the CPU interpreter with
+# TRITON_INTERPRET=1, which is how the tests check them) and chunked torch code (CPUs).
+
+# triton.jit builds interpreted kernels when this is set at import time (tests on CPUs do it)
+_TRITON_INTERPRET = triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def fused_logprobs(hidden, weight, targets, temperature=1.0, backend=None, return_entropy=False):
+    """log softmax(hidden @ weight.T / temperature)[targets], one float32 per row, without ever
+    holding the (N, V) logits. hidden (N, d) and weight (V, d) are differentiable; targets (N,)
+    are token ids. backend: None (Triton for CUDA tensors when triton is installed, torch
+    otherwise), "triton" or "torch". return_entropy=True also returns each row's entropy (N,),
+    from the same pass and without gradient (for logging)."""
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.size(1) != weight.size(1):
+        raise ValueError(f"fused_logprobs wants hidden (N, d) and weight (V, d); got "
+                         f"{tuple(hidden.shape)} and {tuple(weight.shape)} (flatten (B, T, d) to (B*T, d))")
+    if targets.shape != (hidden.size(0),) or targets.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"targets must be integer token ids of shape ({hidden.size(0)},); "
+                         f"got {targets.dtype} {tuple(targets.shape)}")
+    if ((targets < 0) | (targets >= weight.size(0))).any():  # (a kernel would silently read garbage)
+        raise ValueError(f"targets must lie in [0, {weight.size(0)}); got [{int(targets.min())}, "
+                         f"{int(targets.max())}] (replace padding by any valid id, then mask the result)")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if backend is None:
+        backend = "triton" if hidden.is_cuda and triton is not None else "torch"
+    if backend not in ("triton", "torch"):
+        raise ValueError(f"backend must be None, 'triton' or 'torch'; got {backend!r}")
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):  # run the logits matmul in the autocast dtype, as lm_head would
+        hidden = hidden.to(torch.get_autocast_dtype(device_type))
+        weight = weight.to(hidden.dtype)
+    elif hidden.dtype != weight.dtype:
+        common = torch.promote_types(hidden.dtype, weight.dtype)
+        hidden, weight = hidden.to(common), weight.to(common)
+    function = _ChunkedLogprobs  # (an empty batch stays here: a Triton grid cannot be empty)
+    if backend == "triton" and hidden.size(0) > 0:
+        _check_triton_can_run(hidden)
+        if hidden.device.type not in SELF_CHECKED_DEVICES or _triton_agrees_with_torch(hidden.device, hidden.dtype):
+            function = _TritonLogprobs
+    logp, entropy = function.apply(hidden, weight, targets, float(temperature), return_entropy)
+    return (logp, entropy) if return_entropy else logp
+
+
+def _check_triton_can_run(hidden):
+    if triton is None:
+        raise RuntimeError("backend='triton' needs the triton package (pip install triton), "
+                           "or use backend='torch'")
+    if not hidden.is_cuda and not _TRITON_INTERPRET:
+        raise RuntimeError("backend='triton' on CPU tensors needs Triton's interpreter: set the "
+                           "environment variable TRITON_INTERPRET=1 before model.py (or triton) is imported")
+    if _TRITON_INTERPRET and hidden.dtype == torch.bfloat16:
+        raise RuntimeError("Triton's CPU interpreter computes bfloat16 dots wrongly (numpy has no "
+                           "bfloat16): use float32 or float16 there, or backend='torch'")
+
+
+# The first time the Triton kernels run on a GPU in a process (per device, dtype and matmul
+# precision), they are compared with the torch path on a small random problem that spans several
+# tiles and vocabulary splits: log-probs, and both gradients of a loss with weights of both signs.
+# If a log-prob differs by more than SELF_CHECK_LOGP_NATS, or a gradient by more than
+# SELF_CHECK_GRAD_SHARE of the largest reference gradient (or the kernel fails to run), a warning
+# says so and the torch path serves the rest of the run. The bounds sit between what rounding
+# gives (the kernel rounds its dL/dz tiles to the input dtype for the tensor cores: 9e-4 of the
+# gradients in fp16, measured in the interpreter, so ~7e-3 in bf16 with its 3 fewer mantissa
+# bits; TF32 dots: a few 1e-3 nats of log-prob) and what a wrong kernel gives (a missed
+# vocabulary tile moves lse by ~0.1 nats here; a race or a bad tile config, errors of the order of
+# the values). The problem is small (N=300, d=96, V=1000): under a GFLOP on each path, against
+# the seconds that compiling the kernels takes anyway.
+SELF_CHECKED_DEVICES = ("cuda",)  # on CPUs the kernels run in Triton's interpreter, for the tests
+SELF_CHECK_LOGP_NATS = 2e-2
+SELF_CHECK_GRAD_SHARE = 2e-2
+SELF_CHECK_SHAPE = (300, 96, 1000)  # N, d, V
+_triton_verdicts = {}  # (device, dtype, matmul precision) -> bool, for this process
+
+
+@torch.compiler.disable  # (host-side bookkeeping, run once: nothing to compile)
+def _triton_agrees_with_torch(device, dtype):
+    key = (str(device), dtype, _dot_precision())
+    if key not in _triton_verdicts:
+        _triton_verdicts[key] = _triton_self_check(device, dtype)
+    return _triton_verdicts[key]
+
+
+def _triton_self_check(device, dtype):
+    N, d, V = SELF_CHECK_SHAPE
+    gen = torch.Generator(device).manual_seed(0)
+    hidden = torch.randn(N, d, device=device, generator=gen).to(dtype)
+    weight = (3 * torch.randn(V, d, device=device, generator=gen) / d ** 0.5).to(dtype)
+    targets = torch.randint(0, V, (N,), device=device, generator=gen)
+    targets[-2:] = torch.tensor([0, V - 1], device=device)
+    grad = torch.randn(N, device=device, generator=gen)  # weights of both signs, like advantages
+    results = {}
+    try:
+        for function in (_ChunkedLogprobs, _TritonLogprobs):
+            h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+            with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+                logp, _ = function.apply(h, w, targets, 1.0, False)
+                logp.backward(grad)
+            results[function] = (logp.detach(), h.grad, w.grad)
+        (logp, dh, dw), (ref_logp, ref_dh, ref_dw) = results[_TritonLogprobs], results[_ChunkedLogprobs]
+        logp_error = (logp - ref_logp).abs().max().item()
+        grad_errors = [((t.float() - r.float()).abs().max() / r.float().abs().max()).item()
+                       for t, r in ((dh, ref_dh), (dw, ref_dw))]
+        agree = logp_error <= SELF_CHECK_LOGP_NATS and max(grad_errors) <= SELF_CHECK_GRAD_SHARE  # (False on NaN)
+        problem = None if agree else (f"log-probs off by up to {logp_error:.3g} nats (bound {SELF_CHECK_LOGP_NATS}), "
+                                      f"grad hidden and grad weight by {grad_errors[0]:.2g} and {grad_errors[1]:.2g} "
+                                      f"of their largest value (bound {SELF_CHECK_GRAD_SHARE})")
+    except Exception as e:  # (a kernel that does not compile or launch for this GPU)
+        problem = f"it failed to run: {type(e).__name__}: {e}"
+    if problem is None:
+        return True
+    warnings.warn(f"\n{'!' * 80}\nmodel.fused_logprobs: the Triton kernel disagrees with the torch path on "
+                  f"{device} in {dtype}: {problem}.\nThe torch path computes every log-prob of this "
+                  f"run instead (correct, slower). Please report this with your GPU, torch and triton "
+                  f"versions.\n{'!' * 80}", RuntimeWarning, stacklevel=3)
+    return False
+
+
+class _ChunkedLogprobs(torch.autograd.Function):
+    """The algorithm above in plain torch, over chunks of rows x vocabulary, all in float32.
+    On a CPU a chunk of 2048 x 2048 logits (16 MB) stays in the last-level cache between the
+    matmul that makes it and the exp/sum passes over it, where the naive version streams
+    gigabytes through memory for each pass: that pays for the extra matmul of the backward.
+    (Smaller chunks mean more, smaller torch ops, each a thread synchronisation.)"""
+
+    @staticmethod
+    def chunk_sizes(device):
+        return (2048, 2048) if device.type == "cpu" else (4096, 8192)
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature, with_entropy):
+        N, V = hidden.size(0), weight.size(0)
+        rows_per_chunk, vocab_per_chunk = _ChunkedLogprobs.chunk_sizes(hidden.device)
+        with torch.autocast(hidden.device.type, enabled=False):
+            scaled = hidden.float() / temperature  # z = (h / T) W^T: 1/T is applied once, to N x d
+            lse = torch.empty(N, device=hidden.device)
+            target_logit = torch.empty(N, device=hidden.device)
+            entropy = torch.empty(N, device=hidden.device) if with_entropy else None
+            for r0 in range(0, N, rows_per_chunk):
+                h, t = scaled[r0:r0 + rows_per_chunk], targets[r0:r0 + rows_per_chunk]
+                running_max = torch.full((len(h),), float("-inf"), device=h.device)
+                running_sum, running_zsum, picked = (torch.zeros(len(h), device=h.device) for _ in range(3))
+                for v0 in range(0, V, vocab_per_chunk):
+                    w = weight[v0:v0 + vocab_per_chunk].float()
+                    z = h @ w.T
+                    local = t - v0  # the target's column in this chunk, if it is in this chunk
+                    here = (local >= 0) & (local < len(w))
+                    picked = torch.where(here, z.gather(1, local.clamp(0, len(w) - 1)[:, None]).squeeze(1), picked)
+                    new_max = torch.maximum(running_max, z.amax(dim=1))
+                    rescale = torch.exp(running_max - new_max)  # 0 on the first chunk (exp(-inf))
+                    z -= new_max[:, None]  # (in place: one chunk-sized buffer less)
+                    p = z.exp() if with_entropy else z.exp_()
+                    if with_entropy:  # (before running_sum moves on; on the first chunk m = -inf, s = 0)
+                        moved = torch.where(running_sum > 0, running_max - new_max, 0.0) * running_sum
+                        running_zsum = (running_zsum + moved) * rescale + torch.linalg.vecdot(p, z)
+                    running_sum = running_sum * rescale + p.sum(dim=1)
+                    running_max = new_max
+                lse[r0:r0 + len(h)] = running_max + running_sum.log()
+                target_logit[r0:r0 + len(h)] = picked
+                if with_entropy:
+                    entropy[r0:r0 + len(h)] = running_sum.log() - running_zsum / running_sum
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.temperature = temperature
+        if with_entropy:
+            ctx.mark_non_differentiable(entropy)
+        return target_logit - lse, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        temperature = ctx.temperature
+        N, V = hidden.size(0), weight.size(0)
+        rows_per_chunk, vocab_per_chunk = _ChunkedLogprobs.chunk_sizes(hidden.device)
+        with torch.autocast(hidden.device.type, enabled=False):
+            scaled = hidden.float() / temperature
+            g = grad_logp.float()
+            grad_hidden = torch.zeros(N, hidden.size(1), device=hidden.device)
+            grad_weight = torch.zeros(V, hidden.size(1), device=hidden.device)
+            for r0 in range(0, N, rows_per_chunk):
+                h, t = scaled[r0:r0 + rows_per_chunk], targets[r0:r0 + rows_per_chunk]
+                g_rows = g[r0:r0 + len(h), None]
+                for v0 in range(0, V, vocab_per_chunk):
+                    w = weight[v0:v0 + vocab_per_chunk].float()
+                    # dL/dz = g (onehot - p), with p = exp(z - lse) recomputed in place
+                    dz = (h @ w.T).sub_(lse[r0:r0 + len(h), None]).exp_().mul_(-g_rows)
+                    local = t - v0  # add g where the target is in this chunk (0 elsewhere)
+                    here = (local >= 0) & (local < len(w))
+                    dz.scatter_add_(1, local.clamp(0, len(w) - 1)[:, None], g_rows * here[:, None])
+                    if ctx.needs_input_grad[0]:
+                        grad_hidden[r0:r0 + len(h)].addmm_(dz, w)
+                    if ctx.needs_input_grad[1]:
+                        grad_weight[v0:v0 + len(w)].addmm_(dz.T, h)
+            grad_hidden /= temperature  # (grad_weight got its 1/T from `scaled`)
+        return (grad_hidden.to(hidden.dtype) if ctx.needs_input_grad[0] else None,
+                grad_weight.to(weight.dtype) if ctx.needs_input_grad[1] else None, None, None, None)
+
+
+# Triton. Both kernels work on tiles of BLOCK_N rows x BLOCK_V vocabulary entries; a logit tile
+# is a matmul over d in steps of BLOCK_D with tl.dot, accumulated in float32 (bf16/fp16 inputs
+# run on the tensor cores; fp32 inputs use IEEE fp32 unless torch allows TF32 matmuls).
+
+def _triton_tiles(dtype, on_gpu):
+    """(BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages) for inputs of this dtype (bench.py
+    compiles every choice for sm_80 and sm_90 ahead of time, in CI)."""
+    if not on_gpu:  # the interpreter: small tiles, so that small test shapes span many
+        return 16, 32, 16, 1, 1
+    # Chosen so that both kernels fit in the registers (ptxas -v for sm_90 reports no spills, or
+    # 64 bytes); not yet timed on a GPU: triton.autotune over a few such shapes is the next step.
+    if dtype == torch.float32:  # IEEE fp32 dots run on the CUDA cores: smaller tiles
+        return 64, 64, 32, 8, 2
+    # a tensor-core tile; BLOCK_D = 32, not 64: the backward holds its dL/dz tile meanwhile
+    return 128, 128, 32, 8, 3
+
+
+def _dot_precision():
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _logit_tile(hidden_ptr, weight_ptr, rows, cols, N, V, D, inv_temperature,
+                    BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+                    DOT_PRECISION: tl.constexpr):
+        """z = hidden[rows] @ weight[cols].T / T for one (BLOCK_N, BLOCK_V) tile, in float32."""
+        acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            ds = d0 + tl.arange(0, BLOCK_D)
+            h = tl.load(hidden_ptr + rows[:, None] * D + ds[None, :],
+                        mask=(rows[:, None] < N) & (ds[None, :] < D), other=0.0)
+            w_t = tl.load(weight_ptr + cols[None, :] * D + ds[:, None],  # W^T tile, (BLOCK_D, BLOCK_V)
+                          mask=(cols[None, :] < V) & (ds[:, None] < D), other=0.0)
+            acc = tl.dot(h, w_t, acc, input_precision=DOT_PRECISION)
+        return acc * inv_temperature
+
+    @triton.jit
+    def _logprobs_forward_kernel(hidden_ptr, weight_ptr, targets_ptr, partial_ptr,
+                                 N, V, D, vocab_per_split, inv_temperature,
+                                 BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+                                 DOT_PRECISION: tl.constexpr, WITH_ENTROPY: tl.constexpr):
+        """Program (i, s): rows i*BLOCK_N.. over split s of the vocabulary. Writes per row the
+        split's running max m, s = sum exp(z - m), the target logit (0 when the target lies in
+        another split) and a = sum exp(z - m) (z - m) to partial[0..3, s, row]; the wrapper
+        merges the splits."""
+        split, n_splits = tl.program_id(1), tl.num_programs(1)
+        rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+        targets = tl.load(targets_ptr + rows, mask=rows < N, other=-1)
+        running_max = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
+        running_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        running_zsum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        target_logit = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        vocab_start = split * vocab_per_split
+        vocab_end = tl.minimum(vocab_start + vocab_per_split, V)
+        for v0 in range(vocab_start, vocab_end, BLOCK_V):
+            cols = (v0 + tl.arange(0, BLOCK_V)).to(tl.int64)
+            in_split = cols[None, :] < vocab_end
+            z = _logit_tile(hidden_ptr, weight_ptr, rows, cols, N, V, D, inv_temperature,
+                            BLOCK_N, BLOCK_V, BLOCK_D, DOT_PRECISION)
+            z = tl.where(in_split, z, float("-inf"))
+            new_max = tl.maximum(running_max, tl.max(z, axis=1))
+            rescale = tl.exp(running_max - new_max)  # 0 on the first tile (exp(-inf))
+            p = tl.exp(z - new_max[:, None])
+            if WITH_ENTROPY:  # (before running_sum moves on; on the first tile m = -inf, s = 0)
+                moved = tl.where(running_sum > 0, running_max - new_max, 0.0) * running_sum
+                z_from_max = tl.where(in_split, z - new_max[:, None], 0.0)
+                running_zsum = (running_zsum + moved) * rescale + tl.sum(p * z_from_max, axis=1)
+            running_sum = running_sum * rescale + tl.sum(p, axis=1)
+            target_logit += tl.sum(tl.where(cols[None, :] == targets[:, None], z, 0.0), axis=1)
+            running_max = new_max
+        out, plane, row_ok = partial_ptr + split * N + rows, n_splits * N, rows < N
+        tl.store(out, running_max, mask=row_ok)
+        tl.store(out + plane, running_sum, mask=row_ok)
+        tl.store(out + 2 * plane, target_logit, mask=row_ok)
+        if WITH_ENTROPY:
+            tl.store(out + 3 * plane, running_zsum, mask=row_ok)
+
+    @triton.jit
+    def _logprobs_backward_kernel(hidden_ptr, weight_ptr, targets_ptr, lse_ptr, grad_ptr,
+                                  grad_hidden_ptr, grad_weight_ptr,
+                                  N, V, D, vocab_start, vocab_end, inv_temperature,
+                                  BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+                                  GROUP_ROWS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                                  COMPUTE_DH: tl.constexpr, COMPUTE_DW: tl.constexpr):
+        """Program p: one (rows, vocabulary) tile of [vocab_start, vocab_end). It recomputes the
+        logits, forms dL/dz (the tile never leaves the chip) and adds its share of both gradients.
+
+        No races: tile (i, j) contributes dz_ij @ W_j to grad_hidden[rows i] and dz_ij^T @ h_i
+        to grad_weight[vocab j], and other tiles add to the same rows, so every addition is a
+        float32 tl.atomic_add (the hardware adds atomically in L2; "relaxed": only the sum
+        matters, not the order, which makes the last bits vary from run to run). Holding a
+        whole row block of grad_hidden (BLOCK_N x d) in registers instead does not fit for d
+        in the hundreds. Programs are numbered in groups of GROUP_ROWS row blocks (as in
+        Triton's matmul tutorial), so the programs running together share W and h tiles in L2
+        and spread their atomics over many rows of both gradients."""
+        pid = tl.program_id(0)
+        n_row_blocks = tl.cdiv(N, BLOCK_N)
+        n_vocab_blocks = tl.cdiv(vocab_end - vocab_start, BLOCK_V)
+        per_group = GROUP_ROWS * n_vocab_blocks
+        first_row_block = (pid // per_group) * GROUP_ROWS
+        group_size = tl.minimum(n_row_blocks - first_row_block, GROUP_ROWS)
+        row_block = first_row_block + (pid % per_group) % group_size
+        vocab_block = (pid % per_group) // group_size
+        rows = (row_block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+        cols = (vocab_start + vocab_block * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
+        row_ok, col_ok = rows < N, cols < vocab_end
+
+        z = _logit_tile(hidden_ptr, weight_ptr, rows, cols, N, V, D, inv_temperature,
+                        BLOCK_N, BLOCK_V, BLOCK_D, DOT_PRECISION)
+        lse = tl.load(lse_ptr + rows, mask=row_ok, other=0.0)
+        g = tl.load(grad_ptr + rows, mask=row_ok, other=0.0)  # rows past N get g = 0, so dz = 0
+        targets = tl.load(targets_ptr + rows, mask=row_ok, other=-1)
+        onehot = tl.where(cols[None, :] == targets[:, None], 1.0, 0.0)
+        dz = g[:, None] * (onehot - tl.exp(z - lse[:, None])) * inv_temperature  # 1/T of dz/dh, dz/dW
+        dz = tl.where(col_ok[None, :], dz, 0.0).to(hidden_ptr.dtype.element_ty)  # tensor-core operand
+
+        for d0 in range(0, D, BLOCK_D):
+            ds = d0 + tl.arange(0, BLOCK_D)
+            if COMPUTE_DH:
+                w = tl.load(weight_ptr + cols[:, None] * D + ds[None, :],
+                            mask=col_ok[:, None] & (ds[None, :] < D), other=0.0)
+                tl.atomic_add(grad_hidden_ptr + rows[:, None] * D + ds[None, :],
+                              tl.dot(dz, w, input_precision=DOT_PRECISION),
+                              mask=row_ok[:, None] & (ds[None, :] < D), sem="relaxed")
+            if COMPUTE_DW:
+                h = tl.load(hidden_ptr + rows[:, None] * D + ds[None, :],
+                            mask=row_ok[:, None] & (ds[None, :] < D), other=0.0)
+                tl.atomic_add(grad_weight_ptr + (cols - vocab_start)[:, None] * D + ds[None, :],
+                              tl.dot(tl.trans(dz), h, input_precision=DOT_PRECISION),
+                              mask=col_ok[:, None] & (ds[None, :] < D), sem="relaxed")
+
+
+# The backward's float32 accumulator for grad_weight holds at most this many floats (8 MB); a
+# larger vocabulary of bf16/fp16 weights is done in chunks that reuse it (fp32 weights
+# accumulate straight into their gradient). grad_hidden's accumulator is N x d float32.
+_GRAD_WEIGHT_SCRATCH_FLOATS = 2 ** 21
+
+
+class _TritonLogprobs(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, temperature, with_entropy):
+        hidden, weight, targets = hidden.contiguous(), weight.contiguous(), targets.contiguous()
+        (N, D), V = hidden.shape, weight.size(0)
+        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = _triton_tiles(hidden.dtype, hidden.is_cuda)
+        # Few rows (a rollout's batch) would leave most of the GPU idle with one program per row
+        # block, so the vocabulary is also split over programs; each writes partial sums.
+        # (The interpreter runs programs one by one: a few splits there keep the merge tested.)
+        wanted = 4 * (torch.cuda.get_device_properties(hidden.device).multi_processor_count
+                      if hidden.is_cuda else 1)
+        row_blocks, vocab_tiles = triton.cdiv(N, BLOCK_N), triton.cdiv(V, BLOCK_V)
+        tiles_per_split = triton.cdiv(vocab_tiles, min(vocab_tiles, triton.cdiv(wanted, row_blocks)))
+        n_splits = triton.cdiv(vocab_tiles, tiles_per_split)  # no split is empty
+        partial = torch.empty(4, n_splits, N, device=hidden.device)
+        _logprobs_forward_kernel[(row_blocks, n_splits)](
+            hidden, weight, targets, partial, N, V, D, tiles_per_split * BLOCK_V, 1.0 / temperature,
+            BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D, DOT_PRECISION=_dot_precision(),
+            WITH_ENTROPY=with_entropy, num_warps=num_warps, num_stages=num_stages)
+        # merge the splits: the same rescaling to a common maximum as inside the kernel
+        split_max, split_sum, split_target, split_zsum = partial
+        row_max = split_max.amax(dim=0)
+        rescale = torch.exp(split_max - row_max)
+        total = (split_sum * rescale).sum(dim=0)
+        lse = row_max + total.log()
+        logp = split_target.sum(dim=0) - lse
+        entropy = None
+        if with_entropy:
+            entropy = total.log() - ((split_zsum + (split_max - row_max) * split_sum) * rescale).sum(dim=0) / total
+            ctx.mark_non_differentiable(entropy)
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.temperature = temperature
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        (N, D), V = hidden.shape, weight.size(0)
+        need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = _triton_tiles(hidden.dtype, hidden.is_cuda)
+        grad_logp = grad_logp.float().contiguous()  # (the grad of a .sum() is an expanded view)
+        grad_hidden = torch.zeros(N, D, device=hidden.device) if need_dh else None
+        grad_weight = torch.zeros_like(weight) if need_dw else None
+        in_place = weight.dtype == torch.float32
+        chunk = V if in_place else max(BLOCK_V, _GRAD_WEIGHT_SCRATCH_FLOATS // D // BLOCK_V * BLOCK_V)
+        scratch = torch.empty(min(chunk, V), D, device=hidden.device) if need_dw and not in_place else None
+        weight_acc = None
+        for v0 in range(0, V, chunk):
+            v1 = min(V, v0 + chunk)
+            if need_dw:
+                weight_acc = grad_weight[v0:v1] if in_place else scratch[:v1 - v0].zero_()
+            grid = (triton.cdiv(N, BLOCK_N) * triton.cdiv(v1 - v0, BLOCK_V),)
+            _logprobs_backward_kernel[grid](
+                hidden, weight, targets, lse, grad_logp,
+                grad_hidden if need_dh else lse, weight_acc if need_dw else lse,  # (lse: unused)
+                N, V, D, v0, v1, 1.0 / ctx.temperature,
+                BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D, GROUP_ROWS=8,
+                DOT_PRECISION=_dot_precision(), COMPUTE_DH=need_dh, COMPUTE_DW=need_dw,
+                num_warps=num_warps, num_stages=num_stages)
+            if need_dw and not in_place:
+                grad_weight[v0:v1] = weight_acc
+        if need_dh:
+            grad_hidden = grad_hidden.to(hidden.dtype)
+        return grad_hidden, grad_weight, None, None, None

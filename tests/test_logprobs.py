@@ -1,0 +1,202 @@
+"""Tests of logprobs.py: the fused log-prob kernel (Triton, run in Triton's CPU interpreter here,
+and the chunked torch path) against float64 references, its memory behaviour, its errors, and
+its first-use self-check on a GPU."""
+
+import pytest
+import torch
+
+import logprobs
+
+# The Triton backend runs on CPU tensors in Triton's interpreter (tests/conftest.py sets
+# TRITON_INTERPRET=1 when there is no GPU), which is slow: its shapes are small but span several
+# tiles (16 rows x 32 vocab x 16 hidden there). The torch shapes span several 2048 x 2048 chunks.
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def reference_logprobs(hidden, weight, targets, temperature, grad):
+    """float64 log_softmax + gather, the entropy, and the gradients of sum(grad * logp)."""
+    hidden = hidden.detach().double().requires_grad_()
+    weight = weight.detach().double().requires_grad_()
+    logprobs = torch.log_softmax(hidden @ weight.T / temperature, dim=-1)
+    logp = logprobs.gather(1, targets[:, None]).squeeze(1)
+    logp.backward(grad.double())
+    entropy = -(logprobs.exp() * logprobs).sum(-1)
+    return logp.detach(), entropy.detach(), hidden.grad, weight.grad
+
+
+def rel_err(got, ref):
+    return ((got.double() - ref.to(got.device)).abs().max() / ref.abs().max()).item()
+
+
+def logprob_problem(N, d, V, scale, dtype=torch.float32, seed=0):
+    """hidden, weight with logits of size ~scale; targets with repeats and both ends of the
+    vocabulary; an upstream gradient of both signs (like advantages)."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(N, d, generator=gen)
+    weight = torch.randn(V, d, generator=gen) * scale / d ** 0.5
+    targets = torch.randint(0, V, (N,), generator=gen)
+    targets[: N // 3] = targets[0]  # a third of the rows share one target
+    targets[-2:] = torch.tensor([0, V - 1])
+    grad = torch.randn(N, generator=gen)
+    return [x.to(DEVICE) for x in (hidden.to(dtype), weight.to(dtype), targets, grad)]
+
+
+@pytest.mark.parametrize("backend,N,d,V,temperature,scale", [
+    ("triton", 37, 24, 203, 1.0, 1.0),    # N, V, d not multiples of the tiles; V not a power of two
+    ("triton", 50, 40, 130, 0.7, 5.0),
+    ("triton", 29, 16, 77, 2.0, 1e3),     # logits of size 1e3
+    ("torch", 2500, 32, 4500, 1.0, 1.0),  # several chunks of rows and of vocabulary
+    ("torch", 2100, 24, 2100, 0.7, 5.0),
+    ("torch", 300, 16, 1500, 2.0, 1e3),
+])
+def test_fused_logprobs_match_float64_reference(backend, N, d, V, temperature, scale):
+    hidden, weight, targets, grad = logprob_problem(N, d, V, scale)
+    hidden.requires_grad_()
+    weight.requires_grad_()
+    logp, entropy = logprobs.fused_logprobs(hidden, weight, targets, temperature, backend=backend,
+                                         return_entropy=True)
+    logp.backward(grad)
+    ref_logp, ref_entropy, ref_dh, ref_dw = reference_logprobs(hidden, weight, targets, temperature, grad)
+    assert logp.dtype == torch.float32 and logp.shape == (N,)
+    for got in (logp, entropy, hidden.grad, weight.grad):
+        assert torch.isfinite(got).all()
+    assert rel_err(logp, ref_logp) <= 1e-4
+    assert rel_err(hidden.grad, ref_dh) <= 1e-4
+    assert rel_err(weight.grad, ref_dw) <= 1e-4
+    # float32 logits of size ~scale are only known to ~scale * 1e-7 * sqrt(d): so is the entropy
+    assert (entropy.double() - ref_entropy.to(DEVICE)).abs().max() <= 1e-6 * max(1.0, scale / temperature) * d ** 0.5
+    assert not entropy.requires_grad
+
+
+@pytest.mark.parametrize("backend,dtype", [("triton", torch.float16), ("torch", torch.float16), ("torch", torch.bfloat16)]
+                         # (Triton's CPU interpreter cannot do bfloat16 dots; see _check_triton_can_run)
+                         + [("triton", torch.bfloat16)] * (DEVICE == "cuda"))
+def test_fused_logprobs_half_precision_accumulates_in_float32(backend, dtype, monkeypatch):
+    # a small grad_weight scratch, so that the vocabulary is done in several chunks
+    monkeypatch.setattr(logprobs, "_GRAD_WEIGHT_SCRATCH_FLOATS", 32 * 24)
+    hidden, weight, targets, grad = logprob_problem(45, 24, 150, 3.0, dtype=dtype)
+    hidden.requires_grad_()
+    weight.requires_grad_()
+    logp = logprobs.fused_logprobs(hidden, weight, targets, 1.3, backend=backend)
+    logp.backward(grad)
+    ref_logp, _, ref_dh, ref_dw = reference_logprobs(hidden, weight, targets, 1.3, grad)
+    assert logp.dtype == torch.float32 and hidden.grad.dtype == weight.grad.dtype == dtype
+    assert rel_err(logp, ref_logp) <= 1e-4  # exact inputs, float32 accumulation
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-2  # dL/dz and the gradients are rounded to dtype
+    assert rel_err(hidden.grad, ref_dh) <= tolerance
+    assert rel_err(weight.grad, ref_dw) <= tolerance
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_fused_logprobs_frozen_weight_and_empty_batch(backend):
+    hidden, weight, targets, grad = logprob_problem(20, 16, 70, 1.0)
+    hidden.requires_grad_()
+    logprobs.fused_logprobs(hidden, weight, targets, backend=backend).backward(grad)
+    assert weight.grad is None
+    assert rel_err(hidden.grad, reference_logprobs(hidden, weight, targets, 1.0, grad)[2]) <= 1e-4
+    empty = logprobs.fused_logprobs(hidden[:0], weight, targets[:0], backend=backend)
+    assert empty.shape == (0,) and empty.dtype == torch.float32
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the size in bytes of the largest tensor any torch op produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.nbytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        sizes = [t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        self.nbytes = max([self.nbytes] + sizes)
+        return out
+
+
+def test_fused_logprobs_never_build_the_logits(monkeypatch):
+    """The torch path (the Triton path keeps its tiles on chip by construction; the
+    interpreter, which runs it on CPUs, is too slow under a dispatch mode to check it here)."""
+    monkeypatch.setattr(logprobs._ChunkedLogprobs, "chunk_sizes", staticmethod(lambda device: (256, 512)))
+    N, d, V = 1000, 8, 1500
+    hidden, weight, targets, grad = logprob_problem(N, d, V, 1.0)
+    hidden.requires_grad_()
+    weight.requires_grad_()
+    with LargestTensor() as naive:  # the recorder does see the N x V logits of the direct way
+        torch.log_softmax(hidden @ weight.T, -1).gather(1, targets[:, None]).squeeze(1).backward(grad)
+    assert naive.nbytes >= 4 * N * V
+    with LargestTensor() as fused:
+        logprobs.fused_logprobs(hidden, weight, targets, backend="torch").backward(grad)
+    assert fused.nbytes < N * V  # a quarter of the float32 logits
+
+
+def test_fused_logprobs_refuse_bad_input():
+    hidden, weight, targets, _ = logprob_problem(10, 8, 30, 1.0)
+    with pytest.raises(ValueError, match=r"hidden \(N, d\) and weight \(V, d\)"):
+        logprobs.fused_logprobs(hidden[None], weight, targets)
+    with pytest.raises(ValueError, match=r"hidden \(N, d\) and weight \(V, d\)"):
+        logprobs.fused_logprobs(hidden, weight[:, :5], targets)
+    with pytest.raises(ValueError, match="integer token ids"):
+        logprobs.fused_logprobs(hidden, weight, targets.float())
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 30\)"):
+        logprobs.fused_logprobs(hidden, weight, torch.full_like(targets, 30))
+    with pytest.raises(ValueError, match="temperature"):
+        logprobs.fused_logprobs(hidden, weight, targets, temperature=0.0)
+    with pytest.raises(ValueError, match="backend"):
+        logprobs.fused_logprobs(hidden, weight, targets, backend="cuda")
+
+
+def test_fused_logprobs_triton_on_cpu_without_interpreter_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(logprobs, "_TRITON_INTERPRET", False)
+    hidden, weight, targets, _ = logprob_problem(10, 8, 30, 1.0)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        logprobs.fused_logprobs(hidden.cpu(), weight.cpu(), targets.cpu(), backend="triton")
+
+
+@pytest.fixture
+def self_check_on_cpu(monkeypatch):
+    """The first-use check, as on a GPU, on this machine's interpreted kernels (a small problem
+    spanning several interpreter tiles)."""
+    monkeypatch.setattr(logprobs, "SELF_CHECKED_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(logprobs, "SELF_CHECK_SHAPE", (40, 24, 100))
+    monkeypatch.setattr(logprobs, "_triton_verdicts", {})
+    calls = []
+    forward = logprobs._TritonLogprobs.forward
+
+    def counted_forward(*args):
+        calls.append(1)
+        return forward(*args)
+
+    monkeypatch.setattr(logprobs._TritonLogprobs, "forward", staticmethod(counted_forward))
+    return calls
+
+
+@pytest.mark.parametrize("wrong", ["logp", "grad_weight", "crash", None])
+def test_triton_first_use_self_check_falls_back_to_torch(self_check_on_cpu, monkeypatch, wrong):
+    if wrong == "logp":  # a kernel whose log-probs are off by 0.3 nats
+        forward = logprobs._TritonLogprobs.forward
+        monkeypatch.setattr(logprobs._TritonLogprobs, "forward",
+                            staticmethod(lambda *args: (lambda out: (out[0] + 0.3, out[1]))(forward(*args))))
+    elif wrong == "grad_weight":  # a backward that loses a quarter of dL/dW (as a missed tile would)
+        backward = logprobs._TritonLogprobs.backward
+        monkeypatch.setattr(logprobs._TritonLogprobs, "backward", staticmethod(
+            lambda ctx, *grads: (lambda g: (g[0], g[1] * 0.75) + g[2:])(backward(ctx, *grads))))
+    elif wrong == "crash":
+        monkeypatch.setattr(logprobs, "_logprobs_forward_kernel", None)  # "not subscriptable": it cannot launch
+    hidden, weight, targets, grad = logprob_problem(37, 24, 203, 1.0)
+    hidden.requires_grad_()
+    if wrong:
+        with pytest.warns(RuntimeWarning, match="disagrees with the torch path"):
+            logp = logprobs.fused_logprobs(hidden, weight, targets, backend="triton")
+    else:
+        logp = logprobs.fused_logprobs(hidden, weight, targets, backend="triton")
+    calls_after_check = len(self_check_on_cpu)
+    assert calls_after_check >= 1  # the check ran the kernel once
+    logp.backward(grad)
+    ref_logp, _, ref_dh, _ = reference_logprobs(hidden, weight, targets, 1.0, grad)
+    assert rel_err(logp, ref_logp) <= 1e-4 and rel_err(hidden.grad, ref_dh) <= 1e-4  # right either way
+    logprobs.fused_logprobs(hidden, weight, targets, backend="triton")  # no second check, no second warning
+    assert list(logprobs._triton_verdicts.values()) == [wrong is None]
+    # after a failed check the kernel never runs again; after a passed one it serves every call
+    assert len(self_check_on_cpu) == (calls_after_check if wrong else calls_after_check + 1)
