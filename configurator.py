@@ -14,6 +14,7 @@ key (and the close matches), never a silently ignored setting.
 """
 import ast
 import difflib
+import os
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,12 @@ def _parse_literal(text):
         return text  # not a Python literal: a plain string such as a path
 
 
+def say(text):
+    """Print once: under torchrun only rank 0 speaks (every rank reads the same settings)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(text)
+
+
 def snapshot(config):
     """The settings of a script: its globals that hold a plain value (number, bool, str, None,
     tuple, list), by name. What --key=value may set, and what a checkpoint records."""
@@ -72,7 +79,7 @@ def configure(config, args):
             exec(compile(source, arg, "exec"), scope)
             items = [(k, v) for k, v in scope.items() if not k.startswith("_") and not callable(v)
                      and type(v).__name__ != "module"]
-            print(f"config: {arg}")
+            say(f"config: {arg}")
         else:
             key, sep, text = arg[2:].partition("=")
             if not sep:
@@ -84,5 +91,5 @@ def configure(config, args):
             value = _check_type(key, value, settable[key])
             config[key] = settable[key] = value
             was_set.add(key)
-            print(f"config: {key} = {value!r}")
+            say(f"config: {key} = {value!r}")
     return was_set

@@ -106,6 +106,18 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     return -F.logsigmoid(beta * logits).mean()
 
 
+def sample_groups(groups, count, rng, pairs=False):
+    """count IR groups drawn without replacement by rng (a random.Random). With pairs=True (the
+    "+DPO" row of the ablation) each keeps one (winner, loser) pair, drawn afresh at every call:
+    over training DPO then sees every pair of a group, as GEPO sees them all at once, rather than
+    one fixed pair (the first winner is often the -O0 IR)."""
+    chosen = rng.sample(groups, count)
+    if pairs:
+        chosen = [dict(g, winner_ids=[rng.choice(g["winner_ids"])], loser_ids=[rng.choice(g["loser_ids"])])
+                  for g in chosen]
+    return chosen
+
+
 def group_logps(model, groups, device=None):
     """Summed response log-probs of every winner and loser of a batch of IR groups, in one forward.
 

@@ -439,17 +439,6 @@ def rl_prompts(model_block_size):
     return [(t, ids) for t, ids in chosen if len(ids) + max_new_tokens <= model_block_size]
 
 
-def preference_groups(rng, gepo_groups):
-    """This rank's share of a global batch of IR groups. The "+DPO" row of the ablation keeps
-    one (winner, loser) pair of each, drawn afresh every step, so that over training DPO sees
-    every pair of a group, as GEPO does at once."""
-    groups = rng.sample(gepo_groups, gepo_groups_per_step)
-    if pref_loss == "dpo":
-        groups = [dict(g, winner_ids=[rng.choice(g["winner_ids"])], loser_ids=[rng.choice(g["loser_ids"])])
-                  for g in groups]
-    return ddp.shard(groups)
-
-
 def preference_loss(policy, groups, ref_chosen, ref_rejected):
     """GEPO (eqs. 6-9) over whole groups, or DPO on the single pairs: this rank's share of the
     mean over the global batch of groups."""
@@ -496,7 +485,9 @@ def run_oorl(model, reference, state, rl_tasks, gepo_groups, probe_set):
         idx, targets, mask = out.sequences(pad_id=eot)
         with torch.no_grad(), autocast:
             logp_ref = reference.token_logprobs(idx, targets, temperature).float()
-        groups = preference_groups(rng, gepo_groups) if pref_loss != "none" else []
+        # this rank's share of a global batch of IR groups (one pair of each for DPO)
+        groups = (ddp.shard(gepo.sample_groups(gepo_groups, gepo_groups_per_step, rng, pairs=pref_loss == "dpo"))
+                  if pref_loss != "none" else [])
         if groups:
             with torch.no_grad(), autocast:
                 ref_chosen, ref_rejected, _, _ = gepo.group_logps(reference, groups, device)

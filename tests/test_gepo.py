@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import gepo
 from gepo import dpo_loss, gepo_loss, gepo_metrics, group_logps, probe
 from model import GPT, GPTConfig, pack
 
@@ -292,3 +293,18 @@ def test_probe_margin_rises_as_gepo_trains_the_policy():
         optimizer.step()
     result = probe(policy, reference, groups, beta=0.1)
     assert result["margin"] > 0.05 and result["positive_share"] == 1.0
+
+
+def test_sample_groups_draws_a_fresh_dpo_pair_each_time():
+    """The "+DPO" row must not keep each group's first winner and first loser: over many draws
+    every (winner, loser) pair of a group comes up; GEPO (pairs=False) keeps whole groups."""
+    import random
+    group = dict(prompt_ids=[1], winner_ids=[[2], [3], [4]], loser_ids=[[5], [6]])
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(200):
+        (drawn,) = gepo.sample_groups([group], 1, rng, pairs=True)
+        assert len(drawn["winner_ids"]) == 1 and len(drawn["loser_ids"]) == 1
+        seen.add((drawn["winner_ids"][0][0], drawn["loser_ids"][0][0]))
+    assert seen == {(w, l) for w in (2, 3, 4) for l in (5, 6)}
+    assert gepo.sample_groups([group], 1, rng) == [group]
