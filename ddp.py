@@ -63,8 +63,11 @@ def all_sum(tensor):
     return tensor
 
 
-def all_sum_float(value, device="cpu"):
-    """A Python number summed over the ranks."""
+def all_sum_float(value):
+    """A Python number summed over the ranks (NCCL reduces GPU tensors only, gloo CPU ones)."""
+    if not active():
+        return float(value)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
     return all_sum(torch.tensor(float(value), dtype=torch.float64, device=device)).item()
 
 
