@@ -12,7 +12,7 @@ alone) with their 95% intervals, and a chart.
 The rows (config/ablation_<row>.py):
     sft       SFT only: the shared checkpoint, no RL
     rl        + REINFORCE++ (on-policy RL, pref_loss = "none")
-    rl_dpo    + REINFORCE++ + DPO (one winner and one loser IR per group)
+    rl_dpo    + REINFORCE++ + DPO (one winner and one loser IR per group, drawn afresh each step)
     rl_gepo   + REINFORCE++ + GEPO (the full objective, eq. 10)
 Every RL row starts from out_dir/sft/sft.pt (trained first if missing, or --sft_ckpt=PATH), so
 the rows differ only by their loss and their seed (a row's config file is applied after
