@@ -102,8 +102,8 @@ PRESETS = {
     # this preset's SFT model 3e-5 gained 5.9 points of test pass@1 and 1e-4 lost 1.5 (README).
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=512, sft_steps=1500, sft_batch_size=32,
                 rl_steps=14, prompts_per_step=32, group_size=8, rl_lr=3e-5, rl_warmup_frac=0.25),
-    # 25.6M parameters at the project's ~750-token vocabulary (12 * 8 * 512^2 in the blocks), for
-    # one GPU. sft_lr 1e-3: between nanoGPT's 6e-4 for 124M parameters and this project's 2e-3
+    # 26.0M parameters at the project's ~750-token vocabulary (counted; 12 * 8 * 512^2 = 25.2M of
+    # them in the blocks), for one GPU. sft_lr 1e-3: between nanoGPT's 6e-4 for 124M parameters and this project's 2e-3
     # for 0.9M (smaller models take larger steps); 4000 steps of 64 sequences is ~25 passes over
     # the 4000 training programs' translations, as the CPU preset's 1500 x 32 is ~12. OORL: 64 x 8
     # completions a step (a GPU samples them in seconds; compiling and running 512 programs takes
@@ -156,8 +156,12 @@ def check(ok, key, allowed):
 def validate_settings():
     """Every setting checked before any work: a bad value fails now, naming the key, not after
     the ten minutes of SFT that come before the first use of most of them."""
-    def is_int(v): return isinstance(v, int) and not isinstance(v, bool)
-    def is_number(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
+    def is_int(value):
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def is_number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     for key in ("n_layer", "n_head", "n_embd", "block_size", "sft_batch_size", "prompts_per_step", "group_size",
                 "max_new_tokens", "ppo_epochs", "gepo_groups_per_step", "ckpt_interval", "probe_groups"):
         check(globals()[key] >= 1, key, "an integer >= 1")
