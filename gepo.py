@@ -2,7 +2,7 @@
 gepo.py: Group Equivalent Preference Optimization (paper eqs. 6-9), and DPO for the ablation.
 
 GEPO learns from groups of LLVM IRs of one C function (ir.py builds them): the winners
-y_w^1..n are all equivalent to the function (they pass its tests), the losers y_l^1..m are
+y_w^1..n all compute the function (they pass its tests), the losers y_l^1..m are
 provably not (each fails a test). Like DPO it needs no reward model: the implicit reward of a
 response is how much more likely the policy makes it than the frozen reference,
 

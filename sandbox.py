@@ -52,7 +52,7 @@ isolation is rlimits, a fresh session and a throw-away directory, and, for a tra
 root, a uid of the sandbox's own (never root, never a real user's), so that RLIMIT_NPROC counts
 exactly its processes and kill(-1) from that uid ends all of them, setsid'd children included.
 It does not stop the network, reading what every user may read, or writes to world-writable
-directories such as /tmp; run as a normal user, children that leave the session survive unless
+directories such as /tmp; run as a normal user, children that leave the process group (setsid) survive unless
 a memory cgroup holds them.
 """
 import dataclasses
@@ -251,7 +251,7 @@ def _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgro
             return _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, [], environment, None, cwd=work)
         finally:
             if uid is not None:
-                _kill_uid(uid)  # everything it started, in this session or not
+                _kill_uid(uid)  # everything it started, setsid'd children too
                 for name, host in dirs:  # what the command wrote, back to the caller's directories
                     shutil.copytree(os.path.join(work, name), host, dirs_exist_ok=True)
     finally:
