@@ -276,7 +276,7 @@ def distributed_setup(device_request):
     times the programs the cores can take."""
     device_name, autocast = device_setup(device_request)
     rank, world, device_name = ddp.setup(device_name)
-    reward.WORKERS = max(1, reward.WORKERS // ddp.local_world_size())
+    reward.share_cores(ddp.local_world_size())
     return rank, world, device_name, autocast
 
 

@@ -46,7 +46,7 @@ RUN_TIMEOUT = 2.0          # seconds of CPU time for one run (all of a task's te
 COMPILE_TIMEOUT = 60.0     # seconds of CPU time for a compiler or syntax check
 COMPILE_PROCESSES = 128    # tasks (threads count) of a compile: `go build` runs several multi-threaded tools
 ERROR_LINES = 20           # lines of a compiler error kept for logging
-WORKERS = len(os.sched_getaffinity(0))  # score() runs this many programs at once
+WORKERS = len(os.sched_getaffinity(0))  # score() runs this many programs at once (share_cores)
 CACHE_ENTRIES = 20000      # compiled programs kept on disk (the least recently used go first)
 CACHE_FORMAT = 2           # changes whenever what a cache entry means changes
 
@@ -407,6 +407,14 @@ def _execute(program, lang, stdin, timeout):
 
 
 # ----------------------------------------------------------------------------- the reward (eq. 4)
+
+def share_cores(processes_on_this_machine):
+    """Give this process its share of the machine's cores for compiling and running programs
+    (WORKERS): N torchrun ranks on one machine would otherwise each run as many programs at once
+    as there are cores."""
+    global WORKERS
+    WORKERS = max(1, len(os.sched_getaffinity(0)) // processes_on_this_machine)
+
 
 def score_details(completions, tasks, truncated=None, timeout=RUN_TIMEOUT):
     """One Verdict per completion (see score), for logging. Identical programs run once; the

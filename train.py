@@ -581,7 +581,7 @@ def run_oorl(model, reference, state, rl_tasks, gepo_groups, probe_set):
 
 # ----------------------------------------------------------------------------- main
 # This rank's share of the machine's cores for compiling and running programs
-reward.WORKERS = max(1, reward.WORKERS // ddp.local_world_size())
+reward.share_cores(ddp.local_world_size())
 sft_path = sft_ckpt or os.path.join(out_dir, "sft.pt")
 run_sft_stage = not sft_ckpt and not (state is not None and state["stage"] == "oorl")
 if run_sft_stage:

@@ -519,3 +519,17 @@ def test_cache_pruning_survives_entries_vanishing_under_it(tmp_path, monkeypatch
                         lambda path=".": iter(listed) if path == str(tmp_path) else real_scandir(path))
     reward._prune_cache()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new-1"]
+
+
+def test_share_cores_gives_each_local_rank_its_share_and_at_least_one():
+    cores = len(os.sched_getaffinity(0))
+    saved = reward.WORKERS
+    try:
+        reward.share_cores(1)
+        assert reward.WORKERS == cores
+        reward.share_cores(2)
+        assert reward.WORKERS == max(1, cores // 2)
+        reward.share_cores(4 * cores)
+        assert reward.WORKERS == 1
+    finally:
+        reward.WORKERS = saved

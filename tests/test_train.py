@@ -101,6 +101,20 @@ def test_bf16_autocast_starts_each_step_at_ratio_one_and_zero_kl(data_dir, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pref_loss, loss_function", [("gepo", "gepo_loss"), ("dpo", "dpo_loss")])
+def test_the_preference_loss_enters_once_per_rl_step(data_dir, smoke_run, tmp_path, pref_loss, loss_function):
+    """Eq. 10 weighs the preference loss by w_gepo once per RL step, whatever ppo_epochs is:
+    the policy's preference loss (the one with a gradient) is computed rl_steps times."""
+    count = ["-c", f"import atexit, runpy, sys, gepo, torch; calls = []; original = gepo.{loss_function}; "
+                   f"gepo.{loss_function} = lambda *a, **k: (calls.append(torch.is_grad_enabled()), original(*a, **k))[1]; "
+                   "atexit.register(lambda: print('policy preference losses:', sum(calls))); "
+                   "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
+    done = run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", f"--sft_ckpt={smoke_run}/sft.pt",
+               "--rl_steps=2", "--ppo_epochs=3", f"--pref_loss={pref_loss}", "--probe_interval=0", prefix=count)
+    assert "policy preference losses: 2\n" in done.stdout
+
+
+@pytest.mark.slow
 def test_prompts_are_filtered_with_the_loaded_models_block_size(data_dir, smoke_run, tmp_path):
     """An sft.pt of block 512 used with a larger block_size setting: prompts are chosen for the
     model that reads them, so the run fails now and clearly instead of asserting mid-run."""
