@@ -46,7 +46,8 @@ import torch
 
 from configurator import configure
 import tasks
-from eval import Z95, pyplot, estimate, pass_at_k
+from eval import pyplot
+from stats import Z95, estimate, pass_at_k
 
 # ----------------------------------------------------------------------------- configuration
 out_dir = "out/ablation"

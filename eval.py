@@ -23,16 +23,13 @@ the first max_tasks_per_pair of each pair in the split's file order, and the sam
 batch depends only on the seed and the batch's place in a fixed order: two checkpoints see the
 same tasks with the same seeds, and the split of the batches over torchrun ranks changes nothing.
 
-Statistics: see `estimate` (the interval of one figure) and `paired` (the difference of two
-checkpoints, task by task). For pass@1 at a fixed number of programs, more tasks with fewer
-samples each give the narrower interval: `--budget` measures it (`budget_table`). Defaults: one
-sample per task at T=0.8 on 100 tasks per pair, 1600 programs (16 pairs), as many as the earlier
-10 tasks x 10 samples. Chosen by the variance decomposition of `predicted_width`, with the paired
-interval of issue 16's SFT -> OORL comparison (+1.3 to +10.1 points over 100 RL-target tasks at
-10 x 10) and pass@1 / pass@10 of 62 / 89%: per task, the true difference varies with variance
-~0.03 between tasks, and one sample of each model adds ~0.2. At 1600 programs the interval of
-the overall difference is then ~4.7 points wide at 100 x 1 against ~7.0 at 10 x 10. Not yet
-measured with `--budget` on two trained checkpoints. pass@k needs --n=k or more.
+Statistics (stats.py): every figure carries a 95% interval over tasks (`stats.estimate`), and
+--compare gives the paired difference of two checkpoints task by task (`stats.paired`). For
+pass@1 at a fixed number of programs, more tasks with fewer samples each give the narrower
+interval; `--budget` measures it (`stats.budget_table`). Defaults: one sample per task at T=0.8
+on 100 tasks per pair, 1600 programs (16 pairs), as many as 10 tasks x 10 samples would run, and
+an interval of the overall difference narrower by a third (README, "Reading an evaluation").
+pass@k needs --n=k or more.
 
 Under torchrun, write `--` after eval.py: torchrun reads an option that abbreviates one of its
 own (--n=4: --nnodes, --nproc_per_node) as its own. Every rank samples and scores its share of the
@@ -63,6 +60,7 @@ import tokenizer
 from configurator import configure
 from model import GPT, device_setup, load_checkpoint
 from rollout import rollout
+from stats import budget_table, paired, pass_at_k, summarize  # noqa: F401 (eval.pass_at_k: a public name)
 
 # ----------------------------------------------------------------------------- configuration
 ckpt = "out/oorl.pt"
@@ -86,161 +84,6 @@ show = 0                 # print this many sampled translations with their verdi
 probe_groups = "ir_groups_val.jsonl"  # the IR probe's held-out groups, in data_dir ("": no probe)
 budget = 0               # > 0 with --compare: interval widths of (tasks, n) choices at this many programs a pair
 plot = ""                # plot a train.py metrics.jsonl (training curves) and exit
-
-KS = (1, 5, 10)
-Z95 = 1.959964           # the normal quantile of a two-sided 95% interval
-GROUPS = (("all", tasks.RL_TARGETS + tasks.HELDOUT_TARGETS), ("rl", tasks.RL_TARGETS),
-          ("heldout", tasks.HELDOUT_TARGETS))
-
-
-# ----------------------------------------------------------------------------- pass@k and its intervals
-
-def pass_at_k(n, c, k):
-    """Unbiased pass@k from n samples of which c passed: 1 - C(n-c, k) / C(n, k), the chance that
-    k samples drawn from the n without replacement include a passing one. Written as the product
-    C(n-c, k) / C(n, k) = prod_{i=n-c+1..n} (1 - k / i), which never forms huge binomials."""
-    if not (0 <= c <= n and 1 <= k <= n):
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:  # every draw of k samples contains a passing one
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
-def estimate(values_by_pair, low=0.0, high=1.0):
-    """(value, [lo, hi]) of a group of pairs, from one number per task ({pair: [per-task values]}):
-    the mean over pairs of the mean over each pair's tasks, with a 95% interval.
-
-    Why the standard error and not a bootstrap: the figure is a stratified mean (tasks drawn within
-    each pair, pairs weighed equally), whose variance has the closed form sum_p s_p^2 / T_p / P^2
-    (s_p^2: the sample variance of the per-task values of pair p, T_p its tasks). The per-task
-    values already hold the sampling noise of the n completions, so this one formula covers both
-    sources of variance. A stratified bootstrap over tasks estimates the same variance (times
-    (T-1)/T), with resampling noise and a seed of its own; the closed form is exact, instant and
-    testable (tests/test_eval.py checks its coverage by simulation). The interval is normal
-    (z = 1.96), clipped to [low, high]; it needs 2 tasks in every pair (else [None, None])."""
-    pairs = [v for v in values_by_pair.values() if v]
-    if not pairs:
-        return None, [None, None]
-    value = statistics.fmean(statistics.fmean(v) for v in pairs)
-    if min(map(len, pairs)) < 2:
-        return value, [None, None]
-    se = math.sqrt(sum(statistics.variance(v) / len(v) for v in pairs)) / len(pairs)
-    return value, [max(low, value - Z95 * se), min(high, value + Z95 * se)]
-
-
-def group_pairs(pairs):
-    """The groups reported: all pairs, RL targets, held-out targets, and each target language."""
-    groups = {name: [p for p in pairs if p.split("->")[1] in targets] for name, targets in GROUPS}
-    for target in tasks.RL_TARGETS + tasks.HELDOUT_TARGETS:
-        groups[f"target {target}"] = [p for p in pairs if p.split("->")[1] == target]
-    return {name: members for name, members in groups.items() if members}
-
-
-def tabulate(values, low, high):
-    """values {"pass@k": {pair: [per-task values]}} -> (groups, pairs), each entry
-    {"pass@k": value, ..., "ci95": {"pass@k": [lo, hi], ...}, "n_pairs", "n_tasks"}."""
-    some = next(iter(values.values()))
-
-    def entry(members):
-        figure = {"ci95": {}}
-        for key, by_pair in values.items():
-            figure[key], figure["ci95"][key] = estimate({p: by_pair[p] for p in members}, low, high)
-        return dict(figure, n_pairs=len(members), n_tasks=sum(len(some[p]) for p in members))
-
-    return ({name: entry(members) for name, members in group_pairs(sorted(some)).items()},
-            {pair: entry([pair]) for pair in sorted(some)})
-
-
-def summarize(counts, n_samples):
-    """The "groups" and "pairs" entries of the .eval.json from counts {pair: {task id: c}}:
-    pass@k for the k in KS with k <= n, each with its 95% interval (see tabulate)."""
-    return tabulate({f"pass@{k}": {pair: [pass_at_k(n_samples, c, k) for c in by_task.values()]
-                                   for pair, by_task in counts.items()}
-                     for k in KS if k <= n_samples}, 0.0, 1.0)
-
-
-def paired(a_counts, b_counts, n_samples):
-    """The paired difference a - b of every pass@k, task by task over the tasks both evaluated:
-    (groups, pairs) as in summarize, values in [-1, 1]. Pairing removes the between-task variance
-    that both checkpoints share (an easy task is easy for both), which is most of it: the interval
-    of the difference is much narrower than the two separate intervals suggest."""
-    common = {pair: [t for t in a_counts[pair] if t in b_counts[pair]] for pair in a_counts.keys() & b_counts.keys()}
-    return tabulate({f"pass@{k}": {pair: [pass_at_k(n_samples, a_counts[pair][t], k) - pass_at_k(n_samples, b_counts[pair][t], k)
-                                          for t in tasks_of] for pair, tasks_of in common.items() if tasks_of}
-                     for k in KS if k <= n_samples}, -1.0, 1.0)
-
-
-# ----------------------------------------------------------------------------- the eval budget
-
-def variance_components(a_counts, b_counts, n_samples):
-    """Per-task variance of the paired pass@1 difference, split into what more tasks average away
-    and what more samples per task do: between = Var over tasks of the true p_a - p_b, within = the
-    mean of p_a (1 - p_a) + p_b (1 - p_b) (the binomial noise of one sample of each). Both are
-    pooled within pairs; c (n - c) / (n (n - 1)) estimates p (1 - p) without bias (needs n >= 2)."""
-    if n_samples < 2:
-        raise ValueError("variance_components needs n >= 2 samples per task to separate the two sources")
-    total, within, weight = 0.0, 0.0, 0
-    for pair in a_counts.keys() & b_counts.keys():
-        common = [t for t in a_counts[pair] if t in b_counts[pair]]
-        if len(common) < 2:
-            continue
-        d = [(a_counts[pair][t] - b_counts[pair][t]) / n_samples for t in common]
-        total += statistics.variance(d) * len(common)
-        within += sum(c * (n_samples - c) / (n_samples * (n_samples - 1))
-                      for t in common for c in (a_counts[pair][t], b_counts[pair][t]))
-        weight += len(common)
-    if not weight:
-        raise ValueError("variance_components needs two tasks in some pair evaluated by both checkpoints")
-    within /= weight
-    return max(0.0, total / weight - within / n_samples), within
-
-
-def predicted_width(between, within, n_pairs, tasks_per_pair, n_samples):
-    """Width of the paired 95% interval of the overall pass@1 difference with T tasks per pair and
-    n samples per task: 2 z sqrt((between + within / n) / (P T)). At a fixed number of programs
-    P T n, between / (P T) shrinks only with more tasks: n = 1 is best unless tasks run out."""
-    return 2 * Z95 * math.sqrt((between + within / n_samples) / (n_pairs * tasks_per_pair))
-
-
-def subsampled_width(a_counts, b_counts, n_samples, tasks_per_pair, n_sub, draws=200, rng=None):
-    """The measured width of the paired pass@1 interval at (tasks_per_pair, n_sub), from an
-    evaluation with more of both: each draw keeps a random tasks_per_pair of every pair's tasks
-    (the same for both checkpoints) and n_sub of each task's n samples (c' is then hypergeometric);
-    returns the mean width over the draws."""
-    rng = rng or random.Random(0)
-    widths = []
-    for _ in range(draws):
-        sub_a, sub_b = {}, {}
-        for pair in a_counts.keys() & b_counts.keys():
-            common = [t for t in a_counts[pair] if t in b_counts[pair]]
-            chosen = rng.sample(common, min(tasks_per_pair, len(common)))
-            sub_a[pair] = {t: _hypergeometric(rng, n_samples, a_counts[pair][t], n_sub) for t in chosen}
-            sub_b[pair] = {t: _hypergeometric(rng, n_samples, b_counts[pair][t], n_sub) for t in chosen}
-        lo, hi = paired(sub_a, sub_b, n_sub)[0]["all"]["ci95"]["pass@1"]
-        widths.append(hi - lo)
-    return statistics.fmean(widths)
-
-
-def _hypergeometric(rng, n, c, draws):
-    """Passing samples among `draws` of n samples (c passing), drawn without replacement."""
-    return sum(rng.sample([1] * c + [0] * (n - c), draws))
-
-
-def budget_table(a_counts, b_counts, n_samples, programs_per_pair):
-    """Rows (tasks per pair, n, measured width or None, predicted width) for n = 1, 2, 4, 5, 10, ...
-    with tasks x n = programs_per_pair; measured where the evaluation has enough tasks and samples."""
-    between, within = variance_components(a_counts, b_counts, n_samples)
-    n_pairs = len(a_counts.keys() & b_counts.keys())
-    most_tasks = min(len(a_counts[p]) for p in a_counts.keys() & b_counts.keys())
-    rows = []
-    for n_sub in (1, 2, 4, 5, 10, 20):
-        tasks_per_pair = programs_per_pair // n_sub
-        if tasks_per_pair < 2:
-            break
-        measured = (subsampled_width(a_counts, b_counts, n_samples, tasks_per_pair, n_sub)
-                    if n_sub <= n_samples and tasks_per_pair <= most_tasks else None)
-        rows.append((tasks_per_pair, n_sub, measured, predicted_width(between, within, n_pairs, tasks_per_pair, n_sub)))
-    return rows, between, within
 
 
 # ----------------------------------------------------------------------------- loading and sharding

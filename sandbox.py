@@ -575,5 +575,5 @@ if __name__ == "__main__":
     mode = check()
     cgroup = _cgroup_parent() if USE_CGROUP else None
     print(f"sandbox: {mode}, commands run as {_who()}")
-    print(f"memory cgroup per sandbox: " + (f"v{cgroup[0]}, under {cgroup[1]}" if cgroup else
+    print("memory cgroup per sandbox: " + (f"v{cgroup[0]}, under {cgroup[1]}" if cgroup else
                                             "none (bounded by the address-space limit x the process cap)"))

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import ablation
-import eval as evaluation
+import stats
 import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +62,7 @@ def fake_result(rl_counts, heldout_counts, n=4):
     counts = {"python->java": {"t0": rl_counts[0], "t1": rl_counts[1]},
               "python->bash": {"t0": rl_counts[2], "t1": rl_counts[3]},
               "python->rust": {"t0": heldout_counts[0], "t1": heldout_counts[1]}}
-    return {"settings": {"n": n}, "counts": counts, "groups": evaluation.summarize(counts, n)[0]}
+    return {"settings": {"n": n}, "counts": counts, "groups": stats.summarize(counts, n)[0]}
 
 
 def test_rows_and_differences_with_both_intervals():
