@@ -85,6 +85,9 @@ def test_rows_and_differences_with_both_intervals():
     assert gepo_sft["over_seeds"]["std"] == pytest.approx(0.0)
     heldout = summary["differences"][1]["heldout"]
     assert heldout["per_seed"] == pytest.approx([0.25 - 0.125, 0.375 - 0.25])
+    assert summary["differences"][2]["paper"] == pytest.approx(0.0283)  # GEPO - DPO in the paper's Table 4
+    notes = ablation.resolution_notes(summary).splitlines()
+    assert len(notes) == 4 and "the paper's difference, +2.8 points" in notes[3]  # measured and paper-sized
 
 
 def test_over_seeds_uses_the_t_interval():
