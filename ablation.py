@@ -1,7 +1,8 @@
 """
 ablation.py: the paper's Table 4 in miniature. Trains its four rows from ONE shared SFT
 checkpoint, several seeds each, evaluates every run with the same eval.py settings, and writes
-a markdown table: pass@1 mean ± std over seeds, RL targets and held-out targets apart, and the
+a markdown table: pass@1 mean ± std over seeds, RL targets and held-out targets apart, each RL
+row's IR probe against the shared SFT model (what its preference loss taught it), and the
 differences that the paper's claim rests on (each RL row minus SFT, GEPO minus DPO, GEPO minus RL
 alone) with their 95% intervals, and a chart.
 
@@ -147,7 +148,9 @@ def summarize_rows(rows):
                       for t in tasks.RL_TARGETS + tasks.HELDOUT_TARGETS}
         summary.append(dict(row=name, label=LABELS.get(name, name), seeds=len(row_results),
                             rl=[pass1(r, "rl") for r in row_results],
-                            heldout=[pass1(r, "heldout") for r in row_results], per_target=per_target))
+                            heldout=[pass1(r, "heldout") for r in row_results], per_target=per_target,
+                            probe=[r["ir_probe"]["margin"] for r in row_results if r.get("ir_probe")],
+                            probe_positive=[r["ir_probe"]["positive_share"] for r in row_results if r.get("ir_probe")]))
     differences = [difference(f"{LABELS.get(name, name)} − SFT", results[name], results["sft"])
                    for name, _ in rows if name != "sft" and "sft" in results]
     differences += [dict(difference(f"{LABELS.get(a, a)} − {LABELS.get(b, b)}", results[a], results[b]),
@@ -169,15 +172,26 @@ def mean_std(values):
     return f"{points(statistics.fmean(values))} ± {points(statistics.stdev(values))}"
 
 
+def probe_text(row):
+    """The IR probe against the shared SFT model, mean ± std over seeds (beta-scaled nats), and
+    the mean share of held-out groups where it is positive; "-" for the SFT row itself."""
+    margins, shares = row.get("probe", []), row.get("probe_positive", [])
+    if not margins:
+        return "-"
+    spread = f" ± {statistics.stdev(margins):.3f}" if len(margins) > 1 else ""
+    return f"{statistics.fmean(margins):+.3f}{spread} ({100 * statistics.fmean(shares):.0f}%)"
+
+
 def interval(ci):
     return "-" if ci[0] is None else f"[{points(ci[0], True)}, {points(ci[1], True)}]"
 
 
 def ablation_table(summary):
     """Markdown: pass@1 (%) per row, the differences with both intervals, and per target."""
-    lines = ["| Method | seeds | RL targets pass@1 | held-out pass@1 |", "|---|---|---|---|"]
-    lines += [f"| {row['label']} | {row['seeds']} | {mean_std(row['rl'])} | {mean_std(row['heldout'])} |"
-              for row in summary["rows"]]
+    lines = ["| Method | seeds | RL targets pass@1 | held-out pass@1 | IR probe margin (positive share) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {row['label']} | {row['seeds']} | {mean_std(row['rl'])} | {mean_std(row['heldout'])} | "
+              f"{probe_text(row)} |" for row in summary["rows"]]
     if summary["differences"]:
         lines += ["", "Differences in pass@1 (points): paired over tasks [95% interval] | over seeds mean ± std "
                   "[95% t interval]", "",
@@ -266,9 +280,11 @@ def train_command(row, seed, run_dir, shared_sft, extra):
     return command + ([f"--sft_ckpt={shared_sft}"] if row != "sft" else [])
 
 
-def eval_command(ckpt, json_path, seed, extra):
-    """eval.py for one run; the run's seed is also its sampling seed."""
-    return [sys.executable, "eval.py", *extra, f"--ckpt={ckpt}", f"--out_json={json_path}", f"--seed={seed}"]
+def eval_command(ckpt, json_path, seed, extra, reference=None):
+    """eval.py for one run; the run's seed is also its sampling seed. With a reference (the shared
+    SFT model), the result also holds the IR probe: what the run's preference loss taught it."""
+    return [sys.executable, "eval.py", *extra, f"--ckpt={ckpt}", f"--out_json={json_path}", f"--seed={seed}"] + \
+        ([f"--ref_ckpt={reference}"] if reference else [])
 
 
 def plan(rows, seeds, out_dir, shared_sft, train_sft, extra_train, extra_eval):
@@ -291,7 +307,7 @@ def plan(rows, seeds, out_dir, shared_sft, train_sft, extra_train, extra_eval):
             jobs.append(dict(kind="train", row=row, seed=seed, output=ckpt,
                              command=train_command(row, seed, run_dir, shared_sft, extra_train)))
             jobs.append(dict(kind="eval", row=row, seed=seed, output=json_path,
-                             command=eval_command(ckpt, json_path, seed, extra_eval)))
+                             command=eval_command(ckpt, json_path, seed, extra_eval, shared_sft)))
     return jobs
 
 

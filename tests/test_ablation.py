@@ -46,6 +46,9 @@ def test_plan_trains_one_shared_sft_model_then_every_row_and_seed():
     assert [flag(j["command"], "seed") for j in sft_evals] == ["1", "2"]
     assert len({j["output"] for j in jobs if j["kind"] == "eval"}) == 6
     assert all(flag(j["command"], "n") == "4" for j in jobs if j["kind"] == "eval")
+    # an RL run's evaluation also probes it against the shared SFT model; the SFT row has no probe
+    assert all(flag(j["command"], "ref_ckpt") == ("out/abl/sft/sft.pt" if j["row"] != "sft" else None)
+               for j in jobs if j["kind"] == "eval")
 
 
 def test_plan_without_training_the_shared_model_when_it_exists():
@@ -117,6 +120,10 @@ def test_the_markdown_table_and_the_chart(tmp_path):
     rl_values = [100 * v for v in summary["rows"][1]["rl"]]
     expected = f"{statistics.fmean(rl_values):.1f} ± {statistics.stdev(rl_values):.1f}"
     assert any(line.startswith(f"| + REINFORCE++ | 3 | {expected} |") for line in table)
+    assert table[2].endswith("| - |")  # no IR probe in these results
+    rows = ablation.summarize_rows([("sft", sft), ("rl", [dict(r, ir_probe={"margin": m, "positive_share": s})
+                                                          for r, m, s in zip(rl, (0.01, 0.03, 0.02), (0.6, 0.8, 0.7))])])
+    assert ablation.ablation_table(rows).splitlines()[3].endswith("| +0.020 ± 0.010 (70%) |")
     difference = next(line for line in table if line.startswith("| + REINFORCE++ − SFT | 3 |"))
     paired = summary["differences"][0]["rl"]["paired"]
     assert f"{100 * paired['pass@1']:+.1f} [{100 * paired['ci95'][0]:+.1f}, {100 * paired['ci95'][1]:+.1f}]" in difference
