@@ -13,7 +13,9 @@ variance_components): "between", the spread of the true difference over tasks, w
 tasks average away, and "within", the binomial noise of one sample of each model, which more
 samples per task also average away. predicted_width turns them into the width of the interval;
 budget_table (eval.py --budget) measures it by subsampling an evaluation that has more tasks and
-samples than the choice needs, and prints both.
+samples than the choice needs, and prints both. Both treat the two checkpoints' samples as
+independent; eval.py samples both with the same seeds, which correlates the outcomes of similar
+models and makes the real paired interval narrower (a negative "between" comes out as 0).
 """
 import math
 import random
@@ -140,7 +142,10 @@ def subsampled_width(a_counts, b_counts, n_samples, tasks_per_pair, n_sub, draws
     """The measured width of the paired pass@1 interval at (tasks_per_pair, n_sub), from an
     evaluation with more of both: each draw keeps a random tasks_per_pair of every pair's tasks
     (the same for both checkpoints) and n_sub of each task's n samples (c' is then hypergeometric);
-    returns the mean width over the draws."""
+    returns the mean width over the draws. The counts do not say which samples passed, so the
+    two checkpoints' samples are drawn independently: where they were sampled with the same seeds
+    (eval.py) and the models are alike, their outcomes correlate, and the width at n_sub < n is an
+    upper bound (at n_sub = n it is exact)."""
     rng = rng or random.Random(0)
     widths = []
     for _ in range(draws):
