@@ -9,6 +9,7 @@ alone) with their 95% intervals, and a chart.
     python ablation.py                                          # 3 seeds, the preset of this machine
     python ablation.py --seeds=[1] --train_args="--rl_steps=20" --eval_args="--max_tasks_per_pair=5"
     python ablation.py --rows='["sft","rl_gepo","gepo_lam0"]'  # any config/ablation_<row>.py is a row
+    python ablation.py --rows='["sft","rl_gepo","grpo"]' --comparisons='[["grpo","rl_gepo"]]'
 
 The rows (config/ablation_<row>.py):
     sft       SFT only: the shared checkpoint, no RL
@@ -57,11 +58,11 @@ seeds = (1, 2, 3)
 sft_ckpt = ""            # an existing SFT checkpoint to share ("": train out_dir/sft/sft.pt first)
 train_args = ""          # extra train.py overrides for every run, e.g. "--rl_steps=20" or "config/x.py"
 eval_args = ""           # extra eval.py overrides for every evaluation, e.g. "--n=5 --max_tasks_per_pair=5"
+comparisons = (("rl_gepo", "rl_dpo"), ("rl_gepo", "rl"))  # (a, b): a - b, besides every RL row - SFT
 echo_every = 30.0        # seconds between echoed lines of a running job (all of it is in the log)
 
 LABELS = {"sft": "SFT only", "rl": "+ REINFORCE++", "rl_dpo": "+ REINFORCE++ + DPO",
           "rl_gepo": "+ REINFORCE++ + GEPO"}
-COMPARISONS = (("rl_gepo", "rl_dpo"), ("rl_gepo", "rl"))  # besides every RL row minus SFT
 # the paper's Table 4 (MultiPL-E pass@1): + REINFORCE++ 73.60, + DPO 73.48, + GEPO 76.31
 PAPER_DIFFERENCES = {("rl_gepo", "rl_dpo"): 0.7631 - 0.7348, ("rl_gepo", "rl"): 0.7631 - 0.7360}
 GROUPS = (("rl", "RL targets"), ("heldout", "held-out"))
@@ -139,8 +140,10 @@ def seeds_to_resolve(difference, seed_var, eval_var, task_factor=1.0, max_seeds=
     return None
 
 
-def summarize_rows(rows):
-    """rows: [(row name, [eval result per seed])] -> {"rows": per row pass@1 per seed, "differences"}."""
+def summarize_rows(rows, pairs=None):
+    """rows: [(row name, [eval result per seed])] -> {"rows": per row pass@1 per seed, "differences"}:
+    each RL row minus SFT, then a minus b for the (a, b) in pairs (default: the comparisons
+    setting) that both ran."""
     results = dict(rows)
     summary = []
     for name, row_results in rows:
@@ -153,9 +156,10 @@ def summarize_rows(rows):
                             probe_positive=[r["ir_probe"]["positive_share"] for r in row_results if r.get("ir_probe")]))
     differences = [difference(f"{LABELS.get(name, name)} − SFT", results[name], results["sft"])
                    for name, _ in rows if name != "sft" and "sft" in results]
-    differences += [dict(difference(f"{LABELS.get(a, a)} − {LABELS.get(b, b)}", results[a], results[b]),
-                         paper=PAPER_DIFFERENCES[(a, b)])
-                    for a, b in COMPARISONS if a in results and b in results]
+    for a, b in comparisons if pairs is None else pairs:
+        if a in results and b in results:
+            row = difference(f"{LABELS.get(a, a)} − {LABELS.get(b, b)}", results[a], results[b])
+            differences.append(dict(row, paper=PAPER_DIFFERENCES[(a, b)]) if (a, b) in PAPER_DIFFERENCES else row)
     return {"rows": summary, "differences": differences}
 
 
@@ -375,6 +379,12 @@ if __name__ == "__main__":
             raise SystemExit(f"row {row!r} needs config/ablation_{row}.py (run ablation.py from the repository root)")
     if not seeds:
         raise SystemExit("--seeds needs at least one seed, e.g. --seeds=[1]")
+    # a pair whose rows did not both run is left out of the table; a name that is no row is a typo
+    if not all(isinstance(pair, (tuple, list)) and len(pair) == 2 and set(pair) <= set(rows) | set(LABELS)
+               for pair in comparisons):
+        raise SystemExit(f"--comparisons={comparisons!r}: give pairs of rows, e.g. '[[\"rl_gepo\", \"rl\"]]' "
+                         f"(rows: {', '.join(rows)})")
+    comparisons = tuple(tuple(pair) for pair in comparisons)
     if sft_ckpt and not os.path.exists(sft_ckpt):
         raise SystemExit(f"--sft_ckpt={sft_ckpt}: no such file")
     shared_sft = sft_ckpt or os.path.join(out_dir, "sft", "sft.pt")

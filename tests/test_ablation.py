@@ -93,6 +93,22 @@ def test_rows_and_differences_with_both_intervals():
     assert len(notes) == 4 and "the paper's difference, +2.8 points" in notes[3]  # measured and paper-sized
 
 
+def test_a_row_of_ones_own_is_compared_with_the_row_it_changes():
+    sft = [fake_result([1, 1, 0, 2], [0, 1])]
+    gepo, grpo = [fake_result([3, 2, 1, 2], [1, 1])], [fake_result([3, 3, 1, 2], [1, 2])]
+    rows = [("sft", sft), ("rl_gepo", gepo), ("grpo", grpo)]
+    labels = [d["label"] for d in ablation.summarize_rows(rows, [("grpo", "rl_gepo")])["differences"]]
+    assert labels == ["+ REINFORCE++ + GEPO − SFT", "grpo − SFT", "grpo − + REINFORCE++ + GEPO"]
+    assert "paper" not in ablation.summarize_rows(rows, [("grpo", "rl_gepo")])["differences"][2]
+
+
+@pytest.mark.parametrize("comparisons", ["[['grpo', 'rl']]", "[['rl_gepo']]"])
+def test_comparisons_must_name_pairs_of_rows(comparisons):
+    done = subprocess.run([sys.executable, "ablation.py", f"--comparisons={comparisons}", "--rows=['sft', 'rl_gepo']"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and "--comparisons" in done.stderr and "ablation:" not in done.stdout
+
+
 def test_over_seeds_uses_the_t_interval():
     result = ablation.over_seeds([0.10, 0.20, 0.30])
     half = 4.303 * 0.1 / math.sqrt(3)
