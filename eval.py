@@ -69,7 +69,7 @@ ref_ckpt = ""            # the IR probe's reference (SFT) model ("": --compare's
 out_json = ""            # where to write the results ("": the checkpoint's path with .eval.json)
 data_dir = ""            # "": the data_dir the checkpoint was trained on
 split = "test"           # "test" | "val" | "train"
-n = 1                    # samples per task; pass@k is reported for the k in KS with k <= n
+n = 1                    # samples per task; pass@k is reported for the k in stats.KS with k <= n
 temperature = 0.8
 top_k = None
 top_p = None
