@@ -226,7 +226,8 @@ def evaluate(ckpt_path, config, rank=0, world=1, device="cpu", autocast=nullcont
         t2 = time.time()
         t_sample, t_score = t_sample + t1 - t0, t_score + t2 - t1
         for i, task in enumerate(batch):
-            found[task["id"]] = sum(int(v.reward) for v in verdicts[i * s["n"]:(i + 1) * s["n"]])
+            # sample j of a task always has the same seed: "0110", kept for --budget (stats.py)
+            found[task["id"]] = "".join(str(int(v.reward)) for v in verdicts[i * s["n"]:(i + 1) * s["n"]])
             place = b * per_batch + i
             if place < config["show"]:  # the first sample of the first tasks of the fixed order
                 v = verdicts[i * s["n"]]
@@ -247,10 +248,11 @@ def evaluate(ckpt_path, config, rank=0, world=1, device="cpu", autocast=nullcont
     shares = ddp.gather((found, statuses, examples, t_sample, t_score))
     found = {task_id: c for share in shares for task_id, c in share[0].items()}
     statuses = {kind: sum(share[1].get(kind, 0) for share in shares) for kind in sorted(set().union(*(sh[1] for sh in shares)))}
-    counts = {pair: {t["id"]: found[t["id"]] for t in chosen} for pair, chosen in sorted(by_pair.items())}
+    outcomes = {pair: {t["id"]: found[t["id"]] for t in chosen} for pair, chosen in sorted(by_pair.items())}
+    counts = {pair: {t: o.count("1") for t, o in by_task.items()} for pair, by_task in outcomes.items()}
     groups, pairs = summarize(counts, s["n"])
     return dict(ckpt=ckpt_path, ckpt_mtime=os.path.getmtime(ckpt_path), settings=s, groups=groups, pairs=pairs,
-                not_evaluated=dropped, statuses=statuses, counts=counts,
+                not_evaluated=dropped, statuses=statuses, counts=counts, outcomes=outcomes,
                 examples=[e for _, e in sorted(e for share in shares for e in share[2])],
                 seconds=dict(sampling=sum(sh[3] for sh in shares), scoring=sum(sh[4] for sh in shares),
                              total=time.time() - t_start))
@@ -300,7 +302,8 @@ def evaluate_or_reuse(ckpt_path, json_path, config, rank, world, device, autocas
             previous = json.load(f)
         if (previous.get("settings") == resolve_settings(config, read_checkpoint(ckpt_path)["config"])
                 and previous.get("ckpt_mtime") == os.path.getmtime(ckpt_path)
-                and len(previous.get("examples", [])) >= config["show"] and "groups" in previous):
+                and len(previous.get("examples", [])) >= config["show"] and "groups" in previous
+                and ("outcomes" in previous or not config["budget"])):
             if rank == 0:
                 print(f"reusing {json_path} (same checkpoint and settings; --reuse=False evaluates again)")
             return previous
@@ -395,10 +398,10 @@ def show_examples(result):
 
 def budget_report(a, b, programs_per_pair):
     """--budget: the paired interval's width at (tasks per pair, n) with tasks x n fixed."""
-    rows, between, within = budget_table(a["counts"], b["counts"], a["settings"]["n"], programs_per_pair)
+    rows, between, within = budget_table(a["outcomes"], b["outcomes"], programs_per_pair)
     lines = [f"paired pass@1 interval width (points) at {programs_per_pair} programs a pair, from "
              f"{a['settings']['max_tasks_per_pair']} tasks x n={a['settings']['n']}: between-task variance "
-             f"{between:.4f}, within-task (one sample of each) {within:.4f}",
+             f"{between:.4f}, within-task (one same-seed sample of each) {within:.4f}",
              f"{'tasks/pair':>10} {'n':>3} {'measured':>9} {'predicted':>9}"]
     lines += [f"{t:>10} {k:>3} {'-' if m is None else f'{100 * m:.2f}':>9} {100 * p:>9.2f}" for t, k, m, p in rows]
     return "\n".join(lines)

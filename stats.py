@@ -13,9 +13,9 @@ variance_components): "between", the spread of the true difference over tasks, w
 tasks average away, and "within", the binomial noise of one sample of each model, which more
 samples per task also average away. predicted_width turns them into the width of the interval;
 budget_table (eval.py --budget) measures it by subsampling an evaluation that has more tasks and
-samples than the choice needs, and prints both. Both treat the two checkpoints' samples as
-independent; eval.py samples both with the same seeds, which correlates the outcomes of similar
-models and makes the real paired interval narrower (a negative "between" comes out as 0).
+samples than the choice needs, and prints both. eval.py samples both checkpoints with the same
+seeds, so both work from per-sample outcomes and keep sample j of one paired with sample j of
+the other.
 """
 import math
 import random
@@ -108,22 +108,26 @@ def paired(a_counts, b_counts, n_samples):
 
 # ----------------------------------------------------------------------------- the eval budget
 
-def variance_components(a_counts, b_counts, n_samples):
+def variance_components(a_outcomes, b_outcomes):
     """Per-task variance of the paired pass@1 difference, split into what more tasks average away
-    and what more samples per task do: between = Var over tasks of the true p_a - p_b, within = the
-    mean of p_a (1 - p_a) + p_b (1 - p_b) (the binomial noise of one sample of each). Both are
-    pooled within pairs; c (n - c) / (n (n - 1)) estimates p (1 - p) without bias (needs n >= 2)."""
-    if n_samples < 2:
-        raise ValueError("variance_components needs n >= 2 samples per task to separate the two sources")
-    total, within, weight = 0.0, 0.0, 0
-    for pair in a_counts.keys() & b_counts.keys():
-        common = [t for t in a_counts[pair] if t in b_counts[pair]]
+    and what more samples per task do, from per-sample outcomes {pair: {task id: "0110"}} (sample
+    j of one checkpoint was drawn with the same seed as sample j of the other): between = Var over
+    tasks of the true p_a - p_b, within = Var of one sample's difference x_a - x_b, which is
+    p_a (1 - p_a) + p_b (1 - p_b) less twice their covariance: two similar models fed the same
+    random draws often write the same program, and the shared seeds cancel that part of the noise.
+    Both pooled within pairs; within is the per-task sample variance of the n differences, so it
+    needs n >= 2."""
+    total, within, weight, n_samples = 0.0, 0.0, 0, None
+    for pair in a_outcomes.keys() & b_outcomes.keys():
+        common = [t for t in a_outcomes[pair] if t in b_outcomes[pair]]
         if len(common) < 2:
             continue
-        d = [(a_counts[pair][t] - b_counts[pair][t]) / n_samples for t in common]
-        total += statistics.variance(d) * len(common)
-        within += sum(c * (n_samples - c) / (n_samples * (n_samples - 1))
-                      for t in common for c in (a_counts[pair][t], b_counts[pair][t]))
+        diffs = [[int(x) - int(y) for x, y in zip(a_outcomes[pair][t], b_outcomes[pair][t])] for t in common]
+        n_samples = len(diffs[0])
+        if n_samples < 2:
+            raise ValueError("variance_components needs n >= 2 samples per task to separate the two sources")
+        total += statistics.variance([statistics.fmean(d) for d in diffs]) * len(common)
+        within += sum(statistics.variance(d) for d in diffs)
         weight += len(common)
     if not weight:
         raise ValueError("variance_components needs two tasks in some pair evaluated by both checkpoints")
@@ -138,45 +142,41 @@ def predicted_width(between, within, n_pairs, tasks_per_pair, n_samples):
     return 2 * Z95 * math.sqrt((between + within / n_samples) / (n_pairs * tasks_per_pair))
 
 
-def subsampled_width(a_counts, b_counts, n_samples, tasks_per_pair, n_sub, draws=200, rng=None):
+def subsampled_width(a_outcomes, b_outcomes, tasks_per_pair, n_sub, draws=200, rng=None):
     """The measured width of the paired pass@1 interval at (tasks_per_pair, n_sub), from an
     evaluation with more of both: each draw keeps a random tasks_per_pair of every pair's tasks
-    (the same for both checkpoints) and n_sub of each task's n samples (c' is then hypergeometric);
-    returns the mean width over the draws. The counts do not say which samples passed, so the
-    two checkpoints' samples are drawn independently: where they were sampled with the same seeds
-    (eval.py) and the models are alike, their outcomes correlate, and the width at n_sub < n is an
-    upper bound (at n_sub = n it is exact)."""
+    and n_sub of each task's samples, the same tasks and the same sample indices (so the same
+    seeds) for both checkpoints; returns the mean width over the draws."""
     rng = rng or random.Random(0)
     widths = []
     for _ in range(draws):
         sub_a, sub_b = {}, {}
-        for pair in a_counts.keys() & b_counts.keys():
-            common = [t for t in a_counts[pair] if t in b_counts[pair]]
+        for pair in a_outcomes.keys() & b_outcomes.keys():
+            common = [t for t in a_outcomes[pair] if t in b_outcomes[pair]]
             chosen = rng.sample(common, min(tasks_per_pair, len(common)))
-            sub_a[pair] = {t: _hypergeometric(rng, n_samples, a_counts[pair][t], n_sub) for t in chosen}
-            sub_b[pair] = {t: _hypergeometric(rng, n_samples, b_counts[pair][t], n_sub) for t in chosen}
+            kept = {t: rng.sample(range(len(a_outcomes[pair][t])), n_sub) for t in chosen}
+            sub_a[pair] = {t: sum(int(a_outcomes[pair][t][j]) for j in kept[t]) for t in chosen}
+            sub_b[pair] = {t: sum(int(b_outcomes[pair][t][j]) for j in kept[t]) for t in chosen}
         lo, hi = paired(sub_a, sub_b, n_sub)[0]["all"]["ci95"]["pass@1"]
         widths.append(hi - lo)
     return statistics.fmean(widths)
 
 
-def _hypergeometric(rng, n, c, draws):
-    """Passing samples among `draws` of n samples (c passing), drawn without replacement."""
-    return sum(rng.sample([1] * c + [0] * (n - c), draws))
-
-
-def budget_table(a_counts, b_counts, n_samples, programs_per_pair):
+def budget_table(a_outcomes, b_outcomes, programs_per_pair):
     """Rows (tasks per pair, n, measured width or None, predicted width) for n = 1, 2, 4, 5, 10, ...
-    with tasks x n = programs_per_pair; measured where the evaluation has enough tasks and samples."""
-    between, within = variance_components(a_counts, b_counts, n_samples)
-    n_pairs = len(a_counts.keys() & b_counts.keys())
-    most_tasks = min(len(a_counts[p]) for p in a_counts.keys() & b_counts.keys())
+    with tasks x n = programs_per_pair, from per-sample outcomes (see variance_components);
+    measured where the evaluation has enough tasks and samples."""
+    between, within = variance_components(a_outcomes, b_outcomes)
+    common_pairs = a_outcomes.keys() & b_outcomes.keys()
+    n_samples = min(len(o) for p in common_pairs for o in a_outcomes[p].values())
+    most_tasks = min(len(a_outcomes[p]) for p in common_pairs)
     rows = []
     for n_sub in (1, 2, 4, 5, 10, 20):
         tasks_per_pair = programs_per_pair // n_sub
         if tasks_per_pair < 2:
             break
-        measured = (subsampled_width(a_counts, b_counts, n_samples, tasks_per_pair, n_sub)
+        measured = (subsampled_width(a_outcomes, b_outcomes, tasks_per_pair, n_sub)
                     if n_sub <= n_samples and tasks_per_pair <= most_tasks else None)
-        rows.append((tasks_per_pair, n_sub, measured, predicted_width(between, within, n_pairs, tasks_per_pair, n_sub)))
+        rows.append((tasks_per_pair, n_sub, measured, predicted_width(between, within, len(common_pairs),
+                                                                       tasks_per_pair, n_sub)))
     return rows, between, within

@@ -115,7 +115,7 @@ def test_eval_end_to_end_json_compare_probe_and_show(tiny_world):
     stdout = run_eval(*args, f"--compare={b}", "--show=3")
     result = json.loads(a.with_suffix(".eval.json").read_text())
     assert set(result) == {"ckpt", "ckpt_mtime", "settings", "groups", "pairs", "not_evaluated", "statuses", "counts",
-                           "examples", "seconds", "ir_probe", "difference"}
+                           "outcomes", "examples", "seconds", "ir_probe", "difference"}
     pairs = {f"{s}->{t}" for s in tasks.SOURCE_LANGS for t in tasks.RL_TARGETS + tasks.HELDOUT_TARGETS if s != t}
     assert set(result["pairs"]) == set(result["counts"]) == pairs and result["not_evaluated"] == []
     assert {"all", "rl", "heldout", "target java", "target lua"} <= set(result["groups"])
@@ -124,6 +124,10 @@ def test_eval_end_to_end_json_compare_probe_and_show(tiny_world):
         lo, hi = figure["ci95"]["pass@1"]
         assert 0.0 <= lo <= figure["pass@1"] <= hi <= 1.0
     assert all(len(by_task) == 2 for by_task in result["counts"].values())
+    # each sample's outcome, in seed order: what --budget pairs sample by sample
+    assert {pair: {t: o.count("1") for t, o in by_task.items()} for pair, by_task in result["outcomes"].items()} \
+        == result["counts"]
+    assert all(len(o) == 2 and set(o) <= {"0", "1"} for by_task in result["outcomes"].values() for o in by_task.values())
     assert sum(result["statuses"].values()) == 2 * 2 * len(pairs)
     difference = result["difference"]
     assert difference["compared_with"] == str(b) and set(difference["groups"]) == set(result["groups"])
@@ -139,6 +143,8 @@ def test_eval_end_to_end_json_compare_probe_and_show(tiny_world):
     # the same settings again: both JSONs are reused; --ref_ckpt sets the probe's reference alone
     stdout = run_eval(*args, f"--ref_ckpt={a}")
     assert "reusing" in stdout and "margin +0.0000, positive in 0%" in stdout  # a model against itself
+    stdout = run_eval(*args, f"--compare={b}", "--budget=2")
+    assert "reusing" in stdout and "tasks/pair   n  measured predicted" in stdout
 
     # greedy decoding: one sample at temperature 0
     run_eval(*args, "--greedy=True", f"--out_json={a.parent / 'greedy.json'}")

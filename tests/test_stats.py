@@ -149,18 +149,46 @@ def test_pairing_narrows_the_interval():
     assert hi - lo < 0.8 * math.hypot(ahi - alo, bhi - blo)
 
 
-def test_the_predicted_width_matches_the_subsampled_width():
-    """The variance decomposition predicts the paired interval's width at (tasks, n) choices that
-    subsampling one larger evaluation measures; at a fixed number of programs, n = 1 is narrowest
-    when tasks differ more than samples of one task do."""
-    a, b = simulate(np.random.default_rng(3), 8, 40, 8, 0.3)
-    rows, between, within = stats.budget_table(a, b, 8, 40)
+def simulate_outcomes(rng, n_pairs, tasks_per_pair, n, effect):
+    """Per-sample outcomes {pair: {task: "0110"}} of two checkpoints sampled with the same seeds:
+    p_b = sigmoid(z), p_a = sigmoid(z + effect + task noise) as in simulate, and sample j of both
+    decided by one shared uniform draw (x = u < p), so that similar models mostly agree."""
+    mus = np.linspace(-1.5, 1.5, n_pairs)
+    z = rng.normal(mus[:, None], 1.5, (n_pairs, tasks_per_pair))
+    p_b = 1 / (1 + np.exp(-z))
+    p_a = 1 / (1 + np.exp(-(z + effect + rng.normal(0, 0.5, z.shape))))
+    u = rng.random((n_pairs, tasks_per_pair, n))
+    pairs = [f"python->{t}" for t in (tasks.RL_TARGETS + tasks.HELDOUT_TARGETS)[1:]][:n_pairs]
+
+    def strings(p):
+        return {pair: {f"t{j}": "".join("1" if x else "0" for x in u[i, j] < p[i, j, None])
+                       for j in range(tasks_per_pair)} for i, pair in enumerate(pairs)}
+    return strings(p_a), strings(p_b)
+
+
+def overall_difference(a, b, n):
+    return stats.paired({p: {t: o.count("1") for t, o in ts.items()} for p, ts in a.items()},
+                        {p: {t: o.count("1") for t, o in ts.items()} for p, ts in b.items()}, n)[0]["all"]
+
+
+def test_the_predicted_width_matches_the_subsampled_width_and_the_true_spread():
+    """The variance decomposition of one evaluation predicts the paired interval's width at other
+    (tasks, n) choices; subsampling it measures them, keeping sample j of both checkpoints paired;
+    and both match the spread of the difference over many fresh evaluations of that size, which
+    the shared draws make narrower than independent sampling would (the old decomposition, which
+    took the two checkpoints' samples as independent, predicted it twice too wide here)."""
+    rng = np.random.default_rng(3)
+    a, b = simulate_outcomes(rng, 8, 40, 8, 0.3)
+    rows, between, within = stats.budget_table(a, b, 40)
     assert [(t, n) for t, n, _, _ in rows] == [(40, 1), (20, 2), (10, 4), (8, 5), (4, 10), (2, 20)]
     assert between > 0 and within > 0
     for t, n, measured, predicted in rows:
         if measured is not None:
             assert measured == pytest.approx(predicted, rel=0.2), (t, n)
     assert rows[-1][2] is None and rows[-2][2] is None  # n = 10 and 20 > the 8 samples evaluated
+    fresh = [overall_difference(*simulate_outcomes(rng, 8, 20, 2, 0.3), 2)["pass@1"] for _ in range(400)]
+    true_width = 2 * 1.959964 * statistics.stdev(fresh)
+    assert rows[1][3] == pytest.approx(true_width, rel=0.2)
     widths = [predicted for _, _, _, predicted in rows]
     assert widths == sorted(widths)
 
