@@ -27,8 +27,8 @@ Statistics (stats.py): every figure carries a 95% interval over tasks (`stats.es
 --compare gives the paired difference of two checkpoints task by task (`stats.paired`). For
 pass@1 at a fixed number of programs, more tasks with fewer samples each give the narrower
 interval; `--budget` measures it (`stats.budget_table`). Defaults: one sample per task at T=0.8
-on 100 tasks per pair, 1600 programs (16 pairs), as many as 10 tasks x 10 samples would run, and
-an interval of the overall difference narrower by a third (README, "Reading an evaluation").
+on 100 tasks per pair, 1600 programs (16 pairs): measured, the narrowest paired interval for
+its number of programs (README, "Reading an evaluation").
 pass@k needs --n=k or more.
 
 Under torchrun, write `--` after eval.py: torchrun reads an option that abbreviates one of its
