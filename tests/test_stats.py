@@ -96,25 +96,29 @@ def test_paired_difference_by_hand():
     assert groups["rl"]["n_tasks"] == 3 and groups["heldout"]["n_tasks"] == 2
 
 
-def simulate(rng, n_pairs, tasks_per_pair, n, effect):
-    """Counts of two checkpoints on the same random tasks: task difficulty z ~ N(mu_pair, 1.5),
-    p_b = sigmoid(z), p_a = sigmoid(z + effect + task-specific noise); c ~ Binomial(n, p)."""
+def pass_rates(rng, n_pairs, tasks_per_pair, effect):
+    """Pair names and the true pass rates of two checkpoints on the same random tasks: task
+    difficulty z ~ N(mu_pair, 1.5), p_b = sigmoid(z), p_a = sigmoid(z + effect + task-specific noise)."""
     mus = np.linspace(-1.5, 1.5, n_pairs)
     z = rng.normal(mus[:, None], 1.5, (n_pairs, tasks_per_pair))
     p_b = 1 / (1 + np.exp(-z))
     p_a = 1 / (1 + np.exp(-(z + effect + rng.normal(0, 0.5, z.shape))))
-    c_a, c_b = rng.binomial(n, p_a), rng.binomial(n, p_b)
     pairs = [f"python->{t}" for t in (tasks.RL_TARGETS + tasks.HELDOUT_TARGETS)[1:]][:n_pairs]
+    return pairs, p_a, p_b
+
+
+def simulate(rng, n_pairs, tasks_per_pair, n, effect):
+    """Counts of two checkpoints sampled independently (see pass_rates): c ~ Binomial(n, p)."""
+    pairs, p_a, p_b = pass_rates(rng, n_pairs, tasks_per_pair, effect)
+    c_a, c_b = rng.binomial(n, p_a), rng.binomial(n, p_b)
     return ({pair: by_task(*map(int, c_a[i])) for i, pair in enumerate(pairs)},
             {pair: by_task(*map(int, c_b[i])) for i, pair in enumerate(pairs)})
 
 
 def true_difference(n_pairs, effect, rng):
-    """E[p_a - p_b] over the task population of simulate, mean over pairs (by a large sample)."""
-    mus = np.linspace(-1.5, 1.5, n_pairs)
-    z = rng.normal(mus[:, None], 1.5, (n_pairs, 400_000))
-    p_a = 1 / (1 + np.exp(-(z + effect + rng.normal(0, 0.5, z.shape))))
-    return float((p_a - 1 / (1 + np.exp(-z))).mean())
+    """E[p_a - p_b] over the task population of pass_rates, mean over pairs (by a large sample)."""
+    _, p_a, p_b = pass_rates(rng, n_pairs, 400_000, effect)
+    return float((p_a - p_b).mean())
 
 
 def test_the_paired_interval_covers_the_true_difference_95_percent_of_the_time():
@@ -150,15 +154,11 @@ def test_pairing_narrows_the_interval():
 
 
 def simulate_outcomes(rng, n_pairs, tasks_per_pair, n, effect):
-    """Per-sample outcomes {pair: {task: "0110"}} of two checkpoints sampled with the same seeds:
-    p_b = sigmoid(z), p_a = sigmoid(z + effect + task noise) as in simulate, and sample j of both
-    decided by one shared uniform draw (x = u < p), so that similar models mostly agree."""
-    mus = np.linspace(-1.5, 1.5, n_pairs)
-    z = rng.normal(mus[:, None], 1.5, (n_pairs, tasks_per_pair))
-    p_b = 1 / (1 + np.exp(-z))
-    p_a = 1 / (1 + np.exp(-(z + effect + rng.normal(0, 0.5, z.shape))))
+    """Per-sample outcomes {pair: {task: "0110"}} of two checkpoints sampled with the same seeds
+    (see pass_rates): sample j of both decided by one shared uniform draw (x = u < p), so that
+    similar models mostly agree."""
+    pairs, p_a, p_b = pass_rates(rng, n_pairs, tasks_per_pair, effect)
     u = rng.random((n_pairs, tasks_per_pair, n))
-    pairs = [f"python->{t}" for t in (tasks.RL_TARGETS + tasks.HELDOUT_TARGETS)[1:]][:n_pairs]
 
     def strings(p):
         return {pair: {f"t{j}": "".join("1" if x else "0" for x in u[i, j] < p[i, j, None])
@@ -167,8 +167,9 @@ def simulate_outcomes(rng, n_pairs, tasks_per_pair, n, effect):
 
 
 def overall_difference(a, b, n):
-    return stats.paired({p: {t: o.count("1") for t, o in ts.items()} for p, ts in a.items()},
-                        {p: {t: o.count("1") for t, o in ts.items()} for p, ts in b.items()}, n)[0]["all"]
+    def counts(outcomes):
+        return {pair: {t: o.count("1") for t, o in by_task.items()} for pair, by_task in outcomes.items()}
+    return stats.paired(counts(a), counts(b), n)[0]["all"]
 
 
 def test_the_predicted_width_matches_the_subsampled_width_and_the_true_spread():
