@@ -11,6 +11,15 @@ read as Python literals (`--lr=3e-4`, `--compile=False`, `--betas=(0.9,0.95)`), 
 when they are not one (`--out_dir=out/x`). Every key must already be a global of the script and
 every value must have the type of its default: a typo or a wrong type is an error that names the
 key (and the close matches), never a silently ignored setting.
+
+What the user gives wins over everything else. A script then fills the keys the user left alone,
+with fill_unset, from one of two sources:
+
+    a preset file (config/cpu.py, config/gpu.py, config/pretrained.py): the settings sized for a
+        machine, which train.py picks by the device and init_from of the run (preset=auto);
+    a resumed run's saved settings: a run that continues keeps its own settings for every key
+        not given again, so `--resume=True` alone continues exactly the run that stopped, and
+        `--resume=True --rl_steps=40` extends it.
 """
 import ast
 import difflib
@@ -64,6 +73,30 @@ def snapshot(config):
             and isinstance(v, (int, float, bool, str, tuple, list, type(None)))}
 
 
+def read_file(path):
+    """The settings a config file assigns, {key: value} (plain Python, run as nanoGPT does)."""
+    with open(path) as f:
+        source = f.read()
+    scope = {}
+    exec(compile(source, path, "exec"), scope)
+    return {k: v for k, v in scope.items() if not k.startswith("_") and not callable(v)
+            and type(v).__name__ != "module"}
+
+
+def fill_unset(config, values, was_set, source, strict=True):
+    """Set each key of values that the user did not set (not in was_set), type-checked, and say
+    so once. strict=False skips keys the script no longer has (a saved run's old settings)."""
+    settable = snapshot(config)
+    for key, value in values.items():
+        if key not in settable:
+            if strict:
+                raise _unknown_key(key, settable)
+            continue
+        if key not in was_set:
+            config[key] = _check_type(key, value, settable[key])
+    say(f"config: {source} fills the settings not given")
+
+
 def configure(config, args):
     """Apply config files (args without --) and --key=value overrides to the dict config
     (a script's globals()), in order. Only keys that are already in config may be set; the
@@ -73,12 +106,7 @@ def configure(config, args):
     was_set = set()
     for arg in args:
         if not arg.startswith("--"):
-            with open(arg) as f:
-                source = f.read()
-            scope = {}
-            exec(compile(source, arg, "exec"), scope)
-            items = [(k, v) for k, v in scope.items() if not k.startswith("_") and not callable(v)
-                     and type(v).__name__ != "module"]
+            items = list(read_file(arg).items())
             say(f"config: {arg}")
         else:
             key, sep, text = arg[2:].partition("=")

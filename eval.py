@@ -57,10 +57,10 @@ import gepo
 import reward
 import tasks
 import tokenizer
-from configurator import configure
+from configurator import configure, snapshot
 from model import GPT, device_setup, load_checkpoint
 from rollout import rollout
-from stats import budget_table, paired, pass_at_k, summarize  # noqa: F401 (eval.pass_at_k: a public name)
+from stats import budget_table, paired, pass_at_k, summarize  # noqa: F401 (eval.pass_at_k: DESIGN.md's public name)
 
 # ----------------------------------------------------------------------------- configuration
 ckpt = "out/oorl.pt"
@@ -271,10 +271,7 @@ def ir_probe(policy_path, reference_path, data_dir, groups_file, device):
     reference, _, _ = load(reference_path, device)
     with open(path) as f:
         rows = [json.loads(line) for line in f]
-    groups = [dict(prompt_ids=enc.encode(g["prompt"]), winner_ids=[enc.encode(w) + [enc.eot] for w in g["winners"]],
-                   loser_ids=[enc.encode(l) + [enc.eot] for l in g["losers"]]) for g in rows]
-    groups = [g for g in groups if len(g["prompt_ids"]) + max(map(len, g["winner_ids"] + g["loser_ids"]))
-              <= policy.config.block_size]
+    groups = gepo.encode_groups(rows, enc.encode, enc.eot, policy.config.block_size)
     if not groups:
         print(f"no IR probe: no group of {path} fits in block_size {policy.config.block_size}")
         return None
@@ -521,5 +518,4 @@ if __name__ == "__main__":
         raise SystemExit("need n >= 1, max_tasks_per_pair >= 0 (0: all), batch_size >= 1, show >= 0, budget >= 0")
     if budget and not compare:
         raise SystemExit("--budget needs --compare=CKPT: it measures the width of the paired interval")
-    main({k: v for k, v in globals().items()
-          if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))})
+    main(snapshot(globals()))

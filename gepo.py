@@ -21,8 +21,8 @@ Groups have different numbers of winners and losers, so a batch of B groups is p
 
     from gepo import group_logps, gepo_loss
     chosen, rejected, chosen_mask, rejected_mask = group_logps(model, groups)
-    with torch.no_grad():
-        ref_chosen, ref_rejected, _, _ = group_logps(ref_model, groups)
+    with torch.no_grad():  # the reference is frozen: a cache computes each IR's log-prob once per run
+        ref_chosen, ref_rejected, _, _ = group_logps(ref_model, groups, cache=ref_cache)
     loss = gepo_loss(chosen, rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask)
     print(probe(model, ref_model, held_out_groups))   # {"margin", "positive_share", "groups"}
 
@@ -106,6 +106,15 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     return -F.logsigmoid(beta * logits).mean()
 
 
+def encode_groups(rows, encode, eot, block_size):
+    """IR groups of prepare.py's jsonl rows ({"prompt", "winners", "losers"} texts) as token ids,
+    {"prompt_ids", "winner_ids", "loser_ids"}, keeping those whose prompt and longest response fit
+    in block_size. Each response ends with end-of-text, so its probability of stopping counts."""
+    groups = [dict(prompt_ids=encode(row["prompt"]), winner_ids=[encode(w) + [eot] for w in row["winners"]],
+                   loser_ids=[encode(l) + [eot] for l in row["losers"]]) for row in rows]
+    return [g for g in groups if len(g["prompt_ids"]) + max(map(len, g["winner_ids"] + g["loser_ids"])) <= block_size]
+
+
 def sample_groups(groups, count, rng, pairs=False):
     """count IR groups drawn without replacement by rng (a random.Random). With pairs=True (the
     "+DPO" row of the ablation) each keeps one (winner, loser) pair, drawn afresh at every call:
@@ -118,7 +127,7 @@ def sample_groups(groups, count, rng, pairs=False):
     return chosen
 
 
-def group_logps(model, groups, device=None):
+def group_logps(model, groups, device=None, cache=None):
     """Summed response log-probs of every winner and loser of a batch of IR groups, in one forward.
 
     groups: B dicts {"prompt_ids": [int], "winner_ids": [[int]], "loser_ids": [[int]]}, already
@@ -128,7 +137,10 @@ def group_logps(model, groups, device=None):
     Differentiable when called with grad enabled; wrap the reference model's call in torch.no_grad().
 
     Returns chosen (B, n_max), rejected (B, m_max), chosen_mask, rejected_mask, ready for gepo_loss,
-    on `device` (None: the model's).
+    on `device` (None: the model's; with a cache, the CPU's).
+
+    cache: a dict kept by the caller for a frozen model (the reference), {(prompt, response): log-prob}:
+    only the sequences it lacks are computed, so each IR costs one reference forward per run.
     """
     if not groups:
         raise ValueError("group_logps needs at least one group")
@@ -147,7 +159,15 @@ def group_logps(model, groups, device=None):
                 prompts.append(list(group["prompt_ids"]))
                 responses.append(list(response))
                 places.append((is_winner, g, k))
-    sequence_logps = model.sequence_logprobs(prompts, responses)  # log pi(y|x), (N,)
+    if cache is None:
+        sequence_logps = model.sequence_logprobs(prompts, responses)  # log pi(y|x), (N,)
+    else:
+        keys = [(tuple(p), tuple(r)) for p, r in zip(prompts, responses)]
+        missing = list(dict.fromkeys(key for key in keys if key not in cache))  # each distinct one once
+        if missing:
+            values = model.sequence_logprobs([list(p) for p, _ in missing], [list(r) for _, r in missing])
+            cache.update(zip(missing, values.detach().float().cpu().tolist()))
+        sequence_logps = torch.tensor([cache[key] for key in keys], dtype=torch.float32, device=device)
     if device is not None:
         sequence_logps = sequence_logps.to(device)
 

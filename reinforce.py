@@ -73,13 +73,17 @@ def _sum_over_ranks(tensor):
     return tensor
 
 
-def masked_mean(values, mask):
+def masked_mean(values, mask, token_count=None):
     """Mean over the True entries of mask, all rows of every rank together. Differentiable: this
     rank's sum over the tokens of the whole batch (the token count is summed over the ranks), so
     that summing the ranks' gradients gives the gradient of the mean. torch.where (not a
     multiply) keeps masked-out entries out of the value and the gradient even if they hold inf
-    or NaN."""
-    count = _sum_over_ranks(mask.sum().to(values.dtype))
+    or NaN. token_count: the whole batch's count when values hold one micro-batch of it (then no
+    collective runs: ranks may hold different numbers of micro-batches), so that the micro-batches'
+    values add up to the batch's mean."""
+    if token_count is None:
+        token_count = _sum_over_ranks(mask.sum().to(values.dtype))
+    count = torch.as_tensor(token_count, dtype=values.dtype, device=values.device)
     return torch.where(mask, values, 0.0).sum() / count.clamp(min=1)
 
 
@@ -156,13 +160,15 @@ def kl_k3(logp, logp_ref, mask):
     return torch.exp(log_ratio) - log_ratio - 1
 
 
-def policy_loss(logp, logp_old, advantages, mask, clip_eps=0.2):
+def policy_loss(logp, logp_old, advantages, mask, clip_eps=0.2, token_count=None):
     """The clipped surrogate of eq. 5. Returns (loss, stats).
 
     logp (N, T): log pi_theta of the sampled tokens (with grad); logp_old: the same under the
     policy that sampled them; advantages (N, T) from one of the estimators above.
     stats: "clip_frac" (share of tokens where the clip is active, i.e. their gradient is 0) and
     "approx_kl" (k3 estimate of KL(pi_old || pi_theta), how far the update has moved), floats.
+    token_count: for a micro-batch, the whole batch's number of completion tokens (see
+    masked_mean); the loss and both stats are then this micro-batch's share, to be summed.
     """
     _check_tokens(mask, logp=logp, logp_old=logp_old, advantages=advantages)
     log_ratio = torch.where(mask, logp - logp_old, 0.0)
@@ -175,10 +181,12 @@ def policy_loss(logp, logp_old, advantages, mask, clip_eps=0.2):
     # Reduced token-level over the whole batch (sum over all completion tokens / their number),
     # like DAPO, rather than a mean per completion then over completions: every token weighs the
     # same, so the tokens of long completions are not down-weighted.
-    loss = masked_mean(per_token, mask)
+    loss = masked_mean(per_token, mask, token_count)
 
     with torch.no_grad():
         clip_active = ((ratio > 1.0 + clip_eps) & (advantages > 0)) | ((ratio < 1.0 - clip_eps) & (advantages < 0))
-        stats = {"clip_frac": global_masked_mean(clip_active.float(), mask).item(),
-                 "approx_kl": global_masked_mean(ratio - 1 - log_ratio, mask).item()}
+        share = global_masked_mean if token_count is None else masked_mean
+        extra = () if token_count is None else (token_count,)
+        stats = {"clip_frac": share(clip_active.float(), mask, *extra).item(),
+                 "approx_kl": share(ratio - 1 - log_ratio, mask, *extra).item()}
     return loss, stats
