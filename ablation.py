@@ -26,9 +26,9 @@ out_dir/logs/. A finished checkpoint is reused and a killed training resumes, so
 same command continues an interrupted ablation; ablation.md, .json and .png are rewritten after
 every evaluation, so partial results are readable while it runs.
 
-Two sources of variance, two intervals for each difference (DESIGN.md, "Statistics"):
+Two sources of variance, two intervals for each difference:
   - paired over tasks: seed s of one row and seed s of the other are evaluated on the same tasks with
-    the same sampling seed; the per-task differences, averaged over the seeds, give eval.estimate's
+    the same sampling seed; the per-task differences, averaged over the seeds, give stats.estimate's
     interval. It says whether THESE trained models differ, not whether another training seed would.
   - over seeds: the per-seed differences of the overall pass@1, mean ± std and a Student-t
     interval. It includes the training noise, and is what "row A beats row B" needs.

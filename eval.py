@@ -28,7 +28,7 @@ Statistics (stats.py): every figure carries a 95% interval over tasks (`stats.es
 pass@1 at a fixed number of programs, more tasks with fewer samples each give the narrower
 interval; `--budget` measures it (`stats.budget_table`). Defaults: one sample per task at T=0.8
 on 100 tasks per pair, 1600 programs (16 pairs): measured, the narrowest paired interval for
-its number of programs (README, "Reading an evaluation").
+its number of programs (RESULTS.md, "Evaluation budget").
 pass@k needs --n=k or more.
 
 Under torchrun, write `--` after eval.py: torchrun reads an option that abbreviates one of its

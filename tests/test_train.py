@@ -194,3 +194,51 @@ def test_init_from_a_local_pretrained_gpt2_end_to_end(data_dir, tmp_path):
 def test_a_directory_that_is_not_a_checkpoint_is_refused(data_dir, tmp_path):
     done = run(TRAIN, f"--data_dir={data_dir}", f"--out_dir={tmp_path}/out", f"--init_from={tmp_path}", ok=False)
     assert done.returncode != 0 and str(tmp_path) in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_infrastructure_failures_are_left_out_of_the_advantages_and_a_mostly_failed_batch_stops(
+        data_dir, smoke_run, tmp_path):
+    """A verdict of "infra_error" (the sandbox or a toolchain failed, not the program) is counted
+    and its completion is not learnt from; a step where most programs could not be judged stops
+    the run with a message instead of training on it."""
+    inject = ["-c", "import atexit, dataclasses, runpy, sys, reinforce, reward; share = float(sys.argv.pop(1)); "
+                    "original = reward.score_details; seen = []\n"
+                    "def score(completions, tasks, **kw):\n"
+                    "    verdicts = original(completions, tasks, **kw)\n"
+                    "    broken = int(share * len(verdicts))\n"
+                    "    return [dataclasses.replace(v, status='infra_error', reward=0.0) if i < broken else v "
+                    "for i, v in enumerate(verdicts)]\n"
+                    "reward.score_details = score; advantages = reinforce.reinforce_pp_advantages\n"
+                    "reinforce.reinforce_pp_advantages = lambda r, *a: (seen.append(len(r)), advantages(r, *a))[1]\n"
+                    "atexit.register(lambda: print('rows learnt from:', seen))\n"
+                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
+    common = [TRAIN, SMOKE, f"--data_dir={data_dir}", f"--sft_ckpt={smoke_run}/sft.pt", "--rl_steps=1",
+              "--probe_interval=0", "--prompts_per_step=2", "--group_size=4"]
+    done = run("0.25", *common, f"--out_dir={tmp_path}/a", prefix=inject)
+    assert "rows learnt from: [6]" in done.stdout  # 8 completions, 2 of them infrastructure failures
+    (row,) = [r for r in metrics(tmp_path / "a") if r["stage"] == "oorl"]
+    assert row["infra_errors"] == 2
+    done = run("0.75", *common, f"--out_dir={tmp_path}/b", prefix=inject, ok=False)
+    assert done.returncode != 0 and "6 of 8 programs could not be judged" in done.stderr
+
+
+@pytest.mark.slow
+def test_wandb_logging_sends_the_metrics_rows(data_dir, smoke_run, tmp_path):
+    """--wandb_log=True logs every metrics.jsonl row to Weights & Biases (a stand-in module here:
+    the suite never needs the package or a network), and nothing imports wandb otherwise."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "wandb.py").write_text("import json, os\nLOG = os.environ['FAKE_WANDB_LOG']\n"
+                                   "def init(**kw):\n    open(LOG, 'a').write(json.dumps({'init': kw['project']}) + '\\n')\n"
+                                   "def log(row, step=None):\n    open(LOG, 'a').write(json.dumps(row) + '\\n')\n")
+    env = dict(os.environ, PYTHONPATH=str(fake), FAKE_WANDB_LOG=str(tmp_path / "wandb.jsonl"))
+    args = [sys.executable, TRAIN, SMOKE, f"--data_dir={data_dir}", f"--sft_ckpt={smoke_run}/sft.pt", "--rl_steps=1",
+            "--probe_interval=0"]
+    done = subprocess.run(args + [f"--out_dir={tmp_path}/off"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and not (tmp_path / "wandb.jsonl").exists()
+    done = subprocess.run(args + [f"--out_dir={tmp_path}/on", "--wandb_log=True", "--wandb_project=p"], cwd=ROOT,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    logged = [json.loads(line) for line in open(tmp_path / "wandb.jsonl")]
+    assert logged[0] == {"init": "p"} and logged[1:] == metrics(tmp_path / "on")
