@@ -72,10 +72,16 @@ def all_sum_float(value):
 
 
 def sum_gradients(parameters):
-    """Sum every parameter's gradient over the ranks, in one all-reduce of one flat buffer."""
+    """Sum every parameter's gradient over the ranks, in one all-reduce of one flat buffer. A rank
+    whose share of the batch is empty (or never reached a parameter) adds zeros: every rank's
+    buffer must hold the same parameters in the same order."""
     if not active():
         return
-    grads = [p.grad for p in parameters if p.grad is not None]
+    parameters = [p for p in parameters if p.requires_grad]
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in parameters]
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     offset = 0
@@ -92,7 +98,11 @@ def broadcast_parameters(model):
 
 
 def shard(items):
-    """This rank's share of a list: items r, r + N, r + 2N, ... (all of them for one process)."""
+    """This rank's share of a list: items r, r + N, r + 2N, ... (all of them for one process).
+    The shares differ by one item at most when N does not divide the list, and a rank gets none
+    of a list shorter than N: a loss over a share is divided by the global count (len(items), or
+    a count summed over the ranks), never by the share's own, and a figure is a global sum over a
+    global count, never a mean of the ranks' means."""
     return items[rank()::world_size()]
 
 

@@ -2,15 +2,20 @@
 logprobs.py: the fused log-prob kernel. log softmax(hidden @ weight.T / T)[target] for every row,
 and its gradients, without ever holding the N x V logits: Triton kernels on CUDA (or in
 Triton's CPU interpreter under TRITON_INTERPRET=1), a chunked torch path everywhere else, and
-a self-check of the kernel against the torch path the first time it runs on a GPU.
+a check of the kernels against the torch path on a GPU, in a child process, before they serve.
 
     from logprobs import fused_logprobs      # also importable as model.fused_logprobs
     logp = fused_logprobs(hidden, lm_head.weight, targets, temperature=0.8)   # (N,) float32
+    ok, message = logprobs.self_check("cuda", torch.bfloat16, n_rows, d, vocab)  # at start-up
 
 model.GPT.token_logprobs calls it; tests/test_logprobs.py checks both paths against the naive
 computation, bench.py times them and compiles the kernels ahead of time for GPUs.
 """
+import contextlib
+import json
 import os
+import subprocess
+import sys
 import warnings
 
 import torch
@@ -52,6 +57,11 @@ except ImportError:
 _TRITON_INTERPRET = triton is not None and os.environ.get("TRITON_INTERPRET") == "1"
 
 
+# torch.compile sees fused_logprobs as one opaque call that runs eagerly, between two compiled
+# graphs: traced, it would break the graph at the targets' range check below (a branch on data)
+# and specialise the chunk loops and the Triton grid on N, which changes every RL step, so that
+# every step would compile anew until the recompile limit sends the caller back to eager.
+@torch.compiler.disable
 def fused_logprobs(hidden, weight, targets, temperature=1.0, backend=None, return_entropy=False):
     """log softmax(hidden @ weight.T / temperature)[targets], one float32 per row, without ever
     holding the (N, V) logits. hidden (N, d) and weight (V, d) are differentiable; targets (N,)
@@ -83,7 +93,9 @@ def fused_logprobs(hidden, weight, targets, temperature=1.0, backend=None, retur
     function = _ChunkedLogprobs  # (an empty batch stays here: a Triton grid cannot be empty)
     if backend == "triton" and hidden.size(0) > 0:
         _check_triton_can_run(hidden)
-        if hidden.device.type not in SELF_CHECKED_DEVICES or _triton_agrees_with_torch(hidden.device, hidden.dtype):
+        if _triton_verdict(hidden.device, hidden.dtype) is None:  # no start-up check: check at this call's shapes
+            self_check(hidden.device, hidden.dtype, hidden.size(0), hidden.size(1), weight.size(0))
+        if _triton_verdict(hidden.device, hidden.dtype):
             function = _TritonLogprobs
     logp, entropy = function.apply(hidden, weight, targets, float(temperature), return_entropy)
     return (logp, entropy) if return_entropy else logp
@@ -101,66 +113,110 @@ def _check_triton_can_run(hidden):
                            "bfloat16): use float32 or float16 there, or backend='torch'")
 
 
-# The first time the Triton kernels run on a GPU in a process (per device, dtype and matmul
-# precision), they are compared with the torch path on a small random problem that spans several
-# tiles and vocabulary splits: log-probs, and both gradients of a loss with weights of both signs.
-# If a log-prob differs by more than SELF_CHECK_LOGP_NATS, or a gradient by more than
-# SELF_CHECK_GRAD_SHARE of the largest reference gradient (or the kernel fails to run), a warning
-# says so and the torch path serves the rest of the run. The bounds sit between what rounding
-# gives (the kernel rounds its dL/dz tiles to the input dtype for the tensor cores: 9e-4 of the
-# gradients in fp16, measured in the interpreter, so ~7e-3 in bf16 with its 3 fewer mantissa
-# bits; TF32 dots: a few 1e-3 nats of log-prob) and what a wrong kernel gives (a missed
-# vocabulary tile moves lse by ~0.1 nats here; a race or a bad tile config, errors of the order of
-# the values). The problem is small (N=300, d=96, V=1000): under a GFLOP on each path, against
-# the seconds that compiling the kernels takes anyway.
+# Before the Triton kernels serve a run on a GPU, they are compared with the torch path there, per
+# device, dtype and matmul precision: log-probs, and both gradients of a loss with weights of both
+# signs, on random problems at the run's shapes. train.py calls self_check at start-up with them;
+# otherwise fused_logprobs calls it on its first Triton call, at that call's shapes. Two problems:
+# the run's (N, d, V), whose large N makes the vocabulary one split of the forward and whose
+# pretrained vocabulary (GPT-2's) comes in ~19 chunks of dL/dW in the backward, and SELF_CHECK_ROWS
+# rows of the same d and V, which split the vocabulary over programs (see _TritonLogprobs). The
+# check runs in a child process: a kernel that faults (an illegal memory access) leaves its CUDA
+# context unusable for the rest of the process, and that must not be the trainer's. If a log-prob
+# differs by more than SELF_CHECK_LOGP_NATS, or a gradient by more than SELF_CHECK_GRAD_SHARE of
+# the largest reference gradient, or the kernel fails to run, a warning says so and the torch path
+# serves the rest of the run. The bounds sit between what rounding gives (the kernel rounds its
+# dL/dz tiles to the input dtype for the tensor cores: 9e-4 of the gradients in fp16, measured in
+# the interpreter, so ~7e-3 in bf16 with its 3 fewer mantissa bits; TF32 dots: a few 1e-3 nats of
+# log-prob) and what a wrong kernel gives (a missed vocabulary tile moves lse by ~0.1 nats; a race
+# or a bad tile config, errors of the order of the values). The run's shapes cost a few GPU
+# seconds on each path, beside the seconds that compiling the kernels takes anyway.
 SELF_CHECKED_DEVICES = ("cuda",)  # on CPUs the kernels run in Triton's interpreter, for the tests
 SELF_CHECK_LOGP_NATS = 2e-2
 SELF_CHECK_GRAD_SHARE = 2e-2
-SELF_CHECK_SHAPE = (300, 96, 1000)  # N, d, V
+SELF_CHECK_ROWS = 100  # (not a multiple of any tile: partial row blocks too)
+SELF_CHECK_TIMEOUT = 600  # seconds for the child: importing torch and compiling the kernels included
 _triton_verdicts = {}  # (device, dtype, matmul precision) -> bool, for this process
 
 
-@torch.compiler.disable  # (host-side bookkeeping, run once: nothing to compile)
-def _triton_agrees_with_torch(device, dtype):
-    key = (str(device), dtype, _dot_precision())
-    if key not in _triton_verdicts:
-        _triton_verdicts[key] = _triton_self_check(device, dtype)
-    return _triton_verdicts[key]
-
-
-def _triton_self_check(device, dtype):
-    N, d, V = SELF_CHECK_SHAPE
-    gen = torch.Generator(device).manual_seed(0)
-    hidden = torch.randn(N, d, device=device, generator=gen).to(dtype)
-    weight = (3 * torch.randn(V, d, device=device, generator=gen) / d ** 0.5).to(dtype)
-    targets = torch.randint(0, V, (N,), device=device, generator=gen)
-    targets[-2:] = torch.tensor([0, V - 1], device=device)
-    grad = torch.randn(N, device=device, generator=gen)  # weights of both signs, like advantages
-    results = {}
+def self_check(device, dtype, n_rows, d, vocab):
+    """Check the Triton kernels against the torch path on `device` for inputs of `dtype` (what the
+    kernel sees: bfloat16 under bf16 autocast), in a child process, at a run's shapes: n_rows, the
+    most rows one fused_logprobs call of the run gets (e.g. an update's tokens), d and vocab, the
+    model's width and vocabulary. Returns (ok, message). The verdict holds for this process: when
+    ok is False, a warning says so and fused_logprobs uses the torch path on that device and dtype."""
+    device = torch.device(device)
+    if device.type not in SELF_CHECKED_DEVICES or triton is None:
+        return True, f"fused_logprobs: the torch path serves {device}: nothing to check"
+    if device.type == "cuda" and device.index is None:  # (tensors name their GPU: so does the verdict)
+        device = torch.device("cuda", torch.cuda.current_device())
+    problems = _self_check_problems(n_rows, d, vocab)
+    code = (f"import json, logprobs; print(json.dumps(logprobs._compare_with_torch({str(device)!r}, "
+            f"{str(dtype).removeprefix('torch.')!r}, {torch.get_float32_matmul_precision()!r}, {problems!r})))")
     try:
-        for function in (_ChunkedLogprobs, _TritonLogprobs):
-            h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
-            with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        child = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.abspath(__file__)),
+                               capture_output=True, text=True, timeout=SELF_CHECK_TIMEOUT)
+        if child.returncode == 0:
+            problem = json.loads(child.stdout.strip().splitlines()[-1])
+        else:
+            ended = f"signal {-child.returncode}" if child.returncode < 0 else f"exit status {child.returncode}"
+            problem = f"its process ended with {ended}: {child.stderr.strip()[-2000:]}"
+    except subprocess.TimeoutExpired:
+        problem = f"its process ran for more than {SELF_CHECK_TIMEOUT} s"
+    _triton_verdicts[(str(device), dtype, _dot_precision())] = problem is None
+    shapes = " and ".join(f"N={n}" for n, _, _ in problems) + f", d={d}, V={vocab}"
+    if problem is None:
+        return True, f"fused_logprobs: the Triton kernels agree with the torch path on {device} in {dtype} at {shapes}"
+    message = (f"\n{'!' * 80}\nfused_logprobs: the Triton kernels disagree with the torch path on {device} in "
+               f"{dtype} at {shapes}: {problem}.\nThe torch path computes every log-prob of this run "
+               f"instead (correct, slower). Please report this with your GPU, torch and triton versions."
+               f"\n{'!' * 80}")
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return False, message
+
+
+def _self_check_problems(n_rows, d, vocab):
+    """The (N, d, V) problems of the check: the run's, and a few rows at its d and V."""
+    return [(n_rows, d, vocab), (min(n_rows, SELF_CHECK_ROWS), d, vocab)]
+
+
+def _triton_verdict(device, dtype):
+    """Whether the Triton kernels may serve inputs of dtype on device: True or False once checked
+    (True where nothing is checked), None before the check."""
+    if device.type not in SELF_CHECKED_DEVICES:
+        return True
+    return _triton_verdicts.get((str(device), dtype, _dot_precision()))
+
+
+def _compare_with_torch(device, dtype, precision, problems):
+    """The check itself, in the child process of self_check: None when both paths agree on every
+    (N, d, V) problem, else what is wrong."""
+    torch.set_float32_matmul_precision(precision)
+    device, dtype = torch.device(device), getattr(torch, dtype)
+    try:
+        for N, d, V in problems:
+            gen = torch.Generator(device).manual_seed(0)
+            hidden = torch.randn(N, d, device=device, generator=gen).to(dtype)
+            weight = (3 * torch.randn(V, d, device=device, generator=gen) / d ** 0.5).to(dtype)
+            targets = torch.randint(0, V, (N,), device=device, generator=gen)
+            targets[-2:] = torch.tensor([0, V - 1], device=device)  # both ends of the vocabulary
+            grad = torch.randn(N, device=device, generator=gen)  # weights of both signs, like advantages
+            results = []
+            for function in (_TritonLogprobs, _ChunkedLogprobs):
+                h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
                 logp, _ = function.apply(h, w, targets, 1.0, False)
                 logp.backward(grad)
-            results[function] = (logp.detach(), h.grad, w.grad)
-        (logp, dh, dw), (ref_logp, ref_dh, ref_dw) = results[_TritonLogprobs], results[_ChunkedLogprobs]
-        logp_error = (logp - ref_logp).abs().max().item()
-        grad_errors = [((t.float() - r.float()).abs().max() / r.float().abs().max()).item()
-                       for t, r in ((dh, ref_dh), (dw, ref_dw))]
-        agree = logp_error <= SELF_CHECK_LOGP_NATS and max(grad_errors) <= SELF_CHECK_GRAD_SHARE  # (False on NaN)
-        problem = None if agree else (f"log-probs off by up to {logp_error:.3g} nats (bound {SELF_CHECK_LOGP_NATS}), "
-                                      f"grad hidden and grad weight by {grad_errors[0]:.2g} and {grad_errors[1]:.2g} "
-                                      f"of their largest value (bound {SELF_CHECK_GRAD_SHARE})")
+                results.append((logp.detach(), h.grad, w.grad))
+            (logp, dh, dw), (ref_logp, ref_dh, ref_dw) = results
+            logp_error = (logp - ref_logp).abs().max().item()
+            grad_errors = [((t.float() - r.float()).abs().max() / r.float().abs().max()).item()
+                           for t, r in ((dh, ref_dh), (dw, ref_dw))]
+            if not (logp_error <= SELF_CHECK_LOGP_NATS and max(grad_errors) <= SELF_CHECK_GRAD_SHARE):  # (NaN too)
+                return (f"at N={N}: log-probs off by up to {logp_error:.3g} nats (bound {SELF_CHECK_LOGP_NATS}), "
+                        f"grad hidden and grad weight by {grad_errors[0]:.2g} and {grad_errors[1]:.2g} of "
+                        f"their largest value (bound {SELF_CHECK_GRAD_SHARE})")
     except Exception as e:  # (a kernel that does not compile or launch for this GPU)
-        problem = f"it failed to run: {type(e).__name__}: {e}"
-    if problem is None:
-        return True
-    warnings.warn(f"\n{'!' * 80}\nmodel.fused_logprobs: the Triton kernel disagrees with the torch path on "
-                  f"{device} in {dtype}: {problem}.\nThe torch path computes every log-prob of this "
-                  f"run instead (correct, slower). Please report this with your GPU, torch and triton "
-                  f"versions.\n{'!' * 80}", RuntimeWarning, stacklevel=3)
-    return False
+        return f"it failed to run: {type(e).__name__}: {e}"
+    return None
 
 
 class _ChunkedLogprobs(torch.autograd.Function):
@@ -382,6 +438,27 @@ if triton is not None:
 _GRAD_WEIGHT_SCRATCH_FLOATS = 2 ** 21
 
 
+def _vocabulary_splits(N, V, BLOCK_N, BLOCK_V, programs_wanted):
+    """(vocabulary tiles per split, number of splits) of the forward. Few rows (a preference
+    batch, a short sequence) would leave most of the GPU idle with one program per row block, so
+    the vocabulary is also split over programs, each writing partial sums, until about
+    programs_wanted programs run; many rows (an update's tokens) make one split."""
+    row_blocks, vocab_tiles = triton.cdiv(N, BLOCK_N), triton.cdiv(V, BLOCK_V)
+    tiles_per_split = triton.cdiv(vocab_tiles, min(vocab_tiles, triton.cdiv(programs_wanted, row_blocks)))
+    return tiles_per_split, triton.cdiv(vocab_tiles, tiles_per_split)  # (no split is empty)
+
+
+def _grad_weight_chunk(V, D, BLOCK_V, dtype):
+    """Vocabulary rows per launch of the backward: all for fp32 weights, else what the scratch holds."""
+    return V if dtype == torch.float32 else max(BLOCK_V, _GRAD_WEIGHT_SCRATCH_FLOATS // D // BLOCK_V * BLOCK_V)
+
+
+def _launching_on(device):
+    """Triton launches a kernel on the current CUDA device, whatever device its tensors are on: on
+    another GPU (--device=cuda:1, with cuda:0 current) it reads addresses that are not there."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 class _TritonLogprobs(torch.autograd.Function):
 
     @staticmethod
@@ -389,19 +466,17 @@ class _TritonLogprobs(torch.autograd.Function):
         hidden, weight, targets = hidden.contiguous(), weight.contiguous(), targets.contiguous()
         (N, D), V = hidden.shape, weight.size(0)
         BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = _triton_tiles(hidden.dtype, hidden.is_cuda)
-        # Few rows (a rollout's batch) would leave most of the GPU idle with one program per row
-        # block, so the vocabulary is also split over programs; each writes partial sums.
         # (The interpreter runs programs one by one: a few splits there keep the merge tested.)
         wanted = 4 * (torch.cuda.get_device_properties(hidden.device).multi_processor_count
                       if hidden.is_cuda else 1)
-        row_blocks, vocab_tiles = triton.cdiv(N, BLOCK_N), triton.cdiv(V, BLOCK_V)
-        tiles_per_split = triton.cdiv(vocab_tiles, min(vocab_tiles, triton.cdiv(wanted, row_blocks)))
-        n_splits = triton.cdiv(vocab_tiles, tiles_per_split)  # no split is empty
+        row_blocks = triton.cdiv(N, BLOCK_N)
+        tiles_per_split, n_splits = _vocabulary_splits(N, V, BLOCK_N, BLOCK_V, wanted)
         partial = torch.empty(4, n_splits, N, device=hidden.device)
-        _logprobs_forward_kernel[(row_blocks, n_splits)](
-            hidden, weight, targets, partial, N, V, D, tiles_per_split * BLOCK_V, 1.0 / temperature,
-            BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D, DOT_PRECISION=_dot_precision(),
-            WITH_ENTROPY=with_entropy, num_warps=num_warps, num_stages=num_stages)
+        with _launching_on(hidden.device):
+            _logprobs_forward_kernel[(row_blocks, n_splits)](
+                hidden, weight, targets, partial, N, V, D, tiles_per_split * BLOCK_V, 1.0 / temperature,
+                BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D, DOT_PRECISION=_dot_precision(),
+                WITH_ENTROPY=with_entropy, num_warps=num_warps, num_stages=num_stages)
         # merge the splits: the same rescaling to a common maximum as inside the kernel
         split_max, split_sum, split_target, split_zsum = partial
         row_max = split_max.amax(dim=0)
@@ -427,7 +502,7 @@ class _TritonLogprobs(torch.autograd.Function):
         grad_hidden = torch.zeros(N, D, device=hidden.device) if need_dh else None
         grad_weight = torch.zeros_like(weight) if need_dw else None
         in_place = weight.dtype == torch.float32
-        chunk = V if in_place else max(BLOCK_V, _GRAD_WEIGHT_SCRATCH_FLOATS // D // BLOCK_V * BLOCK_V)
+        chunk = _grad_weight_chunk(V, D, BLOCK_V, weight.dtype)
         scratch = torch.empty(min(chunk, V), D, device=hidden.device) if need_dw and not in_place else None
         weight_acc = None
         for v0 in range(0, V, chunk):
@@ -435,13 +510,14 @@ class _TritonLogprobs(torch.autograd.Function):
             if need_dw:
                 weight_acc = grad_weight[v0:v1] if in_place else scratch[:v1 - v0].zero_()
             grid = (triton.cdiv(N, BLOCK_N) * triton.cdiv(v1 - v0, BLOCK_V),)
-            _logprobs_backward_kernel[grid](
-                hidden, weight, targets, lse, grad_logp,
-                grad_hidden if need_dh else lse, weight_acc if need_dw else lse,  # (lse: unused)
-                N, V, D, v0, v1, 1.0 / ctx.temperature,
-                BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D, GROUP_ROWS=8,
-                DOT_PRECISION=_dot_precision(), COMPUTE_DH=need_dh, COMPUTE_DW=need_dw,
-                num_warps=num_warps, num_stages=num_stages)
+            with _launching_on(hidden.device):
+                _logprobs_backward_kernel[grid](
+                    hidden, weight, targets, lse, grad_logp,
+                    grad_hidden if need_dh else lse, weight_acc if need_dw else lse,  # (lse: unused)
+                    N, V, D, v0, v1, 1.0 / ctx.temperature,
+                    BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D, GROUP_ROWS=8,
+                    DOT_PRECISION=_dot_precision(), COMPUTE_DH=need_dh, COMPUTE_DW=need_dw,
+                    num_warps=num_warps, num_stages=num_stages)
             if need_dw and not in_place:
                 grad_weight[v0:v1] = weight_acc
         if need_dh:

@@ -36,6 +36,7 @@ import torch
 
 import ddp
 import gepo
+import logprobs
 import reinforce
 import reward
 import sandbox
@@ -164,8 +165,8 @@ def validate_settings():
     except RuntimeError:
         check(False, "device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     # every rank rolls out at least one prompt (a rank may hold none of a step's IR groups)
-    check(prompts_per_step >= int(os.environ.get("WORLD_SIZE", "1")), "prompts_per_step",
-          "at least one prompt for each torchrun rank")
+    for key in ("sft_batch_size", "prompts_per_step"):
+        check(globals()[key] >= int(os.environ.get("WORLD_SIZE", "1")), key, "at least one for each torchrun rank")
 
 
 validate_settings()
@@ -391,7 +392,7 @@ def run_sft(policy):
         if step % 10 == 0 or step == sft_steps - 1:  # the only host syncs: a GPU is never kept waiting
             loss_value = ddp.all_sum(loss.detach().float()).item()
             dt = (time.time() - t_log) / (step - logged)  # seconds per step since the last line
-            computed = idx.numel() * world_size  # every position runs through the model, padding too
+            computed = ddp.all_sum_float(idx.numel())  # every position runs through the model, padding too
             row = dict(step=step, stage="sft", loss=loss_value, lr=lr, tokens_per_s=computed / dt)
             if torch.device(device).type == "cuda":
                 row["mfu"] = policy.estimate_mfu(idx.numel(), dt, seq_len=idx.size(1))
@@ -504,6 +505,10 @@ def collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
     verdicts = reward.score_details(texts, row_tasks, truncated=truncated)
     t2 = time.time()
     infra = [v.status == "infra_error" for v in verdicts]  # the machinery failed, not the program
+    failed, judged = ddp.all_sum(torch.tensor([sum(infra), len(infra)], dtype=torch.float64)).tolist()
+    if failed > max_infra_share * judged:
+        raise SystemExit(f"OORL: {int(failed)} of {int(judged)} programs could not be judged (the sandbox or a "
+                         f"toolchain failed, not the programs): `python sandbox.py` and `python reward.py` say why")
     if adv_estimator == "grpo":  # GRPO compares a prompt's G completions: a group with a gap is left out
         infra = [any(infra[r // group_size * group_size:(r // group_size + 1) * group_size]) for r in range(len(infra))]
     learn = [r for r in range(len(verdicts)) if not infra[r]]
@@ -587,7 +592,8 @@ def update(policy, optimizer, exp, policy_logprobs):
             # Signal vs noise: two batches of different prompts share only the expected gradient,
             # so the cosine of successive steps' gradients is near 0 when a batch's gradient is
             # mostly sampling noise (Adam then takes lr-sized steps in noise).
-            stats.update(grad=torch.cat([p.grad.flatten() for p in policy.parameters()]), grad_norm=norm.item())
+            grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in policy.parameters()]
+            stats.update(grad=torch.cat([g.flatten() for g in grads]), grad_norm=norm.item())
         optimizer.step()
         stats["time_policy"].append(t1 - t0)
         stats["time_preference"] += t2 - t1
@@ -635,9 +641,6 @@ def log_step(step, lr, exp, stats, previous_grad, t_start, start, probe):
         + " ".join(f"{lang} {r:.2f}" for lang, r in row["pass_rate"].items())
         + f" | time rollout {row['time_rollout']:.1f}s reward {row['time_reward']:.1f}s update {row['time_update']:.1f}s"
         + f" | {progress('oorl', step, rl_steps, t_start, start)}")
-    if infra > max_infra_share * n:
-        raise SystemExit(f"OORL step {step}: {int(infra)} of {int(n)} programs could not be judged (the sandbox or "
-                         f"a toolchain failed, not the programs): `python sandbox.py` and `python reward.py` say why")
     return grad
 
 
@@ -673,10 +676,15 @@ run_sft_stage = not sft_ckpt and not (resumed is not None and resumed["stage"] =
 if run_sft_stage:
     policy = new_model().to(device)
     ddp.broadcast_parameters(policy)
-    policy_block_size = policy.config.block_size
+    model_args = vars(policy.config)
 else:
     sft = read_checkpoint(sft_path)
-    policy_block_size = sft["model_args"]["block_size"]
+    model_args = sft["model_args"]
+policy_block_size = model_args["block_size"]
+# the fused log-prob kernel checked against the torch path now, in a child process, at this run's
+# shapes (a kernel that faults would take the trainer's GPU context with it)
+log(logprobs.self_check(device, getattr(autocast, "fast_dtype", torch.float32), micro_batch_tokens,
+                        model_args["n_embd"], model_args["vocab_size"])[1])
 # prompts and IR groups are filtered with the block size of the model that will read them, and
 # checked against the settings now, before SFT
 rl_tasks = rl_prompts(policy_block_size) if rl_steps > 0 else []

@@ -1,6 +1,8 @@
-"""Data parallelism under torchrun, checked on the CPU with gloo and 2 processes: the 2-rank
-advantages and update equal one process's on the union batch, SFT under 2 ranks trains the same
-weights as one process, and config/smoke.py runs end to end under torchrun."""
+"""Data parallelism under torchrun, checked on the CPU with gloo: the advantages and update of 2
+ranks, and of 3 ranks on a batch they cannot split evenly (one of them holding no IR group), equal
+one process's on the union batch; uneven shares, and the gradient sum with a rank that learnt
+nothing; config/smoke.py end to end under torchrun on uneven batches, its SFT weights equal to
+one process's."""
 import os
 import subprocess
 import sys
@@ -16,11 +18,11 @@ import reinforce
 from model import GPT, GPTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-N, T, G = 8, 12, 4  # completions, tokens, group size
+T = 12  # tokens per completion
 
 
-def union_batch():
-    """A fixed batch of rollouts, as train.py would hold it on one process."""
+def union_batch(N):
+    """A fixed batch of N rollouts, as train.py would hold it on one process."""
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(N, T, dtype=torch.bool)
     for row, length in enumerate(torch.randint(3, T + 1, (N,), generator=g).tolist()):
@@ -30,28 +32,30 @@ def union_batch():
                 logp_ref=-torch.rand(N, T, generator=g) * 3)
 
 
-def groups():
-    """Four IR groups of token ids for the preference loss."""
+def groups(count):
+    """IR groups of token ids for the preference loss."""
     g = torch.Generator().manual_seed(1)
 
     def ids(n):
         return torch.randint(0, 50, (n,), generator=g).tolist()
-    return [dict(prompt_ids=ids(5), winner_ids=[ids(4), ids(6)], loser_ids=[ids(5)]) for _ in range(4)]
+    return [dict(prompt_ids=ids(5), winner_ids=[ids(4), ids(6)], loser_ids=[ids(5)]) for _ in range(count)]
 
 
 def oorl_update(model, batch, my_groups, n_groups):
     """One OORL update as train.py takes it: pi_old from the training forward, REINFORCE++
     advantages, the clipped loss over the global tokens, the preference loss as this rank's share
-    of the global groups' mean, gradients summed over ranks, one AdamW step. Returns advantages."""
+    of the global groups' mean (nothing on a rank that holds no group), gradients summed over ranks,
+    one AdamW step. Returns advantages."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     logp = model.token_logprobs(batch["idx"], batch["targets"])
     advantages, _ = reinforce.reinforce_pp_advantages(batch["rewards"], logp.detach(), batch["logp_ref"],
                                                       batch["mask"], beta_kl=0.05)
     loss, _ = reinforce.policy_loss(logp, logp.detach(), advantages, batch["mask"])
-    with torch.no_grad():
-        ref_c, ref_r, _, _ = gepo.group_logps(model, my_groups, "cpu")
-    c, r, cm, rm = gepo.group_logps(model, my_groups, "cpu")
-    loss = loss + 0.5 * gepo.gepo_loss(c, r, ref_c + 0.1, ref_r, cm, rm) * len(my_groups) / n_groups
+    if my_groups:
+        with torch.no_grad():
+            ref_c, ref_r, _, _ = gepo.group_logps(model, my_groups, "cpu")
+        c, r, cm, rm = gepo.group_logps(model, my_groups, "cpu")
+        loss = loss + 0.5 * gepo.gepo_loss(c, r, ref_c + 0.1, ref_r, cm, rm) * len(my_groups) / n_groups
     loss.backward()
     ddp.sum_gradients(model.parameters())
     optimizer.step()
@@ -63,30 +67,54 @@ def tiny_model():
     return GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=1, n_head=2, n_embd=16))
 
 
-def _worker(rank, world, init_file, out_file):
+def _worker(rank, world, n_rows, n_groups, init_file, out_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    batch = {k: v[rank::world] for k, v in union_batch().items()}  # this rank's rows (ddp.shard's order)
+    batch = {k: v[rank::world] for k, v in union_batch(n_rows).items()}  # this rank's rows (ddp.shard's order)
     model = tiny_model()
-    advantages = oorl_update(model, batch, ddp.shard(groups()), len(groups()))
+    advantages = oorl_update(model, batch, ddp.shard(groups(n_groups)), n_groups)
     gathered = ddp.gather((advantages, batch["mask"]))
     if rank == 0:
         torch.save(dict(advantages=[a for a, _ in gathered], params=model.state_dict()), out_file)
     dist.destroy_process_group()
 
 
-def test_two_ranks_take_the_step_of_one_process_on_the_union_batch(tmp_path):
-    out_file = tmp_path / "two_ranks.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
-    two = torch.load(out_file, weights_only=True)
+@pytest.mark.parametrize("world,n_rows,n_groups", [(2, 8, 4), (3, 7, 2)])  # 3 ranks: 3, 2, 2 rows; 1, 1, 0 groups
+def test_ranks_take_the_step_of_one_process_on_the_union_batch(tmp_path, world, n_rows, n_groups):
+    out_file = tmp_path / "ranks.pt"
+    mp.spawn(_worker, args=(world, n_rows, n_groups, str(tmp_path / "init"), str(out_file)), nprocs=world, join=True)
+    ranks = torch.load(out_file, weights_only=True)
 
     model = tiny_model()
-    batch = union_batch()
-    advantages = oorl_update(model, batch, groups(), len(groups()))
-    # REINFORCE++ normalises over every token of the global batch: rank r holds rows r, r + 2, ...
-    for rank, rank_advantages in enumerate(two["advantages"]):
-        assert torch.allclose(rank_advantages, advantages[rank::2], atol=1e-5)
+    advantages = oorl_update(model, union_batch(n_rows), groups(n_groups), n_groups)
+    # REINFORCE++ normalises over every token of the global batch: rank r holds rows r, r + world, ...
+    for rank, rank_advantages in enumerate(ranks["advantages"]):
+        assert torch.allclose(rank_advantages, advantages[rank::world], atol=1e-5)
     for name, value in model.state_dict().items():
-        assert torch.allclose(two["params"][name], value, atol=1e-5), name
+        assert torch.allclose(ranks["params"][name], value, atol=1e-5), name
+
+
+def _helpers_worker(rank, world, init_file, out_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    shares = [ddp.gather(ddp.shard(list(range(n)))) for n in (7, 2)]
+    # gradients summed over ranks where the last rank's share was empty: it ran no backward at all
+    weight = torch.nn.Parameter(torch.zeros(3))
+    if rank < world - 1:
+        (weight * torch.tensor([1.0, 2.0, 3.0]) * (rank + 1)).sum().backward()
+    ddp.sum_gradients([weight])
+    if rank == 0:
+        torch.save(dict(shares=shares, grad=weight.grad), out_file)
+    dist.destroy_process_group()
+
+
+def test_uneven_shares_and_a_rank_with_nothing_to_learn(tmp_path):
+    """7 items on 3 ranks: shares of 3, 2 and 2 in ddp.shard's order; 2 items: the last rank holds
+    none. A rank that ran no backward (an empty share, or every completion of its share an
+    infrastructure failure) still joins the gradient sum, with zeros."""
+    out_file = tmp_path / "helpers.pt"
+    mp.spawn(_helpers_worker, args=(3, str(tmp_path / "init"), str(out_file)), nprocs=3, join=True)
+    got = torch.load(out_file, weights_only=True)
+    assert got["shares"] == [[[0, 3, 6], [1, 4], [2, 5]], [[0], [1], []]]
+    assert torch.equal(got["grad"], torch.tensor([3.0, 6.0, 9.0]))  # (1 + 2) x [1, 2, 3]
 
 
 def run(*args):
@@ -105,9 +133,11 @@ def data_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_smoke_under_torchrun_matches_one_process_sft_and_resumes(data_dir, tmp_path):
-    """config/smoke.py end to end on 2 gloo ranks. Every rank draws the same global SFT batch and
-    keeps its half, so the SFT weights equal one process's (up to float summation order)."""
-    common = ["config/smoke.py", f"--data_dir={data_dir}", "--sft_steps=6", "--gepo_groups_per_step=2"]
+    """config/smoke.py end to end on 2 gloo ranks, with batches they cannot split evenly: 7 SFT
+    examples, 3 prompts, and smoke.py's one IR group a step (rank 1 holds none). Every rank draws
+    the same global SFT batch and keeps its share, so the SFT weights equal one process's (up to
+    float summation order)."""
+    common = ["config/smoke.py", f"--data_dir={data_dir}", "--sft_steps=6", "--sft_batch_size=7", "--prompts_per_step=3"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
     stdout = run(*torchrun, *common, f"--out_dir={tmp_path}/two", "--rl_steps=2")
     assert "2 ranks" in stdout and stdout.count("oorl step 1 ") == 1  # rank 0 alone prints

@@ -1,6 +1,6 @@
 """Tests of logprobs.py: the fused log-prob kernel (Triton, run in Triton's CPU interpreter here,
-and the chunked torch path) against float64 references, its memory behaviour, its errors, and
-its first-use self-check on a GPU."""
+and the chunked torch path) against float64 references, its memory behaviour, its errors, its
+self-check on a GPU (in a child process), the device it launches on, and torch.compile around it."""
 
 import pytest
 import torch
@@ -155,12 +155,8 @@ def test_fused_logprobs_triton_on_cpu_without_interpreter_says_what_to_do(monkey
 
 
 @pytest.fixture
-def self_check_on_cpu(monkeypatch):
-    """The first-use check, as on a GPU, on this machine's interpreted kernels (a small problem
-    spanning several interpreter tiles)."""
-    monkeypatch.setattr(logprobs, "SELF_CHECKED_DEVICES", ("cuda", "cpu"))
-    monkeypatch.setattr(logprobs, "SELF_CHECK_SHAPE", (40, 24, 100))
-    monkeypatch.setattr(logprobs, "_triton_verdicts", {})
+def triton_forward_calls(monkeypatch):
+    """The number of forward passes the Triton kernels have made (a list, one entry per call)."""
     calls = []
     forward = logprobs._TritonLogprobs.forward
 
@@ -173,7 +169,8 @@ def self_check_on_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("wrong", ["logp", "grad_weight", "crash", None])
-def test_triton_first_use_self_check_falls_back_to_torch(self_check_on_cpu, monkeypatch, wrong):
+def test_self_check_compares_the_kernels_with_the_torch_path(triton_forward_calls, monkeypatch, wrong):
+    """What the check's child process runs, here in this process on the interpreted kernels."""
     if wrong == "logp":  # a kernel whose log-probs are off by 0.3 nats
         forward = logprobs._TritonLogprobs.forward
         monkeypatch.setattr(logprobs._TritonLogprobs, "forward",
@@ -184,19 +181,142 @@ def test_triton_first_use_self_check_falls_back_to_torch(self_check_on_cpu, monk
             lambda ctx, *grads: (lambda g: (g[0], g[1] * 0.75) + g[2:])(backward(ctx, *grads))))
     elif wrong == "crash":
         monkeypatch.setattr(logprobs, "_logprobs_forward_kernel", None)  # "not subscriptable": it cannot launch
+    problem = logprobs._compare_with_torch("cpu", "float32", "highest", [(37, 24, 203), (5, 24, 203)])
+    expected = {"logp": "log-probs off by up to 0.3", "grad_weight": "and 0.25 of their largest value",
+                "crash": "failed to run: TypeError", None: None}[wrong]
+    assert problem == expected if wrong is None else expected in problem
+    assert triton_forward_calls
+
+
+@pytest.fixture
+def checked_on_cpu(monkeypatch):
+    """The GPU's check on this machine's interpreted kernels, starting with no verdict."""
+    monkeypatch.setattr(logprobs, "SELF_CHECKED_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(logprobs, "SELF_CHECK_ROWS", 5)
+    monkeypatch.setattr(logprobs, "_triton_verdicts", {})
+
+
+def test_self_check_runs_in_a_child_process_at_the_runs_shapes(checked_on_cpu, triton_forward_calls):
+    ok, message = logprobs.self_check(DEVICE, torch.float32, 40, 24, 100)
+    assert ok and "agree" in message and "N=40 and N=5, d=24, V=100" in message
+    assert not triton_forward_calls  # the kernels ran in the child, not here
+    assert list(logprobs._triton_verdicts.values()) == [True]
+    hidden, weight, targets, grad = logprob_problem(37, 24, 203, 1.0)
+    logprobs.fused_logprobs(hidden, weight, targets, backend="triton")
+    assert len(triton_forward_calls) == 1  # the verdict holds: no second check
+
+
+def test_self_check_survives_a_child_that_dies_and_falls_back_to_torch(checked_on_cpu, triton_forward_calls,
+                                                                     monkeypatch, tmp_path):
+    """A kernel that faults takes its process down (on a GPU, its CUDA context with it): the
+    child's, so that this process goes on, on the torch path."""
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho 'an illegal memory access was encountered' >&2\nkill -SEGV $$\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(logprobs.sys, "executable", str(python))
+    with pytest.warns(RuntimeWarning, match="disagree with the torch path"):
+        ok, message = logprobs.self_check(DEVICE, torch.float32, 40, 24, 100)
+    assert not ok and "signal 11" in message and "illegal memory access" in message
     hidden, weight, targets, grad = logprob_problem(37, 24, 203, 1.0)
     hidden.requires_grad_()
-    if wrong:
-        with pytest.warns(RuntimeWarning, match="disagrees with the torch path"):
-            logp = logprobs.fused_logprobs(hidden, weight, targets, backend="triton")
-    else:
-        logp = logprobs.fused_logprobs(hidden, weight, targets, backend="triton")
-    calls_after_check = len(self_check_on_cpu)
-    assert calls_after_check >= 1  # the check ran the kernel once
+    logp = logprobs.fused_logprobs(hidden, weight, targets, backend="triton")
     logp.backward(grad)
     ref_logp, _, ref_dh, _ = reference_logprobs(hidden, weight, targets, 1.0, grad)
-    assert rel_err(logp, ref_logp) <= 1e-4 and rel_err(hidden.grad, ref_dh) <= 1e-4  # right either way
-    logprobs.fused_logprobs(hidden, weight, targets, backend="triton")  # no second check, no second warning
-    assert list(logprobs._triton_verdicts.values()) == [wrong is None]
-    # after a failed check the kernel never runs again; after a passed one it serves every call
-    assert len(self_check_on_cpu) == (calls_after_check if wrong else calls_after_check + 1)
+    assert rel_err(logp, ref_logp) <= 1e-4 and rel_err(hidden.grad, ref_dh) <= 1e-4
+    assert not triton_forward_calls  # the kernels never served
+
+
+def test_first_triton_call_without_a_start_up_check_checks_at_its_shapes(checked_on_cpu, triton_forward_calls,
+                                                                       monkeypatch):
+    checks = []
+
+    def recorded_check(device, dtype, n_rows, d, vocab):
+        checks.append((str(device), dtype, n_rows, d, vocab))
+        logprobs._triton_verdicts[(str(device), dtype, logprobs._dot_precision())] = True
+    monkeypatch.setattr(logprobs, "self_check", recorded_check)
+    hidden, weight, targets, _ = logprob_problem(37, 24, 203, 1.0)
+    logprobs.fused_logprobs(hidden, weight, targets, backend="triton")
+    logprobs.fused_logprobs(hidden[:20], weight, targets[:20], backend="triton")
+    assert checks == [(str(hidden.device), torch.float32, 37, 24, 203)]
+    assert len(triton_forward_calls) == 2
+
+
+def test_self_check_problems_take_the_paths_a_run_takes():
+    """On an H100 (132 SMs) in bf16: a GPU-preset update (N=163840, V=745) makes one vocabulary
+    split, a few rows several; GPT-2's vocabulary comes in many dL/dW chunks."""
+    BLOCK_N, BLOCK_V, _, _, _ = logprobs._triton_tiles(torch.bfloat16, on_gpu=True)
+    (run, few) = logprobs._self_check_problems(163840, 512, 745)
+    assert logprobs._vocabulary_splits(run[0], 745, BLOCK_N, BLOCK_V, 4 * 132)[1] == 1
+    assert logprobs._vocabulary_splits(few[0], 745, BLOCK_N, BLOCK_V, 4 * 132)[1] > 1
+    assert 50304 / logprobs._grad_weight_chunk(50304, 768, BLOCK_V, torch.bfloat16) > 10
+
+
+class EnteredDevices:
+    """Stands for torch.cuda.device: records the device each `with` makes current."""
+    entered = []
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        EnteredDevices.entered.append(self.device)
+
+    def __exit__(self, *exc):
+        EnteredDevices.entered.pop()
+
+
+def test_triton_launches_on_the_tensors_device(monkeypatch):
+    """Triton launches on the current CUDA device, not on the tensors': every launch runs inside
+    _launching_on(the tensors' device), which makes that device current on CUDA."""
+    monkeypatch.setattr(torch.cuda, "device", EnteredDevices)
+    with logprobs._launching_on(torch.device("cuda:1")):
+        assert EnteredDevices.entered == [torch.device("cuda:1")]
+    with logprobs._launching_on(torch.device("cpu")):  # (nothing to make current)
+        assert EnteredDevices.entered == []
+
+    launches = []  # the devices current at each launch
+    monkeypatch.setattr(logprobs, "_launching_on", EnteredDevices)
+
+    class RecordedKernel:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launches.append(list(EnteredDevices.entered))
+            return self.kernel[grid]
+    for name in ("_logprobs_forward_kernel", "_logprobs_backward_kernel"):
+        monkeypatch.setattr(logprobs, name, RecordedKernel(getattr(logprobs, name)))
+    hidden, weight, targets, grad = logprob_problem(37, 24, 203, 1.0)
+    hidden.requires_grad_()
+    logprobs.fused_logprobs(hidden, weight, targets, backend="triton").backward(grad)
+    assert launches == [[hidden.device], [hidden.device]]  # the forward's, the backward's
+
+
+def score_tokens(x, proj, weight, targets):
+    """A stand-in for GPT.token_logprobs: a layer, then fused_logprobs, then a reshape."""
+    hidden = torch.tanh(x @ proj)
+    return logprobs.fused_logprobs(hidden.reshape(-1, hidden.size(-1)), weight, targets.reshape(-1)).view(targets.shape)
+
+
+@pytest.mark.parametrize("dynamic,most_graphs", [(None, 4), (True, 2)])
+def test_compiled_caller_does_not_recompile_for_every_new_batch_shape(dynamic, most_graphs):
+    """Under torch.compile, fused_logprobs is one opaque call between two graphs: a compiled
+    caller fed six batch shapes (an RL step's N changes every step) compiles each graph once, or
+    twice without dynamic=True (the second shape marks the sizes dynamic)."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+    compiled = torch.compile(score_tokens, backend=counting_backend, dynamic=dynamic)
+    gen = torch.Generator().manual_seed(0)
+    proj, weight = torch.randn(16, 16, generator=gen), torch.randn(50, 16, generator=gen, requires_grad=True)
+    for B, T in [(2, 5), (3, 7), (2, 9), (4, 11), (5, 6), (3, 13)]:
+        x = torch.randn(B, T, 16, generator=gen, requires_grad=True)
+        targets = torch.randint(0, 50, (B, T), generator=gen)
+        logp = compiled(x, proj, weight, targets)
+        assert torch.allclose(logp, score_tokens(x, proj, weight, targets))
+        logp.sum().backward()
+    assert len(graphs) <= most_graphs
