@@ -219,7 +219,7 @@ def evaluate(ckpt_path, config, rank=0, world=1, device="cpu", autocast=nullcont
         with autocast:
             out = rollout(model, [prompt_ids[t["id"]] for t in batch], s["n"], s["max_new_tokens"],
                           enc.eot, s["temperature"], s["top_k"], s["top_p"], generator)
-        completions = [enc.decode(out.completion_ids(r)) for r in range(len(out.completions))]
+        completions = [enc.decode(ids) for ids in out.completion_lists()]
         truncated = out.truncated.tolist()
         t1 = time.time()
         verdicts = reward.score_details(completions, [t for t in batch for _ in range(s["n"])], truncated=truncated)

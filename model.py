@@ -1,18 +1,23 @@
 """
-model.py: a small GPT (nanoGPT-like) with a KV cache, whose per-token log-probs go through the
-fused kernel of logprobs.py, and the few helpers every script shares: packing prompt + completion rows, loading checkpoints (ours and a
-Hugging Face GPT-2's), and the device / autocast set-up.
+model.py: the GPT, in GPT-2's form for training from scratch (nanoGPT's) and in the Llama / Qwen
+form a pretrained start needs (RMSNorm, rotary positions, SwiGLU, grouped-query attention, Qwen3's
+QK-norm), chosen by GPTConfig; its per-token log-probs go through the fused kernel of logprobs.py.
+Also the KV cache the rollout decodes with, loading Hugging Face checkpoints (GPT-2, Llama, Qwen2,
+Qwen3) and our own, and the few helpers every script shares: packing prompt + completion rows,
+the device / autocast set-up.
 
     from model import GPT, device_setup, load_checkpoint
     device, autocast = device_setup("auto")
-    gpt = GPT.from_checkpoint(load_checkpoint("out/sft.pt"), device)
+    gpt = GPT.from_checkpoint(load_checkpoint("out/sft.pt"), device)   # or GPT.from_pretrained(DIR)
     with autocast:
         logp = gpt.sequence_logprobs([prompt_ids], [completion_ids])  # log pi(completion | prompt)
 
-Nothing to run here: tests/test_model.py tests it.
+Nothing to run here: tests/test_model.py and tests/test_model_families.py test it.
 """
 import math
 import os
+import shutil
+import subprocess
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -33,20 +38,55 @@ class GPTConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
-    bias: bool = True  # bias in Linears and LayerNorms, like GPT-2; False is a bit better and faster
+    bias: bool = True  # bias in every Linear and LayerNorm, like GPT-2; False is a bit better and faster
+    # The defaults below are GPT-2's form; from_pretrained sets them from a Llama or Qwen checkpoint.
+    # Plain data only: checkpoints record these fields (model_args) and rebuild the model from them.
+    norm: str = "layernorm"         # "layernorm" (GPT-2) | "rmsnorm" (Llama, Qwen)
+    norm_eps: float = 1e-5
+    position: str = "learned"       # "learned": a table of block_size positions (GPT-2) | "rope" (rotary)
+    rope_theta: float = 10000.0     # the rotary base: the checkpoint's own (Qwen3: 1e6)
+    mlp: str = "gelu"               # "gelu" (GPT-2) | "swiglu" (Llama, Qwen)
+    intermediate_size: int = None   # the MLP's hidden width; None: 4 * n_embd
+    n_kv_head: int = None           # heads of keys and values (grouped-query attention); None: n_head
+    head_dim: int = None            # None: n_embd // n_head (Qwen3's heads are wider)
+    qk_norm: bool = False           # Qwen3: RMSNorm of every query and key head before the rotation
+    qkv_bias: bool = False          # Qwen2: biases on the query, key and value projections, none elsewhere
+    tie_word_embeddings: bool = True  # the LM head is the token embedding (GPT-2, small Llamas and Qwens)
+
+    def __post_init__(self):
+        choices = dict(norm=("layernorm", "rmsnorm"), position=("learned", "rope"), mlp=("gelu", "swiglu"))
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"GPTConfig.{field} must be one of {allowed}; got {getattr(self, field)!r}")
+        if self.head_dim is None:
+            if self.n_embd % self.n_head:
+                raise ValueError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head} (or give head_dim)")
+            self.head_dim = self.n_embd // self.n_head
+        self.n_kv_head = self.n_head if self.n_kv_head is None else self.n_kv_head
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
+        if self.position == "rope" and self.head_dim % 2:
+            raise ValueError(f"rotary positions rotate pairs of channels: head_dim={self.head_dim} must be even")
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.n_embd
 
 
 class KVCache:
-    """Keys and values of every layer for a batch of rows that decode together.
+    """Keys and values of every layer for a batch of rows that decode together (rollout.py).
 
     Rows may be ragged (prompts of different lengths): every row writes to the same slots, and a
     row whose prompt is shorter is left-padded with slots marked invalid. Invalid slots are never
     attended to and do not count towards a row's positions, so each row sees exactly what a
-    full forward of that row alone would see.
+    full forward of that row alone would see. Only the key and value heads are kept (n_kv_head:
+    grouped-query attention shares them between query heads).
 
     dtype should be that of the keys and values the model computes (under autocast, the autocast
     dtype): a float32 cache under bf16 autocast would be cast again, whole, in every layer at
     every decoded token.
+
+    The cache also serves the training forward of a rollout (rollout.completion_logprobs), with
+    gradients: each layer has a tensor of its own, written once per forward, so that what one
+    layer's attention saved for the backward pass is never overwritten by another's.
     """
 
     def __init__(self, config, batch_size, max_len, device, dtype=torch.float32):
@@ -54,48 +94,109 @@ class KVCache:
         # (checked here, on the host, rather than on every decoded token on the device)
         if max_len > config.block_size:
             raise ValueError(f"KV cache of {max_len} slots > block_size {config.block_size}")
-        head_dim = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, max_len, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, config.n_kv_head, max_len, config.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.valid = torch.zeros(batch_size, max_len, device=device, dtype=torch.bool)
         self.length = 0  # slots filled so far (the same for every row)
 
     def repeat_rows(self, g):
         """Each row repeated g times in place order (prefill a prompt once, sample G completions)."""
         out = KVCache.__new__(KVCache)
-        out.k = self.k.repeat_interleave(g, dim=1)
-        out.v = self.v.repeat_interleave(g, dim=1)
+        out.k = [k.repeat_interleave(g, dim=0) for k in self.k]
+        out.v = [v.repeat_interleave(g, dim=0) for v in self.v]
         out.valid = self.valid.repeat_interleave(g, dim=0)
         out.length = self.length
         return out
 
 
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight (Llama, Qwen): LayerNorm without the mean and the bias. Computed in
+    float32 and cast back before the weight, as the checkpoints' own code does, so that their
+    weights give the same numbers here."""
+
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def norm_layer(config, dim):
+    """LayerNorm (GPT-2) or RMSNorm (Llama, Qwen), as config.norm says."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(dim, config.norm_eps)
+    return nn.LayerNorm(dim, eps=config.norm_eps, bias=config.bias)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoFormer, as Llama and Qwen lay it out): channel i of a query or
+    key head is paired with channel i + head_dim/2, and each pair is rotated by the angle
+    position * theta^(-2i/head_dim). A query-key dot product then depends on the two positions
+    only through their difference. Positions are given per row: a left-padded prompt's first
+    real token is at position 0, whatever slot it sits in."""
+
+    def __init__(self, head_dim, theta):
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # derived: not a weight to save
+
+    def forward(self, pos):
+        """pos (B, T) -> cos, sin (B, 1, T, head_dim/2), broadcast over heads."""
+        angles = pos[:, None, :, None].float() * self.inv_freq
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """x (B, H, T, head_dim) with each (first half, second half) channel pair rotated."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
 class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention. n_kv_head < n_head is grouped-query attention: each key and
+    value head serves n_head / n_kv_head query heads (a smaller KV cache)."""
 
     def __init__(self, config):
         super().__init__()
-        assert config.n_embd % config.n_head == 0
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        q_size, kv_size = config.n_head * config.head_dim, config.n_kv_head * config.head_dim
+        self.sizes = [q_size, kv_size, kv_size]
+        self.c_attn = nn.Linear(config.n_embd, sum(self.sizes), bias=config.bias or config.qkv_bias)  # q, k, v at once
+        self.c_proj = nn.Linear(q_size, config.n_embd, bias=config.bias)
+        self.qk_norm = config.qk_norm
+        if config.qk_norm:
+            self.q_norm = RMSNorm(config.head_dim, config.norm_eps)
+            self.k_norm = RMSNorm(config.head_dim, config.norm_eps)
         self.attn_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.n_head = config.n_head
 
-    def forward(self, x, layer_cache=None, attn_mask=None):
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+    def forward(self, x, rope=None, layer_cache=None, attn_mask=None):
+        B, T, _ = x.size()
+        q, k, v = self.c_attn(x).split(self.sizes, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        gqa = self.n_kv_head != self.n_head
         if layer_cache is None:  # plain causal attention over this chunk (training, full forward)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa,
                                                dropout_p=self.attn_dropout if self.training else 0.0)
         else:  # append this chunk to the cache, attend to everything valid so far
             cache_k, cache_v, start = layer_cache
             cache_k[:, :, start:start + T] = k
             cache_v[:, :, start:start + T] = v
             y = F.scaled_dot_product_attention(q, cache_k[:, :, :start + T], cache_v[:, :, :start + T],
-                                               attn_mask=attn_mask)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+                                               attn_mask=attn_mask, enable_gqa=gqa)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_dim)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -103,27 +204,41 @@ class MLP(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2's own GELU, so pretrained weights match exactly
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+class SwiGLU(nn.Module):
+    """The gated MLP of Llama and Qwen: down(silu(gate(x)) * up(x)), gate and up in one matmul."""
 
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.c_fc = nn.Linear(config.n_embd, 2 * config.intermediate_size, bias=config.bias)  # gate, up
+        self.c_proj = nn.Linear(config.intermediate_size, config.n_embd, bias=config.bias)  # down
+        self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, layer_cache=None, attn_mask=None):
-        x = x + self.attn(self.ln_1(x), layer_cache, attn_mask)
+    def forward(self, x):
+        gate, up = self.c_fc(x).chunk(2, dim=-1)
+        return self.dropout(self.c_proj(F.silu(gate) * up))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = norm_layer(config, config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = norm_layer(config, config.n_embd)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else MLP(config)
+
+    def forward(self, x, rope=None, layer_cache=None, attn_mask=None):
+        x = x + self.attn(self.ln_1(x), rope, layer_cache, attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -133,15 +248,17 @@ class GPT(nn.Module):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-        ))
+        self.transformer = nn.ModuleDict(dict(wte=nn.Embedding(config.vocab_size, config.n_embd)))
+        if config.position == "learned":  # GPT-2: a learnt vector added per position
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+        else:  # rotary: queries and keys are rotated by position in every layer; nothing to learn
+            self.rotary = Rotary(config.head_dim, config.rope_theta)
+        self.transformer.drop = nn.Dropout(config.dropout)
+        self.transformer.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.transformer.ln_f = norm_layer(config, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying (GPT-2)
+        if config.tie_word_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying (GPT-2)
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer) at init
         for name, p in self.named_parameters():
@@ -157,11 +274,15 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def get_num_params(self, non_embedding=True):
-        """Parameter count; the position embeddings are subtracted by default, the token
-        embeddings are not (they are tied to the LM head, so they do count as compute)."""
+        """Parameter count. non_embedding: only the parameters that multiply (what flops count):
+        without the position table and, when the LM head has its own matrix, without the token
+        embedding (a lookup); a tied token embedding counts, once, as the LM head."""
         n_params = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n_params -= self.transformer.wpe.weight.numel()
+            if self.config.position == "learned":
+                n_params -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_word_embeddings:
+                n_params -= self.transformer.wte.weight.numel()
         return n_params
 
     def hidden_states(self, idx, cache=None, valid=None):
@@ -191,15 +312,21 @@ class GPT(nn.Module):
             attn_mask = attn_mask[:, None]  # (B, 1, T, start+T), broadcast over heads
             layer_caches = [(cache.k[i], cache.v[i], start) for i in range(self.config.n_layer)]
             cache.length = start + T
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        rope = None
+        if self.config.position == "learned":
+            x = x + self.transformer.wpe(pos)
+        else:
+            rope = self.rotary(pos)  # computed once, used by every layer
+        x = self.transformer.drop(x)
         for block, layer_cache in zip(self.transformer.h, layer_caches):
-            x = block(x, layer_cache, attn_mask)
+            x = block(x, rope, layer_cache, attn_mask)
         return self.transformer.ln_f(x)
 
-    def forward(self, idx, targets=None, cache=None, valid=None):
+    def forward(self, idx, targets=None):
         """nanoGPT's contract: with targets, logits at every position and the mean cross-entropy
         (targets of -1 are ignored); without, logits of the last position only (B, 1, V)."""
-        x = self.hidden_states(idx, cache, valid)
+        x = self.hidden_states(idx)
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -234,52 +361,62 @@ class GPT(nn.Module):
         return model.to(device)
 
     @classmethod
-    def from_pretrained(cls, model_dir):
-        """A GPT with the weights of a Hugging Face GPT-2-family checkpoint in model_dir (its
-        config.json and weights; a name already in the local Hugging Face cache works too).
-        Nothing is downloaded: the user fetches the model. block_size is the checkpoint's."""
+    def from_pretrained(cls, model_dir, vocab_size=None):
+        """A GPT with the weights of a Hugging Face GPT-2, Llama, Qwen2 or Qwen3 checkpoint in
+        model_dir (its config.json and weights; a name already in the local Hugging Face cache
+        works too), read with transformers offline: the user fetches the model, nothing is
+        downloaded. block_size is the checkpoint's context length. What this GPT does not compute
+        (rope scaling, sliding windows, biases it has no place for, mixtures of experts) is a
+        ValueError naming the setting, never a model that silently computes something else.
+
+        vocab_size keeps only the first vocab_size token embeddings and head rows: Qwen pads its
+        table beyond its tokenizer (151936 rows for 151669 tokens), and a sampled id must be one
+        the tokenizer can decode (the policy is then the model's, renormalised over those ids)."""
         import transformers  # imported lazily: only this path needs it
         try:
             hf = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
         except (OSError, ValueError) as e:
             raise ValueError(f"{model_dir} is not a Hugging Face model directory (no readable config.json; "
                              f"nothing is downloaded, fetch the model yourself): {e}") from None
-        if hf.model_type != "gpt2":
-            raise ValueError(f"{model_dir} holds a {hf.model_type!r} model; GPT.from_pretrained loads "
-                             f"the GPT-2 architecture only (model_type 'gpt2')")
-        # what this GPT computes: tanh GELU, 4x MLP, LayerNorm eps 1e-5, plain attention scaling
-        unsupported = {k: v for k, v in dict(
-            activation_function=hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),
-            n_inner=hf.n_inner not in (None, 4 * hf.n_embd),
-            layer_norm_epsilon=hf.layer_norm_epsilon != 1e-5,
-            scale_attn_by_inverse_layer_idx=hf.scale_attn_by_inverse_layer_idx,
-            scale_attn_weights=not hf.scale_attn_weights).items() if v}
-        if unsupported:
-            raise ValueError(f"{model_dir}: GPT-2 variant with settings this GPT does not implement: "
-                             + ", ".join(f"{k}={getattr(hf, k)!r}" for k in unsupported))
+        config = config_from_hugging_face(hf, model_dir)
+        if vocab_size is not None:
+            if vocab_size > config.vocab_size:
+                raise ValueError(f"{model_dir}: its model has {config.vocab_size} token embeddings, fewer than "
+                                 f"the {vocab_size} tokens of its tokenizer")
+            config.vocab_size = vocab_size
         try:
-            hf_model = transformers.GPT2LMHeadModel.from_pretrained(model_dir, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{model_dir}: could not load GPT-2 weights: {e}") from None
-        config = GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer,
-                           n_head=hf.n_head, n_embd=hf.n_embd, bias=True)
+            hf_model, loading = transformers.AutoModelForCausalLM.from_pretrained(
+                model_dir, local_files_only=True, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as e:  # (RuntimeError: weights of other shapes than config.json's)
+            raise ValueError(f"{model_dir}: could not load its weights: {e}") from None
         model = cls(config)
         sd, sd_hf = model.state_dict(), hf_model.state_dict()
-        # Hugging Face GPT-2 stores these as Conv1D (in, out): transpose them into nn.Linear (out, in)
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        keys = [k for k in sd_hf if not k.endswith((".attn.masked_bias", ".attn.bias"))]
-        if sorted(keys) != sorted(sd):
-            raise ValueError(f"{model_dir}: its weights do not match a GPT-2: missing "
-                             f"{sorted(set(sd) - set(keys))[:5]}, unexpected {sorted(set(keys) - set(sd))[:5]}")
+        sources, transposed = hugging_face_names(hf.model_type, config, sd)
+        # Every weight of the checkpoint must have a place here, and every place a weight: an
+        # unmapped one (a bias this GPT lacks) would be dropped silently, a missing one left random,
+        # and the model would compute something else. transformers drops a weight its own class
+        # has no place for (and reports it), so its report counts as well as our own mapping.
+        used = {name for names in sources.values() for name in names}
+        derived = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
+        unused = sorted(k for k in set(loading["unexpected_keys"]) | (set(sd_hf) - used) if not k.endswith(derived)
+                        and not (k == "lm_head.weight" and config.tie_word_embeddings))
+        missing = sorted(set(loading["missing_keys"]) | (used - set(sd_hf)))
+        if unused or missing:
+            raise ValueError(f"{model_dir}: its weights do not match a {hf.model_type} of this GPT's form: "
+                             f"weights it has no place for {unused[:5]}, weights missing {missing[:5]}")
         with torch.no_grad():
-            for k in keys:
-                src = sd_hf[k].t() if k.endswith(transposed) else sd_hf[k]
-                assert src.shape == sd[k].shape, f"{k}: {tuple(src.shape)} != {tuple(sd[k].shape)}"
-                sd[k].copy_(src)
+            for key, names in sources.items():
+                src = torch.cat([sd_hf[name] for name in names])  # q, k, v (gate, up) stacked as we keep them
+                if key.endswith(transposed):
+                    src = src.t()
+                if key in ("transformer.wte.weight", "lm_head.weight"):
+                    src = src[:config.vocab_size]
+                assert src.shape == sd[key].shape, f"{key}: {tuple(src.shape)} != {tuple(sd[key].shape)}"
+                sd[key].copy_(src)
         return model
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device):
-        """AdamW; weight decay on matrices only (not biases, LayerNorms); fused (one kernel for
+        """AdamW; weight decay on matrices only (not biases, norms); fused (one kernel for
         all parameters) on CUDA. device: "cpu", "cuda", "cuda:0", ... or a torch.device."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
@@ -289,12 +426,12 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len, backward=True):
         """Model flops per token for sequences of seq_len tokens, as in PaLM's appendix B: 2N for
-        the matmuls of the forward (N: parameters that multiply, so the tied token embedding
-        counts once, as the LM head, and the position embedding not at all) and 4 L d T for
-        attention's QK^T and AV at context T (counted whole, as PaLM does, though causal); a
-        backward costs twice the forward."""
+        the matmuls of the forward (N: get_num_params(), the parameters that multiply) and
+        4 L (n_head head_dim) T for attention's QK^T and AV at context T (every query head,
+        grouped-query attention or not; counted whole, as PaLM does, though causal); a backward
+        costs twice the forward."""
         cfg = self.config
-        forward = 2 * self.get_num_params() + 4 * cfg.n_layer * cfg.n_embd * seq_len
+        forward = 2 * self.get_num_params() + 4 * cfg.n_layer * cfg.n_head * cfg.head_dim * seq_len
         return 3 * forward if backward else forward
 
     def estimate_mfu(self, tokens, dt, seq_len=None, backward=True, peak_flops=None):
@@ -310,6 +447,88 @@ class GPT(nn.Module):
         return self.flops_per_token(seq_len, backward) * tokens / dt / peak_flops
 
 
+# ----------------------------------------------------------------------------- Hugging Face checkpoints
+
+PRETRAINED_TYPES = ("gpt2", "llama", "qwen2", "qwen3")
+
+
+def config_from_hugging_face(hf, model_dir):
+    """The GPTConfig that computes what a transformers config describes, or a ValueError naming
+    every setting of it this GPT does not implement."""
+    if hf.model_type not in PRETRAINED_TYPES:
+        raise ValueError(f"{model_dir} holds a {hf.model_type!r} model; GPT.from_pretrained loads the "
+                         f"{', '.join(PRETRAINED_TYPES)} architectures (dense ones: no mixture of experts)")
+    if hf.model_type == "gpt2":
+        # what GPT-2's form computes: tanh GELU, plain attention scaling
+        unsupported = dict(activation_function=hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),
+                           scale_attn_by_inverse_layer_idx=hf.scale_attn_by_inverse_layer_idx,
+                           scale_attn_weights=not hf.scale_attn_weights)
+        _refuse(hf, model_dir, unsupported)
+        return GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer,
+                         n_head=hf.n_head, n_embd=hf.n_embd, bias=True, norm_eps=hf.layer_norm_epsilon,
+                         intermediate_size=hf.n_inner, tie_word_embeddings=hf.tie_word_embeddings)
+    # transformers 5 keeps rope_theta and rope_scaling in one dict, rope_parameters; 4.x apart
+    rope = getattr(hf, "rope_parameters", None) or dict(getattr(hf, "rope_scaling", None) or {},
+                                                        rope_theta=getattr(hf, "rope_theta", 10000.0))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    layer_types = getattr(hf, "layer_types", None) or []
+    unsupported = dict(
+        rope_scaling=rope_type != "default",  # llama3, yarn, dynamic, ...: plain rotary positions only
+        hidden_act=hf.hidden_act != "silu",
+        # Llama and Qwen3 put a bias on all four attention projections (Qwen2 on q, k, v only, always)
+        attention_bias=getattr(hf, "attention_bias", False),
+        mlp_bias=getattr(hf, "mlp_bias", False),
+        use_sliding_window=getattr(hf, "use_sliding_window", False),
+        layer_types=any(t != "full_attention" for t in layer_types))
+    _refuse(hf, model_dir, unsupported, rope_scaling=rope)
+    return GPTConfig(block_size=hf.max_position_embeddings, vocab_size=hf.vocab_size,
+                     n_layer=hf.num_hidden_layers, n_head=hf.num_attention_heads, n_embd=hf.hidden_size,
+                     bias=False, norm="rmsnorm", norm_eps=hf.rms_norm_eps, position="rope",
+                     rope_theta=float(rope["rope_theta"]), mlp="swiglu", intermediate_size=hf.intermediate_size,
+                     n_kv_head=getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads,
+                     head_dim=getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads,
+                     qk_norm=hf.model_type == "qwen3", qkv_bias=hf.model_type == "qwen2",
+                     tie_word_embeddings=hf.tie_word_embeddings)
+
+
+def _refuse(hf, model_dir, unsupported, **shown):
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise ValueError(f"{model_dir}: a {hf.model_type} with settings this GPT does not implement: "
+                         + ", ".join(f"{k}={shown.get(k, getattr(hf, k, None))!r}" for k in bad))
+
+
+def hugging_face_names(model_type, config, ours):
+    """{each of our weight names (ours): the checkpoint's weight names it is made of, concatenated
+    in order} and the suffixes of our weights that are the checkpoint's transposed. A tied LM head
+    is the token embedding: loading one loads both."""
+    ours = [k for k in ours if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if model_type == "gpt2":  # the same names; GPT-2 stores its matmuls as Conv1D (in, out), nn.Linear is (out, in)
+        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        return {k: [k] for k in ours}, transposed
+    sources = {"transformer.wte.weight": ["model.embed_tokens.weight"],
+               "transformer.ln_f.weight": ["model.norm.weight"]}
+    for i in range(config.n_layer):
+        mine, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
+        sources |= {mine + "ln_1.weight": [theirs + "input_layernorm.weight"],
+                    mine + "attn.c_attn.weight": [theirs + f"self_attn.{p}_proj.weight" for p in "qkv"],
+                    mine + "attn.c_proj.weight": [theirs + "self_attn.o_proj.weight"],
+                    mine + "ln_2.weight": [theirs + "post_attention_layernorm.weight"],
+                    mine + "mlp.c_fc.weight": [theirs + "mlp.gate_proj.weight", theirs + "mlp.up_proj.weight"],
+                    mine + "mlp.c_proj.weight": [theirs + "mlp.down_proj.weight"]}
+        if config.qkv_bias:
+            sources[mine + "attn.c_attn.bias"] = [theirs + f"self_attn.{p}_proj.bias" for p in "qkv"]
+        if config.qk_norm:
+            sources |= {mine + "attn.q_norm.weight": [theirs + "self_attn.q_norm.weight"],
+                        mine + "attn.k_norm.weight": [theirs + "self_attn.k_norm.weight"]}
+    if not config.tie_word_embeddings:
+        sources["lm_head.weight"] = ["lm_head.weight"]
+    assert sorted(sources) == sorted(ours), sorted(set(sources) ^ set(ours))
+    return sources, ()
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
 # Dense bf16 tensor-core peaks from NVIDIA's data sheets, by a substring of the device name
 # (first match wins: "H100 PCIe" before "H100").
 PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
@@ -323,29 +542,6 @@ def peak_bf16_flops():
     return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
-def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """One token id per row of logits (B, V): temperature, then top-k, then nucleus (top-p)."""
-    if temperature == 0.0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop_sorted = cumulative - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
-        logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
-    # torch.multinomial(probs, 1) draws exactly this (the same numbers from the same generator),
-    # but first checks probs on the host, which stalls a GPU at every decoded token: argmax of
-    # p / q with q ~ Exp(1) is a draw from p (the exponential race, the Gumbel-max trick exp'd)
-    probs = F.softmax(logits, dim=-1)
-    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
-    return (probs / race).argmax(dim=-1)
-
-
-# ----------------------------------------------------------------------------- shared helpers
-
 def pack(prompts, completions, pad_id):
     """Prompt + completion pairs as one right-padded batch for a training forward.
 
@@ -357,16 +553,17 @@ def pack(prompts, completions, pad_id):
     if len(prompts) != len(completions) or not prompts:
         raise ValueError(f"pack wants as many prompts as completions, at least one; got "
                          f"{len(prompts)} and {len(completions)}")
-    rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
-    width = max(len(row) for row in rows)
-    full = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), width - 1, dtype=torch.bool)
-    for r, (row, prompt) in enumerate(zip(rows, prompts)):
+    for r, prompt in enumerate(prompts):
         if not prompt:
             raise ValueError(f"pair {r} has an empty prompt: its first completion token needs a token to follow")
-        full[r, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[r, len(prompt) - 1:len(row) - 1] = True  # the targets that are completion tokens
-    return full[:, :-1], full[:, 1:], mask
+    rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
+    width = max(len(row) for row in rows)
+    full = torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], dtype=torch.long)
+    # the targets that are completion tokens: those after the prompt's last token, up to the row's end
+    first = torch.tensor([len(p) - 1 for p in prompts])[:, None]
+    end = torch.tensor([len(row) - 1 for row in rows])[:, None]
+    target = torch.arange(width - 1)[None, :]
+    return full[:, :-1], full[:, 1:], (target >= first) & (target < end)
 
 
 def load_checkpoint(path):
@@ -387,19 +584,53 @@ def load_checkpoint(path):
 
 
 def device_setup(device="auto", dtype="auto"):
-    """(device, autocast) for a run: "auto" is cuda when a GPU is visible, else cpu. dtype "auto"
+    """(device, autocast) for a run: "auto" is cuda when torch sees a GPU, else cpu. dtype "auto"
     is bfloat16 autocast on CUDA (any "cuda:N") and float32 elsewhere; "bfloat16" asks for
     bfloat16 autocast on a CPU too (how the tests check the reduced-precision paths without a
-    GPU), "float32" for none. On CUDA float32 matmuls may use TF32 (as in nanoGPT)."""
+    GPU), "float32" for none. On CUDA float32 matmuls may use TF32 (as in nanoGPT).
+
+    A GPU that nvidia-smi lists but torch cannot use (a torch build for a newer driver, or a
+    CPU-only build) is an error, for "auto" too: quietly training on the CPU instead would run
+    the CPU preset for hours on a machine with a GPU."""
+    if (device == "auto" or torch.device(device).type == "cuda") and not torch.cuda.is_available():
+        gpus = nvidia_smi_gpus()
+        if gpus:
+            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(
+                f"nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0]}), but this torch ({torch.__version__}, {build}) "
+                f"cannot use them: its CUDA build needs a newer NVIDIA driver than this machine's (PyPI's "
+                f"torch 2.13.0 is the CUDA 13 build, which needs a recent driver), or it has no CUDA at all. "
+                f"Install the torch wheel matching your driver (nvidia-smi shows the CUDA version the "
+                f"driver supports), e.g. `pip install torch==2.13.0 --index-url "
+                f"https://download.pytorch.org/whl/cu126`, or pass --device=cpu to train on the CPU deliberately.")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device_type = torch.device(device).type
     if device_type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (use --device=cpu or auto)")
+        if torch.device(device).index is not None:
+            # Triton launches its kernels on the current CUDA device, not on the device of the
+            # tensors they are given: on "cuda:1" with the current device left at 0 the fused
+            # log-prob kernel would read memory of the wrong GPU (an illegal address, which
+            # poisons the CUDA context for the rest of the process)
+            torch.cuda.set_device(torch.device(device))
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores for the float32 matmuls left
     if dtype not in ("auto", "bfloat16", "float32"):
         raise ValueError(f"dtype must be 'auto', 'bfloat16' or 'float32'; got {dtype!r}")
     if dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda"):
         return device, torch.autocast(device_type, dtype=torch.bfloat16)
     return device, nullcontext()
+
+
+def nvidia_smi_gpus():
+    """The GPUs `nvidia-smi -L` lists ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: ...)"), [] where there is
+    no nvidia-smi or it fails (no driver loaded)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        done = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.startswith("GPU ")]

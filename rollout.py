@@ -1,28 +1,34 @@
 """
-rollout.py: sample G completions for each of B prompts with the KV cache (the "rollout" of RL).
+rollout.py: sample G completions for each of B prompts with the KV cache (the "rollout" of RL),
+and the sampling rule it draws tokens by.
 
 Each prompt is prefilled once; its cache is then copied to its G rows, and all B*G rows decode
 together, one token per step, until every row has written end-of-text (checked every few tokens)
 or max_new_tokens. Prompts of different lengths are left-padded inside the cache (see
 model.KVCache), so each row computes exactly what a forward pass of that row alone would.
 
-The returned log-probs are those of the sampled tokens at the sampling temperature,
-log softmax(logits / T)[token], without the top-k / top-p truncation: the pi_old of the ratio in
-eq. 5, as the loss evaluates pi_theta at the same temperature. They equal the training forward's
-(model.token_logprobs) in float32 only: under bf16 autocast the decode runs in bf16 through the
-KV cache and the training forward through the fused kernel, and the two differ (on a CPU with a
-tiny model: 0.0025 on average, up to 0.06), so a reduced-precision run recomputes pi_old with
-the training forward before the update.
+Tokens are drawn from softmax(logits / T) (then top-k / top-p), with the LM head computed as the
+training forward's fused log-prob kernel computes it (see next_token_logits): the rows are drawn
+from pi_old of eq. 5, up to the rounding by which a KV-cached decode through the blocks differs
+from a full forward under bf16 autocast. train.py still takes pi_old from the training forward,
+so that the ratio starts each step at exactly 1.
 
-    from rollout import rollout
+The training forward of a rollout (completion_logprobs) takes the same path with gradients:
+each prompt runs through the model once and its keys and values serve its G completions, so a
+step computes B prompts and B*G completions rather than B*G prompt + completion rows, and no
+token of padding beyond each micro-batch's longest completion.
+
+    from rollout import rollout, completion_logprobs
     out = rollout(model, [prompt_ids, ...], group_size=8, max_new_tokens=128, eot_id=eot)
+    texts = [tok.decode(ids) for ids in out.completion_lists()]
+    logp, mask = completion_logprobs(model, out.prompts, out.completion_lists(with_eot=True), 8)
 """
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from model import KVCache, pack, sample
+from model import KVCache, fused_logprobs, pack
 
 # Reading a tensor on the host (bool(done.all())) makes a GPU wait for the step in flight and
 # leaves it idle while the next is launched, so the loop does it only every few tokens. Rows that
@@ -37,23 +43,109 @@ class Rollout:
     group_size: int          # G: row r belongs to prompt r // G
     completions: torch.Tensor  # (B*G, max_new_tokens) sampled ids; after end-of-text: eot_id
     mask: torch.Tensor       # (B*G, max_new_tokens) True on completion tokens (end-of-text included)
-    logprobs: torch.Tensor   # (B*G, max_new_tokens) float32 log pi_old of each sampled token (0 off mask)
     truncated: torch.Tensor  # (B*G,) True where no end-of-text came within max_new_tokens
-    entropy: torch.Tensor    # (B*G, max_new_tokens) entropy of pi_old at each sampled position (for logging)
+    entropy: torch.Tensor    # (B*G, max_new_tokens) entropy of pi_old at T (before top-k / top-p) per token, for logging
 
-    def completion_ids(self, row):
-        """The tokens of one completion, end-of-text excluded."""
-        ids = self.completions[row][self.mask[row]].tolist()
-        return ids if self.truncated[row] else ids[:-1]
+    def completion_lists(self, with_eot=False):
+        """Every row's completion as a list of token ids, in one host transfer for the whole
+        rollout: with_eot=False what decoding needs (the end-of-text left out), True what the
+        mask selects (end-of-text included where one came, as the training forward scores it)."""
+        lengths = self.mask.sum(1, keepdim=True)
+        if not with_eot:
+            lengths = lengths - (~self.truncated[:, None]).long()
+        rows = torch.cat([lengths, self.completions], dim=1).tolist()  # (one copy for both)
+        return [row[1:1 + row[0]] for row in rows]
 
     def sequences(self, pad_id):
         """Right-padded prompt + completion rows for a training forward: returns idx, targets
         (idx shifted by one) and a mask over targets that selects the completion tokens, so that
-        model.token_logprobs(idx, targets)[mask] lines up with self.logprobs[self.mask]."""
-        completions = [self.completions[r][self.mask[r]].tolist() for r in range(len(self.completions))]
+        model.token_logprobs(idx, targets)[mask] are the log-probs of the tokens self.mask marks."""
+        completions = self.completion_lists(with_eot=True)
         prompts = [self.prompts[r // self.group_size] for r in range(len(completions))]
         device = self.completions.device
         return tuple(t.to(device) for t in pack(prompts, completions, pad_id))
+
+
+def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """One token id per row of logits (B, V): temperature, then top-k, then nucleus (top-p)."""
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cumulative - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+    # torch.multinomial(probs, 1) draws exactly this (the same numbers from the same generator),
+    # but first checks probs on the host, which stalls a GPU at every decoded token: argmax of
+    # p / q with q ~ Exp(1) is a draw from p (the exponential race, the Gumbel-max trick exp'd)
+    probs = F.softmax(logits, dim=-1)
+    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / race).argmax(dim=-1)
+
+
+def as_kernel_input(x):
+    """x in float32, rounded first as fused_logprobs (logprobs.py) rounds its inputs: to the
+    autocast dtype under autocast (it then multiplies them in float32)."""
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    return x.float()
+
+
+def next_token_logits(model, head, idx, cache, valid=None):
+    """(B, V) float32 logits after the last token of idx, which continues the cached rows;
+    head = as_kernel_input(model.lm_head.weight), made once per rollout.
+
+    The LM head is computed as the fused log-prob kernel computes it (inputs in the autocast
+    dtype, products accumulated in float32, outside autocast). Under autocast nn.Linear would
+    round each logit to bf16 (up to 0.4% of it: hundredths of a nat for a confident model), and
+    rows would be drawn from another policy than the pi_old of eq. 5. Sampling from pi_old's own
+    numbers removes that mismatch instead of correcting for it by importance sampling, and costs
+    nearly nothing: the head is one V x d matmul per token, the layers many d x d ones. The
+    inputs are rounded first because the kernel rounds them: a float32 head on unrounded inputs
+    differs from it as much as a bf16 one. (Bf16 values are exact in TF32: on CUDA, TF32 matmuls
+    compute the same products.)"""
+    hidden = as_kernel_input(model.hidden_states(idx, cache, valid)[:, -1])
+    with torch.autocast(hidden.device.type, enabled=False):
+        return F.linear(hidden, head)
+
+
+def left_padded(model, prompts, new_tokens):
+    """(idx, valid, cache) for B prompts of token ids: the prompts left-padded, so that every one
+    ends at the same slot (built on the host, sent at once), and a KV cache with room for
+    new_tokens more."""
+    device = model.lm_head.weight.device
+    prompt_len = max(len(p) for p in prompts)
+    assert prompt_len + new_tokens <= model.config.block_size, (
+        f"prompt of {prompt_len} + {new_tokens} new tokens > block_size {model.config.block_size}")
+    idx = torch.tensor([[0] * (prompt_len - len(p)) + list(p) for p in prompts]).to(device)
+    lengths = torch.tensor([len(p) for p in prompts]).to(device)
+    valid = torch.arange(prompt_len, device=device) >= prompt_len - lengths[:, None]
+    # keys and values come out of the model in the autocast dtype when autocast is on
+    dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+             else model.lm_head.weight.dtype)
+    return idx, valid, KVCache(model.config, len(prompts), prompt_len + new_tokens, device, dtype)
+
+
+def completion_logprobs(model, prompts, completions, group_size, temperature=1.0):
+    """log pi(c_t | prompt, c_<t) of every token of G = group_size completions of each of the B
+    prompts (completions: B*G lists of ids, rollout.py's order), through the fused log-prob
+    kernel: returns logp (B*G, W) float32 and its mask (B*G, W), True on real tokens, W the longest
+    completion. Differentiable. Each prompt runs once; its last position predicts the first token
+    of all its completions, and its keys and values serve them through the KV cache."""
+    device, G = model.lm_head.weight.device, group_size
+    width = max(len(c) for c in completions)
+    idx, valid, cache = left_padded(model, prompts, width - 1)
+    hidden = model.hidden_states(idx, cache, valid)[:, -1:].repeat_interleave(G, dim=0)
+    targets = torch.tensor([list(c) + [0] * (width - len(c)) for c in completions]).to(device)
+    if width > 1:  # (padding after a completion's end is never seen by its tokens: causal attention)
+        hidden = torch.cat([hidden, model.hidden_states(targets[:, :-1], cache.repeat_rows(G))], dim=1)
+    logp = fused_logprobs(hidden.flatten(0, 1), model.lm_head.weight, targets.flatten(), temperature)
+    mask = torch.arange(width, device=device) < torch.tensor([len(c) for c in completions], device=device)[:, None]
+    return logp.view(len(completions), width), mask
 
 
 @torch.no_grad()
@@ -62,40 +154,26 @@ def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0,
     """G = group_size samples for each prompt (lists of token ids). generator seeds the sampling."""
     device = model.lm_head.weight.device
     B, G = len(prompts), group_size
-    prompt_len = max(len(p) for p in prompts)
-    assert prompt_len + max_new_tokens <= model.config.block_size, (
-        f"prompt of {prompt_len} + {max_new_tokens} new tokens > block_size {model.config.block_size}")
-    idx = torch.zeros(B, prompt_len, dtype=torch.long, device=device)
-    valid = torch.zeros(B, prompt_len, dtype=torch.bool, device=device)
-    for b, p in enumerate(prompts):  # left padding: every prompt ends at the same slot
-        idx[b, prompt_len - len(p):] = torch.tensor(p, device=device)
-        valid[b, prompt_len - len(p):] = True
-
-    # keys and values come out of the model in the autocast dtype when autocast is on
-    cache_dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
-                   else model.lm_head.weight.dtype)
-    prompt_cache = KVCache(model.config, B, prompt_len + max_new_tokens, device, cache_dtype)
-    logits, _ = model(idx, cache=prompt_cache, valid=valid)  # prefill: once per prompt
-    cache = prompt_cache.repeat_rows(G)
-    logits = logits[:, -1].float().repeat_interleave(G, dim=0)
+    idx, valid, cache = left_padded(model, prompts, max_new_tokens)
+    head = as_kernel_input(model.lm_head.weight)
+    logits = next_token_logits(model, head, idx, cache, valid)  # prefill: once per prompt
+    cache = cache.repeat_rows(G)
+    logits = logits.repeat_interleave(G, dim=0)
 
     completions = torch.full((B * G, max_new_tokens), eot_id, dtype=torch.long, device=device)
-    logprobs = torch.zeros(B * G, max_new_tokens, device=device)
     mask = torch.zeros(B * G, max_new_tokens, dtype=torch.bool, device=device)
     entropy = torch.zeros(B * G, max_new_tokens, device=device)
     done = torch.zeros(B * G, dtype=torch.bool, device=device)
     for t in range(max_new_tokens):
         token = sample(logits, temperature, top_k, top_p, generator)
         token = torch.where(done, torch.full_like(token, eot_id), token)
-        pi_old = F.log_softmax(logits / max(temperature, 1e-6), dim=-1)  # greedy (T=0) scores at T->0
-        logprobs[:, t] = torch.where(done, 0.0, pi_old.gather(1, token[:, None])[:, 0])
-        entropy[:, t] = torch.where(done, 0.0, -(pi_old.exp() * pi_old).nan_to_num().sum(-1))
+        logp = F.log_softmax(logits / max(temperature, 1e-6), dim=-1)  # greedy (T=0) scores at T->0
+        entropy[:, t] = torch.where(done, 0.0, -(logp.exp() * logp).nan_to_num().sum(-1))
         completions[:, t] = token
         mask[:, t] = ~done
         done |= token == eot_id
         if t == max_new_tokens - 1 or (t + 1) % ALL_DONE_CHECK_EVERY == 0 and bool(done.all()):
             break
-        logits, _ = model(token[:, None], cache=cache)
-        logits = logits[:, -1].float()
+        logits = next_token_logits(model, head, token[:, None], cache)
     return Rollout(prompts=[list(p) for p in prompts], group_size=G, completions=completions,
-                   mask=mask, logprobs=logprobs, truncated=~done, entropy=entropy)
+                   mask=mask, truncated=~done, entropy=entropy)

@@ -188,8 +188,9 @@ def read_ranks(path):
 
 # ----------------------------------------------------------------------------- a pretrained tokenizer
 
-# The files that make a Hugging Face tokenizer (transformers reads whichever are present).
-HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+# The files that make a Hugging Face tokenizer (transformers reads whichever are present;
+# tokenizer.model is a SentencePiece model, as Llama 2 and its descendants ship).
+HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "tokenizer_config.json",
                       "special_tokens_map.json", "added_tokens.json")
 
 
@@ -197,7 +198,7 @@ def tokenizer_files_sha256(path):
     """One sha256 over the tokenizer files present in path (names and contents)."""
     if not os.path.isdir(path):
         raise ValueError(f"{path} is not a directory: init_from is 'scratch' or a local directory "
-                         f"holding a Hugging Face GPT-2-family checkpoint (config.json, weights, tokenizer files)")
+                         f"holding a Hugging Face GPT-2, Llama or Qwen checkpoint (config.json, weights, tokenizer files)")
     names = [name for name in HF_TOKENIZER_FILES if os.path.isfile(os.path.join(path, name))]
     if not names:
         raise ValueError(f"{path} holds no Hugging Face tokenizer (none of {', '.join(HF_TOKENIZER_FILES)}): "
@@ -211,7 +212,9 @@ def tokenizer_files_sha256(path):
 
 class PretrainedTokenizer:
     """The tokenizer a Hugging Face model was pretrained with, loaded offline from its directory.
-    eot is the tokenizer's eos token (GPT-2's <|endoftext|>, 50256).
+    eot is the tokenizer's eos token (GPT-2's <|endoftext|>, 50256; Llama 3's <|end_of_text|>; a
+    Qwen base model's <|endoftext|>, an instruct one's <|im_end|>). encode adds no other special
+    token (no bos: a Llama tokenizer's own encode would put one before every text it encodes).
 
     The prompt markers stay plain text: "<|translate|>" becomes a few ordinary tokens. Adding them
     as new tokens would give the model embedding rows it never learnt (random, which then need

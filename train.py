@@ -44,7 +44,7 @@ import tasks
 import tokenizer
 from configurator import configure, fill_unset, read_file, snapshot
 from model import GPT, GPTConfig, device_setup, load_checkpoint, pack
-from rollout import rollout
+from rollout import completion_logprobs, rollout
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -94,7 +94,7 @@ rl_lr = 3e-5
 rl_warmup_frac = 0.03    # share of OORL steps spent warming the learning rate up (paper: 3%)
 weight_decay = 0.0       # paper: AdamW without weight decay
 grad_clip = 1.0
-micro_batch_tokens = 8192  # the update packs completions by length into micro-batches of this many tokens
+micro_batch_tokens = 8192  # tokens a forward of the update takes at once (prompts with their completions)
 w_rl = 1.0               # eq. 10
 w_gepo = 0.01            # eq. 10 (paper: 0.01), applied once per RL step
 pref_loss = "gepo"       # "gepo" | "dpo" | "none" (the ablation of the paper's Table 4)
@@ -320,14 +320,23 @@ def new_model():
     if init_from == "scratch":
         return GPT(GPTConfig(block_size=block_size, vocab_size=tok.n_vocab, n_layer=n_layer,
                              n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias))
-    try:
-        pretrained = GPT.from_pretrained(init_from)
+    try:  # (the embedding table cut to the tokenizer's ids: a sampled id must be one it can decode)
+        return GPT.from_pretrained(init_from, vocab_size=tok.n_vocab)
     except ValueError as error:
         raise SystemExit(str(error))
-    if pretrained.config.vocab_size < tok.n_vocab:  # a sampled id must be one the model can score
-        raise SystemExit(f"{init_from}: its model has {pretrained.config.vocab_size} token embeddings but its "
-                         f"tokenizer {tok.n_vocab} tokens")
-    return pretrained
+
+
+def compiled(model):
+    """With compile=True, each transformer block compiled by torch.compile, for shapes that vary
+    (the tokens of a step's micro-batches differ from step to step); the rest stays eager, the
+    fused log-prob kernel above all (its launches cannot be traced)."""
+    if compile:
+        # a block's forward runs in a few fixed variants, each compiled once in the first steps:
+        # policy or frozen reference, with or without gradients, full / prefill / one-token decode
+        torch._dynamo.config.recompile_limit = 16
+        for block in model.transformer.h:
+            block.compile(dynamic=True)
+    return model
 
 
 def sum_gradients_and_clip(model):
@@ -369,7 +378,6 @@ def sft_batch(rng, sft_examples, ir_examples):
 def run_sft(policy):
     sft_examples, ir_examples = sft_datasets(policy.config.block_size)
     optimizer = policy.configure_optimizers(0.1, sft_lr, (0.9, 0.95), device)
-    forward = torch.compile(policy) if compile else policy
     rng, generator = random.Random(seed), torch.default_generator
     start = restore_training_state("sft", optimizer, rng, generator)
     log(f"SFT: {len(sft_examples)} translation and {len(ir_examples)} C -> IR examples, "
@@ -382,7 +390,7 @@ def run_sft(policy):
         local_tokens = (targets >= 0).sum()
         supervised = ddp.all_sum(local_tokens.clone())
         with autocast:
-            _, loss = forward(idx, targets=targets)
+            _, loss = policy(idx, targets=targets)
         # the mean over this rank's tokens, rescaled to its share of the mean over all ranks' tokens
         loss = loss * local_tokens / supervised.clamp(min=1)
         optimizer.zero_grad(set_to_none=True)
@@ -423,13 +431,14 @@ def rl_prompts(model_block_size):
 
 @dataclasses.dataclass
 class MicroBatch:
-    """Rows of the update, padded to their own longest: (rows, W) tensors, mask on completion tokens."""
-    rows: list
-    idx: torch.Tensor
-    targets: torch.Tensor
-    mask: torch.Tensor
-    logp_old: torch.Tensor = None   # log pi_old of each target token
-    logp_ref: torch.Tensor = None   # log pi_ref
+    """Prompts with their G completions each, as rollout.completion_logprobs computes them. The
+    per-token tensors are (rows, W), W the longest completion here; mask: the tokens learnt from."""
+    prompts: list            # token ids of each prompt
+    completions: list        # token ids of their completions, G each (end-of-text included)
+    rows: list               # where those completions are in the rollout
+    mask: torch.Tensor = None
+    logp_old: torch.Tensor = None  # log pi_old of each token
+    logp_ref: torch.Tensor = None  # log pi_ref
     advantages: torch.Tensor = None
 
 
@@ -438,55 +447,39 @@ class Experience:
     """One step's batch (this rank's share), computed once before the PPO epochs."""
     tasks: list              # the task of each completion
     verdicts: list           # reward.Verdict of each completion (eq. 4)
-    learn: list              # the rows learnt from (an infrastructure failure is not a verdict on the program)
+    learn: torch.Tensor      # (rows,) bool: learnt from (an infrastructure failure says nothing of the program)
     rollout: object          # rollout.Rollout: sampled tokens, mask, entropy
-    batches: list            # MicroBatch list over the learnt rows
-    n_tokens: float          # completion tokens of the learnt rows over every rank: the loss's denominator
+    batches: list            # MicroBatch list
+    n_tokens: float          # completion tokens learnt from, over every rank: the loss's denominator
     groups: list             # IR groups of the preference loss, with their reference log-probs
     ref_chosen: torch.Tensor = None
     ref_rejected: torch.Tensor = None
     times: dict = dataclasses.field(default_factory=dict)
 
 
-def micro_batches(prompts, completions, rows):
-    """The rows sorted by length and cut into micro-batches of at most micro_batch_tokens tokens,
-    each padded to its own longest row: a batch padded to its longest row spends about half its
-    compute on padding (completions end anywhere between 1 and max_new_tokens)."""
-    order = sorted(rows, key=lambda r: len(prompts[r]) + len(completions[r]))
+def micro_batches(prompt_ids, completions):
+    """The step's prompts, each with its G completions, in micro-batches of about
+    micro_batch_tokens tokens; prompts whose completions are about as long go together, since a
+    micro-batch is padded to its longest completion (they end anywhere up to max_new_tokens)."""
+    G = group_size
+    width = [max(map(len, completions[b * G:(b + 1) * G])) for b in range(len(prompt_ids))]
     cuts, current = [], []
-    for r in order:
-        if current and (len(prompts[r]) + len(completions[r])) * (len(current) + 1) > micro_batch_tokens:
+    for b in sorted(range(len(prompt_ids)), key=width.__getitem__):
+        prompt_width = max(len(prompt_ids[i]) for i in current + [b])
+        if current and (len(current) + 1) * (prompt_width + G * width[b]) > micro_batch_tokens:
             cuts.append(current)
             current = []
-        current.append(r)
+        current.append(b)
     cuts.append(current)
-    packed = [(rows, pack([prompts[r] for r in rows], [completions[r] for r in rows], pad_id=tok.eot)) for rows in cuts]
-    return [MicroBatch(rows, idx.to(device), targets.to(device), mask.to(device)) for rows, (idx, targets, mask) in packed]
+    rows = [[b * G + g for b in cut for g in range(G)] for cut in cuts]
+    return [MicroBatch([prompt_ids[b] for b in cut], [completions[r] for r in rs], rs) for cut, rs in zip(cuts, rows)]
 
 
 @torch.no_grad()
 def logprobs_of(model, batches):
-    """log pi(target) of every micro-batch's positions, float32."""
+    """(log-probs, mask) of every micro-batch's completion tokens under model, float32."""
     with autocast:
-        return [model.token_logprobs(b.idx, b.targets, temperature).float() for b in batches]
-
-
-def completion_layout(batches, values, layout):
-    """Per-token values of the micro-batches in the rollout's (rows, max_new_tokens) layout, where
-    each row's completion tokens come first (layout is that mask): the shape advantages take."""
-    out = torch.zeros(layout.shape, device=device)
-    for batch, value in zip(batches, values):
-        part = torch.zeros(len(batch.rows), layout.size(1), device=device)
-        part[layout[batch.rows]] = value[batch.mask]
-        out[batch.rows] = part
-    return out
-
-
-def from_layout(batch, values, layout):
-    """The inverse of completion_layout for one micro-batch: (rows, W), 0 off its mask."""
-    out = torch.zeros(batch.mask.shape, device=device)
-    out[batch.mask] = values[batch.rows][layout[batch.rows]]
-    return out
+        return [completion_logprobs(model, b.prompts, b.completions, group_size, temperature) for b in batches]
 
 
 def collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache):
@@ -495,8 +488,7 @@ def collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
     batch, prompt_ids = zip(*ddp.shard(rng.sample(rl_tasks, prompts_per_step)))
     with autocast:
         out = rollout(policy, list(prompt_ids), group_size, max_new_tokens, tok.eot, temperature, top_k, top_p, generator)
-    lengths, sampled = out.mask.sum(1).tolist(), out.completions.tolist()  # one host transfer
-    completions = [ids[:n] for ids, n in zip(sampled, lengths)]  # end-of-text included: its probability counts
+    completions = out.completion_lists(with_eot=True)  # end-of-text included: its probability counts
     truncated = out.truncated.tolist()
     texts = [tok.decode(c if cut else c[:-1]) for c, cut in zip(completions, truncated)]
     row_tasks = [t for t in batch for _ in range(group_size)]
@@ -504,37 +496,35 @@ def collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
     # eq. 4: compile and run every completion's unit tests; cut-off ones get 0
     verdicts = reward.score_details(texts, row_tasks, truncated=truncated)
     t2 = time.time()
-    infra = [v.status == "infra_error" for v in verdicts]  # the machinery failed, not the program
-    failed, judged = ddp.all_sum(torch.tensor([sum(infra), len(infra)], dtype=torch.float64)).tolist()
+    infra = torch.tensor([v.status == "infra_error" for v in verdicts])  # the machinery failed, not the program
+    failed, judged = ddp.all_sum(torch.tensor([infra.sum(), len(infra)], dtype=torch.float64)).tolist()
     if failed > max_infra_share * judged:
         raise SystemExit(f"OORL: {int(failed)} of {int(judged)} programs could not be judged (the sandbox or a "
                          f"toolchain failed, not the programs): `python sandbox.py` and `python reward.py` say why")
     if adv_estimator == "grpo":  # GRPO compares a prompt's G completions: a group with a gap is left out
-        infra = [any(infra[r // group_size * group_size:(r // group_size + 1) * group_size]) for r in range(len(infra))]
-    learn = [r for r in range(len(verdicts)) if not infra[r]]
-    prompts = [prompt_ids[r // group_size] for r in range(len(completions))]
-    batches = micro_batches(prompts, completions, learn) if learn else []
-    for b, logp in zip(batches, logprobs_of(reference, batches)):
-        b.logp_ref = logp
+        infra = infra.view(-1, group_size).any(1, keepdim=True).expand(-1, group_size).flatten()
+    learn = (~infra).to(device)
+    batches = micro_batches(prompt_ids, completions)
+    for b, (logp, mask) in zip(batches, logprobs_of(reference, batches)):
+        b.logp_ref, b.mask = logp, mask & learn[b.rows, None]
     t3 = time.time()
     # pi_old is what the training forward computes (the rollout's decode is another computation,
     # in bf16 under autocast), so that each step starts at ratio 1 and, at step 0, KL 0
-    for b, logp in zip(batches, logprobs_of(policy, batches)):
+    for b, (logp, _) in zip(batches, logprobs_of(policy, batches)):
         b.logp_old = logp
     t4 = time.time()
-    layout = out.mask[learn]
-    position = {r: i for i, r in enumerate(learn)}
-    for b in batches:
-        b.rows = [position[r] for r in b.rows]  # from now on: rows of the layout
-    rewards = torch.tensor([verdicts[r].reward for r in learn], device=device)
+    # advantages in the rollout's layout, (rows, max_new_tokens), over the rows learnt from
+    layout, rewards = out.mask[learn], torch.tensor([v.reward for v in verdicts], device=device)[learn]
+    advantages = torch.zeros(out.mask.shape, device=device)
     if adv_estimator == "reinforce++":
-        logp_old = completion_layout(batches, [b.logp_old for b in batches], layout)
-        logp_ref = completion_layout(batches, [b.logp_ref for b in batches], layout)
-        advantages, _ = reinforce.reinforce_pp_advantages(rewards, logp_old, logp_ref, layout, beta_kl)
+        logp_old, logp_ref = torch.zeros_like(advantages), torch.zeros_like(advantages)
+        for b in batches:
+            logp_old[b.rows, :b.mask.size(1)], logp_ref[b.rows, :b.mask.size(1)] = b.logp_old, b.logp_ref
+        advantages[learn], _ = reinforce.reinforce_pp_advantages(rewards, logp_old[learn], logp_ref[learn], layout, beta_kl)
     else:
-        advantages = reinforce.grpo_advantages(rewards, group_size, layout)
+        advantages[learn] = reinforce.grpo_advantages(rewards, group_size, layout)
     for b in batches:
-        b.advantages = from_layout(b, advantages, layout)
+        b.advantages = advantages[b.rows, :b.mask.size(1)]
     # this rank's share of a global batch of IR groups (one pair of each for DPO)
     groups = (ddp.shard(gepo.sample_groups(gepo_groups, gepo_groups_per_step, rng, pairs=pref_loss == "dpo"))
               if pref_loss != "none" else [])
@@ -560,7 +550,7 @@ def preference_loss(policy, exp):
     return loss * len(exp.groups) / gepo_groups_per_step, gepo.gepo_metrics(*args, beta=gepo_beta)
 
 
-def update(policy, optimizer, exp, policy_logprobs):
+def update(policy, optimizer, exp):
     """ppo_epochs gradient steps of eq. 5 on the experience, each accumulated over its micro-batches
     (a token-level mean over the global batch, like DAPO); w_gepo * the preference loss enters
     the first epoch only: eq. 10 weighs it once per RL step, and GEPO's data are static and
@@ -573,7 +563,7 @@ def update(policy, optimizer, exp, policy_logprobs):
         loss_onp = clip_frac = 0.0
         for b in exp.batches:
             with autocast:
-                logp = policy_logprobs(b.idx, b.targets, temperature).float()
+                logp, _ = completion_logprobs(policy, b.prompts, b.completions, group_size, temperature)
             loss, onp = reinforce.policy_loss(logp, b.logp_old, b.advantages, b.mask, clip_eps, exp.n_tokens)
             if adv_estimator == "grpo":  # GRPO puts the KL in the loss (k3 estimator)
                 loss = loss + beta_kl * reinforce.masked_mean(reinforce.kl_k3(logp, b.logp_ref, b.mask), b.mask, exp.n_tokens)
@@ -646,7 +636,6 @@ def log_step(step, lr, exp, stats, previous_grad, t_start, start, probe):
 
 def run_oorl(policy, reference, rl_tasks, gepo_groups, probe_set):
     optimizer = policy.configure_optimizers(weight_decay, rl_lr, (0.9, 0.95), device)
-    policy_logprobs = torch.compile(policy.token_logprobs, dynamic=True) if compile else policy.token_logprobs
     rng = random.Random(seed + 1)  # the same on every rank: the global batch's draws
     generator = torch.Generator(device=device).manual_seed(seed + 1 + rank)  # each rank's own samples
     start = restore_training_state("oorl", optimizer, rng, generator)
@@ -657,7 +646,7 @@ def run_oorl(policy, reference, rl_tasks, gepo_groups, probe_set):
     for step in range(start, rl_steps):
         lr = set_learning_rate(optimizer, step, rl_steps, rl_lr, rl_warmup_frac)
         exp = collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
-        stats = update(policy, optimizer, exp, policy_logprobs)
+        stats = update(policy, optimizer, exp)
         probe = {}
         if probe_set and probe_interval and (step % probe_interval == 0 or step == rl_steps - 1):
             with autocast:  # what GEPO trains, on IR groups it never sees (eq. 6's margin against pi_ref)
@@ -674,7 +663,7 @@ reward.share_cores(ddp.local_world_size())  # this rank's share of the machine's
 sft_path = sft_ckpt or os.path.join(out_dir, "sft.pt")
 run_sft_stage = not sft_ckpt and not (resumed is not None and resumed["stage"] == "oorl")
 if run_sft_stage:
-    policy = new_model().to(device)
+    policy = compiled(new_model().to(device))
     ddp.broadcast_parameters(policy)
     model_args = vars(policy.config)
 else:
@@ -708,8 +697,8 @@ if run_sft_stage:
     ddp.barrier()  # rank 0 has written sft.pt
     sft = read_checkpoint(sft_path)
 # pi_ref is the SFT model, frozen; pi_theta starts from it (or from the resumed checkpoint)
-reference = GPT.from_checkpoint(sft, device).eval().requires_grad_(False)
-policy = GPT.from_checkpoint(sft, device)
+reference = compiled(GPT.from_checkpoint(sft, device).eval().requires_grad_(False))
+policy = compiled(GPT.from_checkpoint(sft, device))
 if resumed is not None:
     policy.load_state_dict(resumed["model"])
 if rl_steps > 0:

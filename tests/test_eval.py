@@ -194,7 +194,7 @@ def test_an_oracle_that_samples_the_reference_once_in_five_scores_a_fifth(tiny_w
         for r, row in enumerate(rows):
             completions[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), True
         zeros = torch.zeros(len(rows), width)
-        return Rollout([list(p) for p in prompts], group_size, completions, mask, zeros,
+        return Rollout([list(p) for p in prompts], group_size, completions, mask,
                        torch.zeros(len(rows), dtype=torch.bool), zeros)
 
     monkeypatch.setattr(evaluation, "rollout", oracle)

@@ -1,6 +1,8 @@
-"""Tests of model.py: the GPT, its KV cache, from_pretrained, the shared helpers (pack, checkpoints,
-device set-up); the fused log-prob kernel has tests/test_logprobs.py."""
+"""Tests of model.py: the GPT in GPT-2's form, its KV cache, from_pretrained on GPT-2, the shared
+helpers (pack, checkpoints, device set-up); the Llama / Qwen forms have tests/test_model_families.py,
+the fused log-prob kernel tests/test_logprobs.py."""
 import contextlib
+import os
 
 import pytest
 import torch
@@ -14,6 +16,16 @@ def tiny_gpt(seed=0, **overrides):
     cfg = dict(block_size=64, vocab_size=97, n_layer=2, n_head=4, n_embd=32, dropout=0.0, bias=True)
     cfg.update(overrides)
     return model.GPT(model.GPTConfig(**cfg)).eval()
+
+
+# the Llama / Qwen form from scratch: rotary positions, RMSNorm, SwiGLU, grouped-query attention, QK-norm
+ROTARY = dict(norm="rmsnorm", position="rope", mlp="swiglu", n_kv_head=2, head_dim=12, qk_norm=True,
+              qkv_bias=True, bias=False, intermediate_size=40, tie_word_embeddings=False)
+
+
+def cached_logits(gpt, idx, cache, valid=None):
+    """Logits of the last position of idx, which continues the cached rows."""
+    return gpt.lm_head(gpt.hidden_states(idx, cache, valid))[:, -1]
 
 
 def test_forward_shapes_and_loss():
@@ -32,11 +44,12 @@ def test_forward_shapes_and_loss():
     assert gpt.get_num_params() == sum(p.numel() for p in gpt.parameters()) - 64 * 32
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_kv_cache_matches_full_forward_on_ragged_batch(bias):
+@pytest.mark.parametrize("form", [dict(bias=True), dict(bias=False), ROTARY])
+def test_kv_cache_matches_full_forward_on_ragged_batch(form):
     """Left-padded prompts of different lengths, prefilled at once, then 30 single-token steps:
-    the logits of every step equal the full forward of that row alone (float32, 1e-5)."""
-    gpt = tiny_gpt(bias=bias)
+    the logits of every step equal the full forward of that row alone (float32, 1e-5). With
+    rotary positions, each row's positions count from its own first token."""
+    gpt = tiny_gpt(**form)
     torch.manual_seed(1)
     lengths = [5, 12, 1, 9]
     steps = 30
@@ -49,10 +62,10 @@ def test_kv_cache_matches_full_forward_on_ragged_batch(bias):
         valid[b, prompt_len - n:] = True
     cache = model.KVCache(gpt.config, len(rows), prompt_len + steps, "cpu")
     with torch.no_grad():
-        step_logits = [gpt(prompt, cache=cache, valid=valid)[0][:, -1]]
+        step_logits = [cached_logits(gpt, prompt, cache, valid)]
         for s in range(steps - 1):
             token = torch.stack([row[n + s] for row, n in zip(rows, lengths)])
-            step_logits.append(gpt(token[:, None], cache=cache)[0][:, -1])
+            step_logits.append(cached_logits(gpt, token[:, None], cache))
         for b, (row, n) in enumerate(zip(rows, lengths)):
             full, _ = gpt(row[None, :n + steps - 1], targets=row[None, 1:n + steps])
             for s in range(steps):
@@ -68,17 +81,18 @@ def test_kv_cache_longer_than_block_size_is_refused_when_made():
     model.KVCache(gpt.config, 2, 64, "cpu")
 
 
-def test_kv_cache_repeat_rows_matches_separate_prefills():
-    gpt = tiny_gpt()
+@pytest.mark.parametrize("form", [{}, ROTARY])
+def test_kv_cache_repeat_rows_matches_separate_prefills(form):
+    gpt = tiny_gpt(**form)
     prompt = torch.randint(0, 97, (2, 7))
     with torch.no_grad():
         cache = model.KVCache(gpt.config, 2, 10, "cpu")
-        gpt(prompt, cache=cache)
+        gpt.hidden_states(prompt, cache)
         repeated = cache.repeat_rows(3)
         next_tokens = torch.randint(0, 97, (6, 1))
-        logits, _ = gpt(next_tokens, cache=repeated)
+        logits = cached_logits(gpt, next_tokens, repeated)
         full, _ = gpt(torch.cat([prompt.repeat_interleave(3, 0), next_tokens], 1))
-    assert torch.allclose(logits, full, atol=1e-5)
+    assert torch.allclose(logits, full[:, -1], atol=1e-5)
 
 
 def test_token_logprobs_equal_log_softmax_of_forward():
@@ -92,13 +106,16 @@ def test_token_logprobs_equal_log_softmax_of_forward():
         assert got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-5)
 
 
-def test_flops_per_token_counts_what_a_training_step_multiplies():
+@pytest.mark.parametrize("form", [{}, ROTARY])
+def test_flops_per_token_counts_what_a_training_step_multiplies(form):
     """The PaLM count behind estimate_mfu against torch's own count of a forward and backward
     (attention through SDPA's math backend, whose matmuls the counter sees; the rest of the
-    difference is biases and LayerNorms, which the count treats as matmul weights)."""
+    difference is biases and norms, which the count treats as matmul weights). In the rotary
+    form the token embedding is a lookup (its head is its own matrix) and attention runs over
+    every query head, however few key and value heads there are."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
-    gpt = tiny_gpt(n_layer=3, n_embd=64, vocab_size=500).train()
+    gpt = tiny_gpt(n_layer=3, n_embd=64, vocab_size=500, **form).train()
     B, T = 4, 48
     idx = torch.randint(0, 500, (B, T))
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
@@ -113,18 +130,12 @@ def test_flops_per_token_counts_what_a_training_step_multiplies():
     assert model.peak_bf16_flops() is None or torch.cuda.is_available()
 
 
-def test_sample_top_p_keeps_the_nucleus_only():
-    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    draws = {model.sample(logits, top_p=0.7, generator=torch.Generator().manual_seed(s)).item() for s in range(200)}
-    assert draws == {0, 1}
-    draws = {model.sample(logits, top_k=1).item() for _ in range(20)}
-    assert draws == {0}
-
-
-def test_from_pretrained_matches_hugging_face_logits(tmp_path):
+@pytest.mark.parametrize("variant", [{}, dict(n_inner=80, layer_norm_epsilon=1e-6, tie_word_embeddings=False)])
+def test_from_pretrained_matches_hugging_face_logits(tmp_path, variant):
+    """GPT-2, and a variant with another MLP width, LayerNorm epsilon and an untied head."""
     import transformers
     torch.manual_seed(0)
-    hf_config = transformers.GPT2Config(vocab_size=101, n_positions=32, n_embd=48, n_layer=2, n_head=4)
+    hf_config = transformers.GPT2Config(vocab_size=101, n_positions=32, n_embd=48, n_layer=2, n_head=4, **variant)
     hf_model = transformers.GPT2LMHeadModel(hf_config).eval()
     hf_model.save_pretrained(tmp_path)
     gpt = model.GPT.from_pretrained(str(tmp_path)).eval()
@@ -143,12 +154,12 @@ def test_from_pretrained_refuses_what_is_not_a_gpt2_checkpoint(tmp_path):
     (tmp_path / "bert").mkdir()
     transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                             intermediate_size=32).save_pretrained(tmp_path / "bert")
-    with pytest.raises(ValueError, match=f"{tmp_path / 'bert'} holds a 'bert' model"):
+    with pytest.raises(ValueError, match=f"{tmp_path / 'bert'} holds a 'bert' model; .* loads the gpt2, llama"):
         model.GPT.from_pretrained(str(tmp_path / "bert"))
     (tmp_path / "no_weights").mkdir()
     transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2).save_pretrained(
         tmp_path / "no_weights")
-    with pytest.raises(ValueError, match=f"{tmp_path / 'no_weights'}: could not load GPT-2 weights"):
+    with pytest.raises(ValueError, match=f"{tmp_path / 'no_weights'}: could not load its weights"):
         model.GPT.from_pretrained(str(tmp_path / "no_weights"))
 
 
@@ -201,6 +212,30 @@ def test_checkpoint_round_trip_and_compiled_model_names(tmp_path):
     assert torch.equal(loaded(idx)[0], gpt(idx)[0]) and checkpoint["step"] == 7
 
 
+def test_a_rotary_model_round_trips_through_a_checkpoint_of_plain_data(tmp_path):
+    """model_args is vars(config): plain data that torch.load(weights_only=True) reads back, and
+    the GPT it rebuilds computes what the saved one did (its rotary table is derived, not saved)."""
+    gpt = tiny_gpt(seed=4, **ROTARY)
+    args = vars(gpt.config)
+    assert all(isinstance(v, (int, float, str, bool)) for v in args.values()), args
+    assert not any("rotary" in k for k in gpt.state_dict())
+    torch.save({"model": gpt.state_dict(), "model_args": args}, tmp_path / "rope.pt")
+    loaded = model.GPT.from_checkpoint(model.load_checkpoint(str(tmp_path / "rope.pt"))).eval()
+    idx = torch.randint(0, 97, (2, 9))
+    assert loaded.config == gpt.config and torch.equal(loaded(idx)[0], gpt(idx)[0])
+
+
+def test_config_resolves_its_defaults_and_refuses_what_it_cannot_build():
+    config = model.GPTConfig(n_embd=64, n_head=4)
+    assert (config.head_dim, config.n_kv_head, config.intermediate_size) == (16, 4, 256)
+    for bad, match in [(dict(norm="batchnorm"), "norm must be one of"), (dict(position="alibi"), "position"),
+                       (dict(mlp="relu"), "mlp"), (dict(n_kv_head=3), "not a multiple of n_kv_head=3"),
+                       (dict(n_embd=66), "not a multiple of n_head"),
+                       (dict(position="rope", head_dim=15), "head_dim=15 must be even")]:
+        with pytest.raises(ValueError, match=match):
+            model.GPTConfig(**{**dict(n_embd=64, n_head=4), **bad})
+
+
 def test_load_checkpoint_refuses_missing_random_and_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="nope.pt: no such file"):
         model.load_checkpoint(str(tmp_path / "nope.pt"))
@@ -221,11 +256,13 @@ def test_load_checkpoint_refuses_missing_random_and_foreign_files(tmp_path):
 def test_device_setup_decides_by_device_type(monkeypatch):
     device, autocast = model.device_setup("cpu")
     assert device == "cpu" and isinstance(autocast, contextlib.nullcontext)
-    assert model.device_setup("auto")[0] == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not model.nvidia_smi_gpus():
+        assert model.device_setup("auto")[0] == ("cuda" if torch.cuda.is_available() else "cpu")
     precision = torch.get_float32_matmul_precision()
     try:  # a GPU machine, as CPU-only torch can pretend: "cuda:0" is CUDA too
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
         device, autocast = model.device_setup("cuda:0")
         assert device == "cuda:0" and isinstance(autocast, torch.autocast)
         assert autocast.device == "cuda" and autocast.fast_dtype == torch.bfloat16
@@ -237,10 +274,57 @@ def test_device_setup_decides_by_device_type(monkeypatch):
     assert isinstance(autocast, torch.autocast) and autocast.device == "cpu" and autocast.fast_dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype must be"):
         model.device_setup("cpu", dtype="float16")
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not model.nvidia_smi_gpus():
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.raises(ValueError, match="no CUDA GPU"):
             model.device_setup("cuda")
+
+
+def test_device_setup_makes_a_numbered_gpu_the_current_one(monkeypatch):
+    """Triton launches its kernels on the current CUDA device, whatever device the tensors are on:
+    --device=cuda:1 must make GPU 1 current, or the log-prob kernel reads another GPU's memory."""
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    precision = torch.get_float32_matmul_precision()
+    try:
+        model.device_setup("cuda:1")
+        assert made_current == [torch.device("cuda", 1)]
+        model.device_setup("cuda")  # no index: the current device stays (torchrun's rank sets its own)
+        assert made_current == [torch.device("cuda", 1)]
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+def fake_nvidia_smi(tmp_path, monkeypatch, output, exit_code=0):
+    """An nvidia-smi first on PATH that prints output (whatever its arguments) and exits with exit_code."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncat <<'END'\n{output}END\nexit {exit_code}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_gpu_that_torch_cannot_use_stops_the_run_instead_of_a_quiet_cpu_one(tmp_path, monkeypatch):
+    """PyPI's torch 2.13.0 is a CUDA 13 build: on an older driver torch sees no GPU, and "auto"
+    would train the CPU preset on the CPU of a GPU machine. nvidia-smi tells."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fake_nvidia_smi(tmp_path, monkeypatch, "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0b1c)\n")
+    assert model.nvidia_smi_gpus() == ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0b1c)"]
+    for device in ("auto", "cuda", "cuda:1"):
+        with pytest.raises(ValueError) as error:
+            model.device_setup(device)
+        message = str(error.value)
+        assert "nvidia-smi lists 1 GPU(s) (GPU 0: NVIDIA H100" in message and torch.__version__ in message
+        assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126" in message
+        assert "--device=cpu" in message
+    assert model.device_setup("cpu")[0] == "cpu"  # the CPU, asked for deliberately
+    # nvidia-smi present but no GPU to talk to (no driver loaded): nothing to say, the CPU it is
+    fake_nvidia_smi(tmp_path, monkeypatch, "NVIDIA-SMI has failed because it couldn't communicate with "
+                                           "the NVIDIA driver.\n", exit_code=9)
+    assert model.nvidia_smi_gpus() == [] and model.device_setup("auto")[0] == "cpu"
 
 
 def test_configure_optimizers_fuses_adamw_for_any_cuda_device(monkeypatch):

@@ -1,5 +1,6 @@
 """Tests of tokenizer.py's PretrainedTokenizer (a Hugging Face model's own tokenizer behind the
-project's interface), offline, on a tiny random GPT-2 checkpoint built here by make_tiny_gpt2.
+project's interface), offline, on a tiny random GPT-2 checkpoint built here by make_tiny_gpt2
+(Qwen's and Llama's tokenizers and models: tests/test_model_families.py).
 
 make_tiny_gpt2(path) is meant for other tests too (an end-to-end run with --init_from=path):
     from test_pretrained import make_tiny_gpt2

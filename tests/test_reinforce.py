@@ -164,3 +164,29 @@ def test_bad_input_gets_clear_errors():
     empty_row[2] = False
     with pytest.raises(ValueError, match="at least one token"):
         reinforce_pp_advantages([1.0, 0.0, 1.0, 0.0], torch.zeros(4, 3), torch.zeros(4, 3), empty_row, beta_kl=0.1)
+
+
+def test_micro_batches_add_up_to_the_batch_loss_and_statistics():
+    """The update accumulates the loss over micro-batches of the batch, each padded to its own
+    width: with the batch's token count as denominator, their losses, gradients and clip shares
+    add up to those of the whole batch at once."""
+    torch.manual_seed(0)
+    N, T = 6, 9
+    lengths = torch.tensor([9, 2, 5, 7, 1, 4])
+    mask = torch.arange(T) < lengths[:, None]
+    logp = torch.randn(N, T, requires_grad=True)
+    logp_old = (logp.detach() + 0.3 * torch.randn(N, T))
+    advantages = torch.randn(N, T)
+    whole, stats = policy_loss(logp, logp_old, advantages, mask, 0.2)
+    (grad_whole,) = torch.autograd.grad(whole, logp)
+    total, clip, grad_parts = 0.0, 0.0, torch.zeros(N, T)
+    for rows in ([1, 4, 5], [0, 2, 3]):
+        width = int(lengths[rows].max())
+        part = logp[rows, :width]
+        loss, part_stats = policy_loss(part, logp_old[rows, :width], advantages[rows, :width], mask[rows, :width],
+                                       0.2, token_count=int(mask.sum()))
+        (grad,) = torch.autograd.grad(loss, logp)
+        total, clip, grad_parts = total + loss.item(), clip + part_stats["clip_frac"], grad_parts + grad
+    assert total == pytest.approx(whole.item(), abs=1e-6)
+    assert clip == pytest.approx(stats["clip_frac"], abs=1e-6) and stats["clip_frac"] > 0
+    assert torch.allclose(grad_parts, grad_whole, atol=1e-7)
