@@ -242,3 +242,20 @@ def test_wandb_logging_sends_the_metrics_rows(data_dir, smoke_run, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     logged = [json.loads(line) for line in open(tmp_path / "wandb.jsonl")]
     assert logged[0] == {"init": "p"} and logged[1:] == metrics(tmp_path / "on")
+
+
+@pytest.mark.slow
+def test_compile_does_not_recompile_after_the_first_rl_step(data_dir, smoke_run, tmp_path):
+    """--compile=True compiles each block once per variant it runs in (policy or reference, with
+    or without gradients, full forward, prefill or decode), all met in the first RL step; the
+    token counts that change every step recompile nothing, and the recompile limit is never hit
+    (past it torch.compile would quietly run eager)."""
+    env = dict(os.environ, TORCH_LOGS="recompiles")
+    done = subprocess.run([sys.executable, TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={tmp_path}",
+                           f"--sft_ckpt={smoke_run}/sft.pt", "--rl_steps=4", "--probe_interval=0", "--compile=True"],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = done.stdout  # (the step lines and torch's log, in the order they were written)
+    assert done.returncode == 0, log[-3000:]
+    assert "hit config.recompile_limit" not in log
+    after_first_step = log[log.index("oorl step 0 "):]
+    assert "Recompiling" not in after_first_step
