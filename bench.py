@@ -1,17 +1,22 @@
 """
 bench.py: micro-benchmarks of the hot paths: the log-prob kernel (and its ahead-of-time compile
-for GPUs), rollout, and reward.
+for GPUs), rollout, reward, and the phases of one OORL step.
 
     python bench.py                       # all parts
-    python bench.py --part=kernel         # one part: kernel | gpu_compile | rollout | reward
+    python bench.py --part=kernel         # one part: kernel | gpu_compile | rollout | reward | step
+    python bench.py --part=step --ckpt=out/sft.pt   # OORL steps from this SFT model
+                                          # (without --ckpt: from a short SFT made for it)
 
 kernel: naive log_softmax, torch.compile of it, logprobs.fused_logprobs's chunked torch path and its
 Triton kernel, and Liger-Kernel's and Cut Cross-Entropy's fused losses when they are installed
 (pip install liger-kernel cut-cross-entropy), at GPT-2's shape (N=16384, d=768, V=50304) and at
 this project's (a GPU-preset RL batch: N=163840, d=512, V=745); time and peak memory, forward and
-forward + backward. gpu_compile: registers, spills and shared memory of every Triton kernel
-configuration for sm_80 and sm_90 (runs on any machine). rollout: decoded tokens per second.
-On a CPU the GPU-only rows are skipped, and the output says which.
+forward + backward, of each method whose log-probs and gradients agree with float64 ones.
+gpu_compile: registers, spills and shared memory of every Triton kernel configuration for sm_80
+and sm_90 (runs on any machine). rollout: decoded tokens per second. step: seconds of each phase
+of OORL steps (rollout, reward, the update's parts) at the CPU preset's workload, as train.py logs
+them. On a CPU the GPU-only rows are skipped, and the output says which. Every part's figures also
+go to out/bench.json (--json=PATH), which keeps the latest figures of each part.
 """
 import sys
 import time
@@ -27,19 +32,30 @@ def _naive_logprobs(hidden, weight, targets):
 
 
 def _liger_logprobs(hidden, weight, targets):
-    """Liger-Kernel's fused linear cross-entropy, per token (its loss is -log p)."""
+    """Liger-Kernel's fused linear cross-entropy, per token (its loss is -log p). With inputs that
+    require grad it computes their gradients during the forward: its "fwd" time includes them."""
     from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
     return -LigerFusedLinearCrossEntropyLoss(reduction="none")(weight, hidden, targets)
 
 
 def _cce_logprobs(hidden, weight, targets):
-    """Cut Cross-Entropy (Wijmans et al. 2024), per token (its loss is -log p)."""
+    """Cut Cross-Entropy (Wijmans et al. 2024), per token (its loss is -log p). filter_eps=None:
+    by default it skips the gradient where the softmax is below a threshold, less work than exact
+    gradients (the others' work)."""
     from cut_cross_entropy import linear_cross_entropy
-    return -linear_cross_entropy(hidden, weight, targets, reduction="none")
+    return -linear_cross_entropy(hidden, weight, targets, reduction="none", filter_eps=None)
 
 
 # the other fused kernels, compared when installed (GPU only): method -> (module, function)
 OPTIONAL_METHODS = {"liger": ("liger_kernel", _liger_logprobs), "cut cross-entropy": ("cut_cross_entropy", _cce_logprobs)}
+# The versions before which a method's per-token gradients are known wrong: (distribution, version,
+# why). Liger's reduction="none" scaled every row's gradient by the first row's upstream gradient.
+REQUIRED_VERSIONS = {"liger": ("liger-kernel", (0, 8, 2), "its reduction='none' scales every row's gradient "
+                                                          "by the first row's upstream gradient (Liger-Kernel PR #1298)")}
+# A method is timed only if its log-probs and gradients agree with float64 ones on a small problem
+# first: within what bf16 rounding gives (~1e-2 of the values), far below what a wrong method
+# gives (~the values). The same bounds as logprobs.py's self-check.
+CHECK_LOGP_NATS, CHECK_GRAD_SHARE = 2e-2, 2e-2
 
 
 def _kernel_setup(methods, n, d, v, backward, threads):
@@ -110,6 +126,46 @@ def _kernel_memory(method, n, d, v, backward, threads):
     return max(0, peak - returned) / 2 ** 20
 
 
+def _kernel_check(methods, ds, threads):
+    """{method: None, or why it must not be timed}. A method's log-probs, and its gradients of
+    sum(g * logp) with g of both signs (as advantages weigh log-probs), against float64 ones from
+    the same inputs, on a problem of N=500 and V=1000 at each width d in ds, in the benchmark's
+    dtype; and its version where REQUIRED_VERSIONS names one."""
+    import re
+    from importlib.metadata import version, PackageNotFoundError
+    import torch
+    verdicts = dict.fromkeys(methods)
+    for method in set(methods) & set(REQUIRED_VERSIONS):
+        distribution, minimum, why = REQUIRED_VERSIONS[method]
+        try:
+            installed = version(distribution)
+        except PackageNotFoundError:  # (a build of another name: the check below still runs)
+            continue
+        if tuple(int(part) for part in re.findall(r"\d+", installed)[:3]) < minimum:
+            verdicts[method] = f"{distribution} {installed} < {'.'.join(map(str, minimum))}: {why}"
+    for d in ds:
+        fns, problem, _, _ = _kernel_setup([m for m in methods if not verdicts[m]], 500, d, 1000, True, threads)
+        hidden, weight, targets, grad = problem(500, 1000)
+        hidden64, weight64 = (x.detach().double().requires_grad_() for x in (hidden, weight))
+        reference = torch.log_softmax(hidden64 @ weight64.T, dim=-1).gather(1, targets[:, None]).squeeze(1)
+        reference.backward(grad.double())
+        for method, fn in fns.items():
+            hidden.grad = weight.grad = None
+            try:
+                logp = fn(hidden, weight, targets)
+                logp.backward(grad)
+                logp_error = (logp.double() - reference).abs().max().item()
+                grad_error = max(((x.grad.double() - x64.grad).abs().max() / x64.grad.abs().max()).item()
+                                 for x, x64 in ((hidden, hidden64), (weight, weight64)))
+            except Exception as e:  # (their APIs move between versions)
+                verdicts[method] = f"failed: {type(e).__name__}: {str(e).strip()[:200]}"
+                continue
+            if not (logp_error <= CHECK_LOGP_NATS and grad_error <= CHECK_GRAD_SHARE):  # (NaN too)
+                verdicts[method] = (f"disagrees with float64 at d={d}: log-probs by up to {logp_error:.2g} nats, "
+                                    f"gradients by {grad_error:.2g} of their largest value")
+    return verdicts
+
+
 def _kernel_times(methods, n, d, v, backward, threads, reps):
     """Median milliseconds per call of each method on one problem, in one process. The methods
     take turns, round after round, so that a machine whose load drifts treats them alike."""
@@ -137,23 +193,27 @@ def _kernel_isolated(function, *args):
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def bench_kernel(shapes=None, reps=None, threads=None):
+def bench_kernel(shapes=None, reps=None, threads=None, methods=None):
     """Per-token log-probs from hidden (N, d) and W (V, d): naive, torch.compile(naive) (GPU),
     the chunked torch path and the Triton kernel (GPU) of logprobs.fused_logprobs; the forward
     alone (under no_grad, as for the old policy and the reference) and forward + backward.
-    threads: torch's CPU threads (default: torch's own choice). Prints a table; returns
-    {"N=..,d=..,V=..": {method: {fwd_ms, fwd_mb, fwdbwd_ms, fwdbwd_mb, and the fwdbwd time and
-    memory ratios vs naive and torch.compile}}}."""
+    threads: torch's CPU threads (default: torch's own choice). methods: the methods to compare
+    (default: the device's, and the installed OPTIONAL_METHODS on a GPU); each is checked
+    against float64 once (_kernel_check) and skipped, with the reason, if it disagrees. Prints a
+    table; returns {"N=..,d=..,V=..": {method: {fwd_ms, fwd_mb, fwdbwd_ms, fwdbwd_mb, and the
+    fwdbwd time and memory ratios vs naive and torch.compile}}}."""
     import importlib.util
     import torch
     cuda = torch.cuda.is_available()
     if shapes is None:  # GPT-2's vocabulary; this project's GPU-preset RL batch (64 x 8 rows of ~320 tokens)
         shapes = [(16384, 768, 50304), (163840, 512, 745)] if cuda else [(8192, 256, 32768), (16384, 128, 745)]
     reps = reps or (10 if cuda else 3)
-    methods = ["naive", "torch.compile", "torch chunked", "triton"] if cuda else ["naive", "torch chunked"]
-    optional = {m: importlib.util.find_spec(module) is not None for m, (module, _) in OPTIONAL_METHODS.items()}
-    methods += [m for m, installed in optional.items() if installed and cuda]
-    skipped = [f"{m} (not installed)" for m, installed in optional.items() if not installed]
+    skipped = []
+    if methods is None:
+        methods = ["naive", "torch.compile", "torch chunked", "triton"] if cuda else ["naive", "torch chunked"]
+        optional = {m: importlib.util.find_spec(module) is not None for m, (module, _) in OPTIONAL_METHODS.items()}
+        methods += [m for m, installed in optional.items() if installed and cuda]
+        skipped += [f"{m} (not installed)" for m, installed in optional.items() if not installed and cuda]
     device = f"cuda ({torch.cuda.get_device_name()}), bfloat16" if cuda else f"cpu ({threads or torch.get_num_threads()} threads), float32"
     print(f"kernel: log-probs of N tokens from hidden (N, d) and W (V, d); {device}; time = median of {reps} "
           f"calls, the methods taking turns;\n  extra MB = peak memory of one call beyond the inputs and the "
@@ -161,13 +221,10 @@ def bench_kernel(shapes=None, reps=None, threads=None):
     if not cuda:
         print("  skipped: torch.compile, triton, liger, cut cross-entropy: GPU only (on CPUs Triton runs in "
               "its interpreter, for tests)")
-    for method in [m for m in methods if m in OPTIONAL_METHODS]:  # (their APIs move between versions)
-        try:
-            _kernel_isolated("_kernel_memory", method, 1024, 64, 1000, True, threads)
-        except RuntimeError as e:
-            methods.remove(method)
-            skipped.append(f"{method} (failed: {str(e).strip().splitlines()[-1]})")
-    if cuda and skipped:
+    verdicts = _kernel_isolated("_kernel_check", methods, sorted({d for _, d, _ in shapes}), threads)
+    skipped += [f"{method} ({why})" for method, why in verdicts.items() if why]
+    methods = [method for method in methods if not verdicts[method]]
+    if skipped:
         print(f"  skipped: {', '.join(skipped)}")
     print(f"{'N':>6} {'d':>5} {'V':>7} | {'method':<17} | {'fwd ms':>8} {'fwd MB':>8} | {'f+b ms':>8} {'f+b MB':>8} | "
           f"{'f+b time, mem vs naive':>22} | {'vs torch.compile':>16} | {'f+b MB / fp32 logits':>20}")
@@ -298,6 +355,24 @@ def _reward_batch(lang, n_tasks=16):
     return completions, batch
 
 
+def _reward_step_batch(langs, n_prompts=32, group_size=8):
+    """An RL step's completions (train.py's CPU preset: 32 prompts x G = 8, the languages in
+    turn): per group the reference five times and once with a trailing blank line (a distinct
+    program that passes), a wrong answer and a syntax error (4 distinct programs per group)."""
+    import tasks
+    completions, batch = [], []
+    for seed in range(n_prompts):
+        lang = langs[seed % len(langs)]
+        program, tests = tasks.generate(f"bench-step-{seed}")
+        reference = tasks.render(program, lang)
+        wrong = reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1)
+        task = {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
+        group = [reference] * 5 + [reference + "\n", wrong, reference + "\n)(\n"]
+        completions += group[:group_size]
+        batch += [task] * group_size
+    return completions, batch
+
+
 def _naive_rewards(completions, batch, compile_per_test, workers):
     """The baseline, the human-eval / MultiPL-E way: every test case runs in its own unsandboxed
     subprocess, nothing is cached or shared between completions. compile_per_test: each test
@@ -307,6 +382,8 @@ def _naive_rewards(completions, batch, compile_per_test, workers):
     import reward, tasks
 
     def words(command, directory, name):
+        if command[-1] == "Javac":  # the plain compiler, one program per call
+            command = ("javac", "-d", "{out}", "{src}")
         if "-include" in command:  # the plain compiler: no precompiled prelude either
             at = command.index("-include")
             command = command[:at] + command[at + 2:]
@@ -349,20 +426,61 @@ def _naive_rewards(completions, batch, compile_per_test, workers):
 
 
 def _timed(fn):
-    """(result, wall seconds, CPU seconds of the child processes: compilers, sandboxes, programs)."""
-    import resource
+    """(result, wall seconds, CPU seconds of the child processes: compilers, sandboxes, programs,
+    {"compile": s, "run": s}: seconds inside sandboxes that compile (or check the syntax) and
+    inside sandboxes that run a program, summed over the workers, so up to `cores` times the wall
+    clock; a sandbox given reward.COMPILE_TIMEOUT or more is a compile)."""
+    import resource, threading
+    import reward, sandbox
+    inside, lock, run_for_real = {"compile": 0.0, "run": 0.0}, threading.Lock(), sandbox.run
+
+    def timed_run(argv, files=(), stdin=b"", timeout=2.0, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return run_for_real(argv, files, stdin, timeout, *args, **kwargs)
+        finally:
+            with lock:
+                inside["compile" if timeout >= reward.COMPILE_TIMEOUT else "run"] += time.perf_counter() - start
+
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    result = fn()
+    sandbox.run = timed_run
+    try:
+        result = fn()
+    finally:
+        sandbox.run = run_for_real
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return result, time.perf_counter() - start, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return result, time.perf_counter() - start, cpu, inside
+
+
+def _cold_score(completions, batch):
+    """_timed(reward.score) on an empty compile cache, whose one-time preparations per language
+    (g++'s precompiled header, javac's class archive: a training run makes them once) are made
+    before the clock starts."""
+    import shutil, tempfile
+    import reward
+    cache, reward._cache_dir = reward._cache_dir, tempfile.mkdtemp(prefix="bench-cache-")
+    reward._memory_cache.clear()
+    reward._warmed_up.clear()
+    try:
+        for lang in sorted({task["tgt_lang"] for task in batch}):
+            reward.execute(reward.HELLO[lang], lang)
+        return _timed(lambda: reward.score(completions, batch))
+    finally:
+        shutil.rmtree(reward._cache_dir)
+        reward._cache_dir = cache
+        reward._memory_cache.clear()
+        reward._warmed_up.clear()
 
 
 def bench_reward(langs=("python", "cpp", "java", "javascript", "bash", "php"), baseline_sample=8, cores=2):
-    """Reward throughput per language for a realistic batch on `cores` cores: reward.score (the
-    sandbox, the compile cache, one process for all tests, duplicates run once) against the naive
-    baseline (one unsandboxed subprocess per test case, nothing cached), timed on the batch's
-    first `baseline_sample` completions (it is slow). Both start cold. Figures: programs per
-    second of wall clock, and CPU seconds per program (steadier on a busy machine)."""
+    """Reward throughput on `cores` cores. Per language, a batch of 64 completions: reward.score
+    (the sandbox, the compile cache, one process for all tests, duplicates scored once, compiles
+    batched) against the naive baseline (one unsandboxed subprocess per test case, nothing
+    cached), timed on the batch's first `baseline_sample` completions (it is slow). Then an RL
+    step's batch (32 prompts x 8 completions, `langs` in turn) through reward.score. All start
+    from an empty cache. Figures: programs per second of wall clock, CPU seconds per program
+    (steadier on a busy machine), and the sandbox seconds of compiling and of running."""
     import os
     import reward
     all_cores, workers = os.sched_getaffinity(0), reward.WORKERS
@@ -376,45 +494,47 @@ def bench_reward(langs=("python", "cpp", "java", "javascript", "bash", "php"), b
 
 
 def _bench_reward_languages(langs, baseline_sample, cores):
-    import shutil, tempfile
     import reward, sandbox
     completions, _ = _reward_batch("python")
     print(f"reward: {cores} cores; batch: {len(completions)} completions for 16 tasks, {len(set(completions))} "
-          f"distinct; sandbox: {sandbox.check()}")
-    print(f"{'language':>10} | {'reward.score':>18} | {'naive':>18} | {'naive, compile once':>19} | speed-up (wall, CPU)")
-    print(f"{'':>10} | {'programs/s  CPU s':>18} | {'programs/s  CPU s':>18} | {'programs/s  CPU s':>19} |")
-    figures = {}
+          f"distinct; sandbox: {sandbox.check()}; compile s, run s: inside sandboxes, summed over workers")
+    print(f"{'language':>10} | {'reward.score':>35} | {'naive':>18} | {'naive, compile once':>19} | speed-up (wall, CPU)")
+    print(f"{'':>10} | {'programs/s  CPU s  compile s  run s':>35} | {'programs/s  CPU s':>18} | "
+          f"{'programs/s  CPU s':>19} |")
+    figures, step_langs = {}, []
     for lang in langs:
         if not reward.available(lang):
             print(f"{lang:>10} | unavailable")
             continue
+        step_langs.append(lang)
         completions, batch = _reward_batch(lang)
-        cache, reward._cache_dir = reward._cache_dir, tempfile.mkdtemp(prefix="bench-cache-")
-        reward._memory_cache.clear()
-        reward._warmed_up.clear()
-        try:
-            rewards, wall, cpu = _timed(lambda: reward.score(completions, batch))
-        finally:
-            shutil.rmtree(reward._cache_dir)
-            reward._cache_dir = cache
-            reward._memory_cache.clear()
-            reward._warmed_up.clear()
+        rewards, wall, cpu, inside = _cold_score(completions, batch)
         assert rewards == [1.0, 1.0, 0.0, 0.0] * 16, f"{lang}: the references should pass, the rest fail"
-        row = {"reward_score": (len(completions) / wall, cpu / len(completions))}
+        row = {"reward_score": (len(completions) / wall, cpu / len(completions), inside["compile"], inside["run"])}
         sample, sample_batch = completions[:baseline_sample], batch[:baseline_sample]
         for name, compile_per_test in (("naive", True), ("naive_compile_once", False)):
             if name == "naive_compile_once" and not reward.LANGUAGES[lang].compiled:
                 row[name] = row["naive"]  # nothing to compile: the same baseline
                 continue
-            naive, wall, cpu = _timed(lambda: _naive_rewards(sample, sample_batch, compile_per_test, cores))
+            naive, wall, cpu, _ = _timed(lambda: _naive_rewards(sample, sample_batch, compile_per_test, cores))
             assert naive == rewards[:baseline_sample], f"{lang}: the baseline disagrees with reward.score"
             row[name] = (len(sample) / wall, cpu / len(sample))
         figures[lang] = row
-        cells = " | ".join(f"{row[k][0]:10.2f} {row[k][1]:7.3f}" for k in ("reward_score", "naive"))
         ours, naive, once = row["reward_score"], row["naive"], row["naive_compile_once"]
-        print(f"{lang:>10} | {cells} | {once[0]:10.2f} {once[1]:8.3f} | "
+        print(f"{lang:>10} | {ours[0]:10.2f} {ours[1]:6.3f} {ours[2]:10.1f} {ours[3]:6.1f} | "
+              f"{naive[0]:10.2f} {naive[1]:7.3f} | {once[0]:10.2f} {once[1]:8.3f} | "
               f"{ours[0] / naive[0]:.1f}x, {naive[1] / ours[1]:.1f}x "
               f"(vs compile once {ours[0] / once[0]:.1f}x, {once[1] / ours[1]:.1f}x)", flush=True)
+    if step_langs:
+        completions, batch = _reward_step_batch(step_langs)
+        rewards, wall, cpu, inside = _cold_score(completions, batch)
+        assert rewards == ([1.0] * 6 + [0.0] * 2) * 32, "the references should pass, the rest fail"
+        figures["step"] = dict(seconds=wall, programs_per_s=len(completions) / wall, cpu_per_program=cpu / len(completions),
+                               compile_s=inside["compile"], run_s=inside["run"])
+        print(f"RL step ({len(completions)} completions, {len(set(completions))} distinct, "
+              f"{', '.join(step_langs)} in turn): {wall:.2f} s, {len(completions) / wall:.1f} programs/s, "
+              f"{cpu / len(completions):.3f} CPU s per program; compile {inside['compile']:.1f} s, "
+              f"run {inside['run']:.1f} s", flush=True)
     return figures
 
 
@@ -460,16 +580,108 @@ def bench_rollout(size=None, reps=3, threads=None):
     return {"seconds": best, "tokens_per_s": tokens / best, "tokens_per_cpu_s": tokens / best_cpu}
 
 
-PARTS = {"kernel": lambda: bench_kernel(), "gpu_compile": lambda: bench_gpu_compile(),
-         "rollout": lambda: bench_rollout(), "reward": lambda: bench_reward()}
+# ----------------------------------------------------------------------------- one OORL step
+
+# The CPU preset's OORL workload (train.py): B prompts x G completions, IR groups, PPO epochs, new tokens
+STEP_WORKLOAD = dict(prompts_per_step=32, group_size=8, gepo_groups_per_step=16, ppo_epochs=2, max_new_tokens=160)
+# (label, metrics.jsonl key) of each phase of a step as train.py logs it, the update's parts under it
+STEP_PHASES = [("rollout", "time_rollout"), ("reward", "time_reward"), ("update", "time_update"),
+               ("  reference log-probs", "time_reference"), ("  pi_old log-probs", "time_pi_old"),
+               ("  policy fwd+bwd", "time_policy"), ("  preference loss fwd+bwd", "time_preference"),
+               ("  optimizer, grad sum, clip", "time_optimizer"), ("step: rollout+reward+update", "time_step")]
+
+
+def bench_step(ckpt="", steps=2, sft_steps=300, data_dir="data"):
+    """Seconds of each phase of OORL steps at the CPU preset's workload (STEP_WORKLOAD), from the
+    SFT checkpoint ckpt (none: a short SFT of sft_steps made for it, whose poorer completions fail
+    sooner than a trained model's, so that its reward figures mean less): `python train.py
+    --sft_ckpt=... --rl_steps=steps` in a subprocess, and the phase times it logs in
+    metrics.jsonl. The first step also pays what a run pays once (compiles, caches). Prints a
+    table; returns {"command", "steps": [one dict of seconds per step (step_figures)]}."""
+    import json, os, subprocess, sys, tempfile
+    root, data_dir = os.path.dirname(os.path.abspath(__file__)), os.path.abspath(data_dir)
+    with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
+        if not ckpt:
+            print(f"step: no --ckpt: a short SFT of {sft_steps} steps first (a trained model's completions "
+                  f"take longer to score: the reward figures are a lower bound)", flush=True)
+            subprocess.run([sys.executable, "train.py", "--rl_steps=0", f"--sft_steps={sft_steps}",
+                            f"--data_dir={data_dir}", f"--out_dir={tmp}/sft"], cwd=root, check=True)
+            ckpt = os.path.join(tmp, "sft", "sft.pt")
+        command = ["train.py", f"--sft_ckpt={os.path.abspath(ckpt)}", f"--rl_steps={steps}", "--probe_interval=0",
+                   f"--data_dir={data_dir}", f"--out_dir={tmp}/rl"] + [f"--{k}={v}" for k, v in STEP_WORKLOAD.items()]
+        subprocess.run([sys.executable] + command, cwd=root, check=True)
+        with open(os.path.join(tmp, "rl", "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+    figures = {"command": "python " + " ".join(command), "steps": step_figures(rows)}
+    print(step_table(figures["steps"]))
+    print("reward per language (compile vs run, programs/s): python bench.py --part=reward")
+    return figures
+
+
+def step_figures(rows):
+    """The phase times (seconds) of each OORL row of train.py's metrics.jsonl: its time_* keys
+    (time_policy: one figure per PPO epoch) and their sum over rollout, reward and update
+    (time_step)."""
+    steps = []
+    for row in rows:
+        if row.get("stage") != "oorl":
+            continue
+        step = {key: row[key] for _, key in STEP_PHASES if key in row}
+        step["time_step"] = sum(step.get(key, 0.0) for key in ("time_rollout", "time_reward", "time_update"))
+        steps.append(step)
+    return steps
+
+
+def step_table(steps):
+    """step_figures as a table: a line per phase (and per PPO epoch), a column per step."""
+    epochs = max((len(step.get("time_policy", [])) for step in steps), default=0)
+    lines = [f"step: seconds per phase of OORL steps, {STEP_WORKLOAD['prompts_per_step']} prompts x "
+             f"{STEP_WORKLOAD['group_size']} completions of up to {STEP_WORKLOAD['max_new_tokens']} new tokens, "
+             f"{STEP_WORKLOAD['gepo_groups_per_step']} IR groups, {STEP_WORKLOAD['ppo_epochs']} PPO epochs",
+             f"{'phase':<30}" + "".join(f"{f'step {i}':>9}" for i in range(len(steps)))]
+    for label, key in STEP_PHASES:
+        if key == "time_policy":  # one line per epoch
+            for epoch in range(epochs):
+                cells = [step[key][epoch] if epoch < len(step.get(key, [])) else None for step in steps]
+                lines.append(f"{f'{label}, epoch {epoch + 1}':<30}" + "".join(_seconds(c) for c in cells))
+        else:
+            lines.append(f"{label:<30}" + "".join(_seconds(step.get(key)) for step in steps))
+    return "\n".join(lines)
+
+
+def _seconds(value):
+    return f"{'-':>9}" if value is None else f"{value:9.2f}"
+
+
+def _save_figures(path, figures):
+    """Adds this run's figures, by part, to the JSON file at path, which keeps the latest of each part."""
+    import json, os
+    saved = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+    saved.update(figures)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(saved, f, indent=1)
+
+
+PARTS = {"kernel": lambda options: bench_kernel(), "gpu_compile": lambda options: bench_gpu_compile(),
+         "rollout": lambda options: bench_rollout(), "reward": lambda options: bench_reward(),
+         "step": lambda options: bench_step(ckpt=options["ckpt"])}
 
 if __name__ == "__main__":
-    part = "all"
+    options = dict(part="all", ckpt="", json="out/bench.json")
+    usage = f"usage: python bench.py [--part={'|'.join(PARTS)}|all] [--ckpt=SFT_CHECKPOINT] [--json=PATH]"
     for arg in sys.argv[1:]:
-        if not arg.startswith("--part=") or arg[7:] not in list(PARTS) + ["all"]:
-            raise SystemExit(f"usage: python bench.py [--part={'|'.join(PARTS)}|all], not {arg!r}")
-        part = arg[7:]
+        key, _, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or key not in options or (key == "part" and value not in list(PARTS) + ["all"]):
+            raise SystemExit(f"{usage}, not {arg!r}")
+        options[key] = value
+    figures = {}
     for name, run in PARTS.items():
-        if part in (name, "all"):
+        if options["part"] in (name, "all"):
             print(f"=== {name}")
-            run()
+            figures[name] = run(options)
+    _save_figures(options["json"], figures)
+    print(f"figures: {options['json']}")

@@ -164,19 +164,6 @@ def resolve_settings(config, checkpoint_config):
 
 # ----------------------------------------------------------------------------- sampling and scoring
 
-def first_failure(task, completion):
-    """The first failing test of a completion ("input -> expected, got ..."), or the error."""
-    code = completion.split(tasks.EOT, 1)[0]
-    stdin = "".join(line + "\n" for line, _ in task["tests"])
-    execution = reward.execute(tasks.harness(code, task["tgt_lang"], task["n_args"]), task["tgt_lang"], stdin)
-    lines = execution.stdout.splitlines()
-    for i, (line, expected) in enumerate(task["tests"]):
-        got = lines[i].strip() if i < len(lines) else "(nothing)"
-        if got != expected.strip():
-            return f"input {line!r}: expected {expected.strip()!r}, got {got!r}"
-    return ""
-
-
 def evaluate(ckpt_path, config, rank=0, world=1, device="cpu", autocast=nullcontext()):
     """Sample, score and summarize one checkpoint (this rank's share of the batches, gathered);
     returns the .eval.json dict (on every rank)."""
@@ -231,11 +218,10 @@ def evaluate(ckpt_path, config, rank=0, world=1, device="cpu", autocast=nullcont
             place = b * per_batch + i
             if place < config["show"]:  # the first sample of the first tasks of the fixed order
                 v = verdicts[i * s["n"]]
-                failing = first_failure(task, completions[i * s["n"]]) if v.status == "wrong_answer" else ""
                 examples.append((place, dict(pair=f"{task['src_lang']}->{task['tgt_lang']}", task=task["id"],
                                              source=task["source"], completion=completions[i * s["n"]],
                                              verdict=v.status, passed=v.passed, total=v.total,
-                                             error=failing or v.error)))
+                                             error=v.first_failure or v.error)))
         for v, cut in zip(verdicts, truncated):
             kind = "truncated" if cut else v.status
             statuses[kind] = statuses.get(kind, 0) + 1

@@ -5,37 +5,77 @@ does); it only isolates.
 
     import sandbox
     sandbox.check()   # "bwrap"; raises sandbox.Unavailable (saying what to install) where it cannot isolate
-    sandbox.run(["/usr/bin/python3", "{prog}/main.py"], files=[("/tmp/x.py", "main.py")], stdin=b"1\\n")
+    sandbox.run(["/usr/bin/python3", "{prog}/main.py"], files=[("/tmp/x.py", "main.py")], stdin=b"1\\n",
+                runtime=("/usr/lib/python3.11",))
     # Result(status='ok', stdout=b'...', stderr=b'', exit_code=0)
 
     python sandbox.py     # which isolation this machine gives
 
 An RL step runs hundreds of programs written by a model that is still learning: some loop
-forever, some allocate without end, a few would do worse if they could. Each runs in a sandbox
-built from trusted parts, layer by layer:
+forever, some allocate without end, a few would do worse if they could. The reward must also be
+earned by translating: a program that hands the source it was shown to another language's
+interpreter or compiler "passes" and teaches nothing. Each command runs in a sandbox built from
+trusted parts, layer by layer:
 
   bubblewrap (`bwrap`, the sandbox under Flatpak): new PID, network, IPC, UTS and mount
-      namespaces (and a user namespace, for a trainer not running as root). The command sees a fresh root with the system directories read-only, a copy of
-      its files in /prog and small private tmpfs, /work (its working directory and $HOME), /tmp
-      and /dev/shm, which vanish with it (/dev itself is read-only): nothing it writes reaches
-      the disk. It sees no other process (so not the trainer's /proc/PID/environ) and no
-      network. It is PID 1 of its namespace, so when it exits the kernel kills everything it
-      left behind.
+      namespaces (and a user namespace, for a trainer not running as root). The command sees a
+      fresh root that holds its runtime and nothing else of the system (below), a copy of its
+      files in /prog and small private tmpfs, /work (its working directory and $HOME), /tmp and
+      /dev/shm, which vanish with it (/dev itself is read-only): nothing it writes reaches the
+      disk. It sees no other process (so not the trainer's /proc/PID/environ) and no network. It
+      is PID 1 of its namespace, so when it exits the kernel kills everything it left behind.
+  one runtime per sandbox: run(runtime=...) names the host paths the command may use (its
+      interpreter, or its compiler's programs and directories: reward.py knows which), and they,
+      argv[0], the shared libraries their ELF files load (found with the dynamic loader's --list,
+      once per process), the symbolic links on the way to them and the loader's cache are the
+      only system files mounted, read-only at their own paths (files gathered as hard links in
+      a private directory tree: a few mounts rather than dozens). The mechanism is a minimal mount
+      set rather than an exec allow-list (Landlock, or seccomp on execve) because it is the one
+      that holds by construction: what is not mounted cannot be run, read or loaded by any
+      means (a shell, posix_spawn, ctypes, a static binary written to /tmp still finds no
+      python3), and it needs nothing of the kernel beyond what bubblewrap already uses. So a
+      bash program has bash and no /bin/sh, python3 or g++; a Python program has python3 and its
+      standard library; a compiled program has its libraries only.
+  a seccomp filter (classic BPF, handed to bubblewrap with --seccomp): unshare() and clone()
+      with CLONE_NEWUSER fail with EPERM, clone3() with ENOSYS (its flags are out of a filter's
+      reach; libc then falls back to clone), so no sandbox makes a nested user namespace, root
+      trainer or not. (bubblewrap's --disable-userns does this only inside a user namespace of
+      its own, which a root trainer's sandboxes do not have.) Built for x86_64 and aarch64.
   an unprivileged user: a trainer running as root runs every command, compilers included, as a
       uid of the sandbox's own (no user has it): bubblewrap runs as root, so it can mount a
       toolchain that lives under /root (rustup's) read-only, and `setpriv` then switches to that
       uid with no capabilities and no_new_privs. The command cannot read what only root may
       read (/etc/shadow, /root). A trainer not running as root runs commands as itself.
-  a memory cgroup per sandbox where the machine lets this process make one (cgroup v2, or the
-      memory controller of cgroup v1): all of the sandbox's processes and tmpfs pages together
-      stay under `memory`. Without one, the bound is the address-space limit times the process
-      cap, plus the small tmpfs.
+  cgroups per sandbox where the machine lets this process make them (cgroup v2, or the memory
+      and cpuacct controllers of cgroup v1): all of the sandbox's processes and tmpfs pages
+      together stay under `memory`, and the CPU time of all of its processes together counts
+      against `timeout` (read every CPU_POLL seconds; past it the sandbox is killed). Without a
+      memory cgroup the bound is the address-space limit times the process cap, plus the small
+      tmpfs; without CPU accounting each process has its own `timeout` of CPU time, so a program
+      that forks gets up to `processes` times the budget.
   resource limits, set by `prlimit`: address space, CPU time, file size, open files, processes.
-  time: the command gets `timeout` seconds of CPU time (RLIMIT_CPU, so a busy machine does not
-      make a correct program late) and a generous wall clock (WALL_FACTOR x timeout +
-      WALL_SLACK: a program that sleeps), after which the whole sandbox is killed; stdout and
-      stderr are capped.
+  time: the command gets `timeout` seconds of CPU time (RLIMIT_CPU per process and the cgroup's
+      count for the whole sandbox, so a busy machine does not make a correct program late) and a
+      generous wall clock (WALL_FACTOR x timeout + WALL_SLACK: a program that sleeps), after
+      which the whole sandbox is killed; stdout and stderr are capped.
   a scrubbed environment: no variable of the trainer reaches the command.
+
+What is covered, where bubblewrap runs: delegation (starting another language's interpreter or
+compiler: it is not there); nested user namespaces; reading the trainer's files, environment or
+processes, root-only files, expected outputs (never in the sandbox); writing outside the
+sandbox; leftovers between sandboxes; the network; signals to and ptrace of other processes; fork
+bombs, memory bombs (with a memory cgroup), CPU hogs and their children (with CPU accounting),
+output floods, sleeping or setsid'd children. What is not: the machine's own bugs (a kernel or
+bubblewrap escape); side channels and timing; the CPU time of the sandbox's children without
+cgroup CPU accounting (see above); the shared libraries of the runtime itself, which a program
+may load (ctypes, FFI) but which run nothing of another language; a program that computes its
+answer in its own language by interpreting the source it was shown (that is a translation of
+sorts, and no sandbox can tell).
+
+Infrastructure failures are a status of their own, "infra_error": bubblewrap's own setup failing
+(it reports the command's exit code through --json-status-fd only once the command started, so
+a program cannot fake this by printing "bwrap: ..."), a cgroup that cannot be made, a process
+that cannot be started. They say nothing about the program.
 
 Fork bombs. RLIMIT_NPROC is the one bound on processes short of cgroups, and the kernel ignores
 it for root (it checks the real uid): one more reason root hands commands to another user. As
@@ -48,28 +88,33 @@ What a bomb makes meanwhile dies with its PID namespace.
 Without bubblewrap (not installed, or user namespaces blocked, as in a Docker container run as
 root) check() and run() raise Unavailable: model-written code is never run unisolated unless the
 user opts in with sandbox.allow_reduced_isolation() or OORL_ALLOW_REDUCED_ISOLATION=1. Reduced
-isolation is rlimits, a fresh session and a throw-away directory, and, for a trainer running as
-root, a uid of the sandbox's own (never root, never a real user's), so that RLIMIT_NPROC counts
-exactly its processes and kill(-1) from that uid ends all of them, setsid'd children included.
-It does not stop the network, reading what every user may read, or writes to world-writable
-directories such as /tmp; run as a normal user, children that leave the process group (setsid) survive unless
-a memory cgroup holds them.
+isolation is rlimits, a fresh session and a throw-away directory, the cgroups where available,
+and, for a trainer running as root, a uid of the sandbox's own (never root, never a real
+user's), so that RLIMIT_NPROC counts exactly its processes and kill(-1) from that uid ends all of
+them, setsid'd children included. It has no mount namespace, so no minimal mount set (every
+program on the machine can be run: delegation is open) and no seccomp filter; it does not stop
+the network, reading what every user may read, or writes to world-writable directories such as
+/tmp; run as a normal user, children that leave the process group (setsid) survive unless a
+cgroup holds them.
 """
+import atexit
 import dataclasses
 import functools
 import itertools
-import json
 import math
 import os
 import re
+import select
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 MiB = 1 << 20
 OUTPUT_LIMIT = 1 * MiB     # bytes of stdout (and of stderr) before "output_limit"
@@ -79,14 +124,21 @@ SHM_SIZE = 16 * MiB        # the size of its /dev/shm (POSIX shared memory, sema
 OPEN_FILES = 256           # the JVM opens its modules file, jars and a few sockets
 PROCESSES = 32             # tasks (threads count) per sandbox by default: the JVM starts 14
 WALL_FACTOR, WALL_SLACK = 3, 2.0  # wall clock = 3 x the CPU time + 2 s: room for a busy machine
+CPU_POLL = 0.05            # seconds between two reads of a sandbox's CPU time (its cgroup's count)
 PROBE_TIMEOUT = 10.0       # seconds for the one-time check that bubblewrap works here
 SANDBOX_UID_BASE = 2_000_000_000  # a root trainer runs each sandbox as a uid of its own, from here
 BWRAP = "bwrap"            # the bubblewrap executable, looked up on SEARCH_PATH
-USE_CGROUP = True          # False: never make a memory cgroup (the fallback bound applies)
+USE_CGROUP = True          # False: never make cgroups (the fallback bounds on memory and CPU time apply)
 ALLOW_REDUCED_ISOLATION = "OORL_ALLOW_REDUCED_ISOLATION"  # =1: the opt-in, as an environment variable
 # System directories first: a shim in $HOME (pyenv, nvm) cannot run in the sandbox.
 SEARCH_PATH = os.pathsep.join(["/usr/local/bin", "/usr/bin", "/bin", os.environ.get("PATH", "")])
-SYSTEM_DIRS = ("/usr", "/etc", "/opt", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # read-only
+# Every sandbox's runtime also holds these, where they exist: the loader's cache (libraries are
+# found without probing directories) and glibc's locale for the LANG that _environment sets.
+SYSTEM_FILES = ("/etc/ld.so.cache", "/usr/lib/locale/C.utf8", "/usr/lib/locale/locale-archive")
+# The seccomp filter's numbers, per machine: the kernel's AUDIT_ARCH and the system call numbers
+# of unshare, clone and clone3 (unshare and clone take their flags as the first argument).
+SECCOMP_ARCHES = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
+CLONE_NEWUSER = 0x10000000
 
 
 class Unavailable(RuntimeError):
@@ -96,11 +148,13 @@ class Unavailable(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Result:
     status: str         # "ok" (exit 0), "runtime_error" (any other exit), "timeout" (CPU time or wall
-                        # clock), "output_limit", "memory_limit" (the sandbox's memory cgroup was full)
+                        # clock), "output_limit", "memory_limit" (the sandbox's memory cgroup was full),
+                        # "infra_error" (the sandbox itself failed: stderr says how; nothing ran)
     stdout: bytes       # at most OUTPUT_LIMIT bytes
     stderr: bytes
-    exit_code: int = 0  # the command's exit code (128 + n: killed by signal n); None when the sandbox
-                        # was killed (wall clock, output limit)
+    exit_code: int = 0  # the command's exit code (128 + n: killed by signal n, so also when the whole
+                        # sandbox ran out of CPU time); None when the sandbox was killed by the wall clock
+                        # or the output limit, or failed (infra_error)
 
 
 _lock = threading.Lock()
@@ -121,7 +175,8 @@ def allow_reduced_isolation():
 def check():
     """"bwrap" where bubblewrap works here (probed once, as run() will use it), else "reduced" if
     the user opted in (one warning), else raises Unavailable saying what to do. Takes well under
-    a second where bubblewrap works, at most PROBE_TIMEOUT seconds."""
+    a second where bubblewrap works, at most PROBE_TIMEOUT seconds. Warns once, by name, of a
+    mechanism this machine lacks (the seccomp filter, the whole-sandbox CPU budget)."""
     global MODE
     with _lock:
         if MODE is None:
@@ -143,9 +198,25 @@ def check():
                 MODE = "reduced"
                 warnings.warn(f"sandbox.py: {problem}. Model-written code runs with REDUCED isolation, as "
                               f"opted in: rlimits, a fresh session and directory, {_who()}; NO namespaces, so "
-                              "it can reach the network, read what every user may read and write to /tmp.",
-                              RuntimeWarning, stacklevel=3)
+                              "it can reach the network, read what every user may read and write to /tmp, and "
+                              "no minimal mount set or seccomp filter, so it can run any program on the machine "
+                              "(another language's interpreter included).", RuntimeWarning, stacklevel=3)
+            missing = _missing_mechanisms(MODE)
+            if missing:
+                warnings.warn(f"sandbox.py: not available here: {'; '.join(missing)}.", RuntimeWarning, stacklevel=3)
         return MODE
+
+
+def _missing_mechanisms(mode):
+    """What this machine does not give, by name (each with what stays open)."""
+    missing = []
+    if mode == "bwrap" and _seccomp_program() is None:
+        missing.append(f"the seccomp filter (none for a {os.uname().machine} machine): sandboxed programs "
+                       "can make nested user namespaces")
+    if not (USE_CGROUP and _cpu_cgroup_parent()):
+        missing.append("the whole-sandbox CPU budget (no cgroup with CPU accounting here): each process has "
+                       "its own CPU time limit, so a program's children add to it")
+    return missing
 
 
 def _who():
@@ -159,9 +230,16 @@ def _bwrap_problem(bwrap_name):
     if bwrap is None:
         return "bubblewrap is not installed"
     uid = SANDBOX_UID_BASE + (os.getpid() % 1_000_000) * 1000 + 999 if os.geteuid() == 0 else None
-    with open("/bin/true", "rb") as true:
-        argv = _bwrap_argv(bwrap, [(true.fileno(), "/prog/true")], [], uid) + ["/prog/true"]
-        status, code, _, err = _spawn(argv, b"", PROBE_TIMEOUT, [true.fileno()], _environment({}), bwrap)
+    true_path = shutil.which("true", path=SEARCH_PATH)
+    seccomp = _seccomp_file()
+    with open(true_path, "rb") as true:
+        argv = _bwrap_argv(bwrap, [(true.fileno(), "/prog/true")], [], uid, (true_path,), seccomp) + ["/prog/true"]
+        passed = [true.fileno()] + ([seccomp] if seccomp is not None else [])
+        try:
+            status, code, _, err = _spawn(argv, b"", PROBE_TIMEOUT, passed, _environment({}), bwrap)
+        finally:
+            if seccomp is not None:
+                os.close(seccomp)
     if status or code:
         return f"bubblewrap cannot create its namespaces here: {_first_lines(err.decode(), 3) or status}"
     return None
@@ -170,33 +248,48 @@ def _bwrap_problem(bwrap_name):
 # ----------------------------------------------------------------------------- run
 
 def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROCESSES, file_size=FILE_SIZE,
-        env=(), dirs=(), read_only=()):
+        env=(), dirs=(), read_only=(), runtime=None):
     """Runs argv in a fresh sandbox and returns a Result. Raises Unavailable (see check).
 
-    argv[0] is an absolute path (a tool outside the system directories, such as a rustup
-    toolchain's bin/rustc, is mounted read-only with the two directories above it). In argv and
-    in env's values, "{prog}" stands for the directory that holds `files` ([(host path, name)],
-    copied read-only) and "{name}" for each of `dirs` ([(name, host directory)], writable: a
-    compiler's output) and of `read_only` (the same, read-only). env: [(name, value)] added to a
-    scrubbed environment. timeout: seconds of CPU time (the wall clock allows WALL_FACTOR times
-    more); memory: the whole sandbox's memory where a cgroup holds it, and each process's
-    address space; processes: the most tasks (threads count) at once."""
+    runtime: the host paths (executables, files, directories) that are the command's system:
+    with argv[0] and their shared libraries, the only ones mounted (read-only, at their own
+    paths). Required where bubblewrap runs (a sandbox holds one language's runtime, by
+    construction); reduced isolation cannot restrict them. argv[0] is an absolute path. In argv
+    and in env's values, "{prog}" stands for the directory that holds `files` ([(host path,
+    name)], copied read-only) and "{name}" for each of `dirs` ([(name, host directory)],
+    writable: a compiler's output) and of `read_only` (the same, read-only). env: [(name, value)]
+    added to a scrubbed environment. timeout: seconds of CPU time, all of the sandbox's processes
+    together where a cgroup counts them (the wall clock allows WALL_FACTOR times more); memory:
+    the whole sandbox's memory where a cgroup holds it, and each process's address space;
+    processes: the most tasks (threads count) at once."""
     mode = check()
-    cgroup = _make_cgroup(memory) if USE_CGROUP else None
+    if mode == "bwrap" and runtime is None:
+        raise TypeError("sandbox.run() needs runtime=(host paths): the interpreter or compiler files the "
+                        "command may use; nothing else of the system is mounted")
+    try:
+        cgroup = _make_cgroup(memory) if USE_CGROUP else {}
+    except OSError as error:
+        return Result("infra_error", b"", f"sandbox.py: cannot make the sandbox's cgroup: {error}".encode(), None)
     uid = _take_uid() if os.geteuid() == 0 else None
     try:
         limits = _limits(memory, timeout, file_size, processes if uid is not None or (
             mode == "bwrap" and _nproc_counts_per_namespace()) else None)
-        sandboxed = _run_bwrap if mode == "bwrap" else _run_reduced
-        status, code, out, err = sandboxed(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid)
-        out_of_memory = cgroup is not None and _oom_killed(cgroup)
-        killed_by_us = status is not None
+        cpu = (timeout, functools.partial(_cpu_seconds, cgroup["cpu"])) if "cpu" in cgroup else None
+        if mode == "bwrap":
+            status, code, out, err = _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup,
+                                                uid, cpu, runtime)
+        else:
+            status, code, out, err = _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup,
+                                                  uid, cpu)
+        out_of_memory = "memory" in cgroup and _oom_killed(cgroup["memory"])
     finally:
-        if cgroup:
-            _remove_cgroup(cgroup)
+        _remove_cgroup(cgroup)
         if uid is not None:
             with _lock:
                 _uids.discard(uid)
+    if status == "cpu_time":  # the whole sandbox's CPU time ran out (an exit code: not the wall clock)
+        return Result("timeout", out, err, code)
+    killed_by_us = status is not None
     if status is None:  # it ended by itself; bubblewrap says "killed by signal n" as 128 + n
         # Out of CPU time: SIGXCPU at the soft limit, or SIGKILL at the hard one (the sandbox's
         # PID 1 ignores SIGXCPU; a SIGKILL it sent itself is counted here too).
@@ -206,34 +299,31 @@ def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROC
     return Result(status, out, err, None if killed_by_us else code)
 
 
-def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid):
+def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid, cpu, runtime):
     paths = {"{prog}": "/prog", **{"{%s}" % name: f"/{name}" for name, _ in [*dirs, *read_only]}}
     for _, host in dirs:
         if uid is not None:
             _give(host, uid)
     binds = [("--bind", host, f"/{name}") for name, host in dirs]
     binds += [("--ro-bind", host, f"/{name}") for name, host in read_only]
-    toolchain = _toolchain(argv[0])
-    if toolchain:  # its parents made traversable (bubblewrap makes them with mode 700)
-        parents = [os.path.dirname(toolchain)]
-        while parents[-1] != "/":
-            parents.append(os.path.dirname(parents[-1]))
-        binds += [("--perms", "0755", "--dir", path) for path in reversed(parents[:-1])]
-        binds.append(("--ro-bind", toolchain, toolchain))
+    if not argv[0].startswith("{"):  # a host program (not one in /prog): part of the runtime
+        runtime = (*runtime, argv[0])
     fds = [os.open(host, os.O_RDONLY | os.O_CLOEXEC) for host, _ in files]
+    seccomp = _seccomp_file()
+    passed = fds + ([seccomp] if seccomp is not None else [])
     try:
         bwrap = shutil.which(BWRAP, path=SEARCH_PATH)
         full = (_in_cgroup(cgroup) + _bwrap_argv(bwrap, list(zip(fds, (f"/prog/{name}" for _, name in files))),
-                                                 binds, uid)
+                                                 binds, uid, runtime, seccomp)
                 + limits + list(_fill(argv, paths)))
-        return _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, fds,
-                      _environment(dict(_fill_pairs(env, paths))), bwrap)
+        return _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, passed,
+                      _environment(dict(_fill_pairs(env, paths))), bwrap, cpu=cpu)
     finally:
-        for fd in fds:
+        for fd in passed:
             os.close(fd)
 
 
-def _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid):
+def _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid, cpu):
     """No namespaces: a fresh directory on the host, removed after. As root the command runs as
     a uid of its own, which copies of `dirs` (and of `read_only`) inside that directory belong to."""
     work = tempfile.mkdtemp(prefix="oorl-run-")
@@ -248,7 +338,7 @@ def _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgro
         environment = {**_environment(dict(_fill_pairs(env, paths))), "HOME": work, "TMPDIR": work}
         full = _in_cgroup(cgroup) + _as_user(uid) + limits + list(_fill(argv, paths))
         try:
-            return _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, [], environment, None, cwd=work)
+            return _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, [], environment, None, cwd=work, cpu=cpu)
         finally:
             if uid is not None:
                 _kill_uid(uid)  # everything it started, setsid'd children too
@@ -305,16 +395,6 @@ def _as_user(uid):
             "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
 
 
-def _toolchain(tool):
-    """The toolchain directory to mount for a tool outside the system directories, or None."""
-    if not tool or not os.path.isabs(tool):
-        return None
-    real = os.path.realpath(tool)
-    if real.startswith(tuple(d + "/" for d in SYSTEM_DIRS)):
-        return None
-    return os.path.dirname(os.path.dirname(real))
-
-
 def _environment(extra):
     """The whole environment a command gets: nothing of the trainer's."""
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
@@ -335,12 +415,13 @@ def _limits(memory, timeout, file_size, processes):
     return [shutil.which("prlimit", path=SEARCH_PATH), *limits, "--"]
 
 
-def _bwrap_argv(bwrap, files, binds, uid):
+def _bwrap_argv(bwrap, files, binds, uid, runtime, seccomp):
     """bubblewrap's command line, up to the limits and the command: files [(fd, path)] are
-    copied into the sandbox, binds: bubblewrap's words that mount directories. uid: where a root
-    trainer runs it, bubblewrap runs as root without a user namespace (so it can mount what
-    only root reaches, a toolchain under /root) and hands the command to `uid`; anyone else
-    runs it in a user namespace of their own."""
+    copied into the sandbox, binds: bubblewrap's words that mount directories, runtime: the host
+    paths that make up the system it sees (see _system_mounts), seccomp: the fd of the filter, or
+    None. uid: where a root trainer runs it, bubblewrap runs as root without a user namespace (so
+    it can mount what only root reaches, a toolchain under /root) and hands the command to `uid`;
+    anyone else runs it in a user namespace of their own."""
     namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     if uid is None:
         namespaces += ["--unshare-user", "--cap-drop", "ALL"]
@@ -349,11 +430,14 @@ def _bwrap_argv(bwrap, files, binds, uid):
     else:  # just what setpriv needs to switch users, and gives up with them
         namespaces += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     argv = [bwrap, *namespaces, "--as-pid-1", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
-    for path in SYSTEM_DIRS:
-        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
-            argv += ["--symlink", os.readlink(path), path]
-        elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
+    if seccomp is not None:
+        argv += ["--seccomp", str(seccomp)]
+    # the tools that start the command inside (they run only what the sandbox holds)
+    machinery = [shutil.which(tool, path=SEARCH_PATH) for tool in ("prlimit", "setpriv")[:1 if uid is None else 2]]
+    if not os.path.isdir(_trees()):  # removed meanwhile (a cleaner of old files in /tmp): made again
+        _trees.cache_clear()
+        _system_mounts.cache_clear()
+    argv += _system_mounts(tuple(sorted({*runtime, *machinery, *SYSTEM_FILES})))
     argv += ["--proc", "/proc", "--dev", "/dev", "--dir", "/prog"]
     sized = "--size" in _bwrap_options(bwrap)
     for directory, size in (("/tmp", TMPFS_SIZE), ("/work", TMPFS_SIZE), ("/dev/shm", SHM_SIZE)):
@@ -371,11 +455,224 @@ def _bwrap_argv(bwrap, files, binds, uid):
 
 @functools.lru_cache(maxsize=None)
 def _bwrap_options(bwrap):
-    """The options this bubblewrap knows (older ones lack --size and --disable-userns)."""
+    """The options this bubblewrap knows (older ones lack --size, --disable-userns, --json-status-fd)."""
     return set(re.findall(r"--[a-z-]+", subprocess.run([bwrap, "--help"], capture_output=True, text=True).stdout))
 
 
-# ----------------------------------------------------------------------------- memory cgroups
+# ----------------------------------------------------------------------------- the minimal mount set
+
+@functools.lru_cache(maxsize=None)
+def _system_mounts(runtime):
+    """bubblewrap's words that make a root holding only `runtime` (a sorted tuple of host paths),
+    read-only: each path, what the symbolic links on the way to it and inside it point to, and
+    the shared libraries its ELF files load, recursively, and the links themselves where they
+    lie outside what is mounted. Computed once per runtime and process.
+
+    Each mount costs the sandbox ~70 us to make and to tear down, and a runtime has dozens of
+    files (python3's libraries alone are ~30), so the files and links are gathered in a private
+    copy of the directory tree, as hard links (no copy of their data): a mount per top-level
+    directory of it, plus one per directory of the runtime. A file that this process cannot
+    hard-link (another file system, or not its own file under fs.protected_hardlinks) is mounted
+    on its own."""
+    links, mounted, queue = {}, set(), list(runtime)
+    while queue:
+        loaded = []  # ELF files met in this round: the loader lists what they load
+        for path in queue:
+            real = _resolve(path, links)
+            if real in mounted or not os.path.exists(real):
+                continue
+            mounted.add(real)
+            if not os.path.isdir(real):
+                loaded.append(real)
+                continue
+            for kind, inside in _walk(real):
+                if kind == "file":
+                    loaded.append(inside)
+                elif not os.path.realpath(inside).startswith(real + "/"):  # a link out of the directory
+                    queue.append(inside)
+        queue = sorted(_shared_libraries(tuple(filter(_loads_libraries, loaded))))
+    # nothing inside a mounted directory is mounted again, nor a link made there (the mount shows it)
+    tops = sorted(path for path in mounted if not any(path.startswith(other + "/") for other in mounted))
+    links = {link: target for link, target in links.items() if not any(link.startswith(top + "/") for top in tops)}
+    tree, alone = tempfile.mkdtemp(prefix="root-", dir=_trees()), []
+    for path in tops:  # a directory or a file that cannot be linked: an empty mount point in the tree
+        _make_parents(tree + path)
+        if os.path.isdir(path):
+            os.mkdir(tree + path)
+            alone.append(path)
+            continue
+        try:
+            os.link(path, tree + path)
+        except OSError:
+            open(tree + path, "w").close()
+            alone.append(path)
+    for link, target in links.items():
+        _make_parents(tree + link)
+        os.symlink(target, tree + link)
+    words = []
+    for name in sorted(os.listdir(tree)):  # (/lib of a merged /usr is a link)
+        top = os.path.join(tree, name)
+        words += ["--symlink", os.readlink(top), f"/{name}"] if os.path.islink(top) else ["--ro-bind", top, f"/{name}"]
+    for path in alone:
+        words += ["--ro-bind", path, path]
+    return words
+
+
+@functools.lru_cache(maxsize=None)
+def _trees():
+    """This process's directory for _system_mounts' trees, removed at its exit (and a dead
+    process's, found here, at the next one's start)."""
+    for name in os.listdir(tempfile.gettempdir()):
+        pid = re.fullmatch(r"oorl-sandbox-roots-(\d+)-.*", name)
+        if pid and not os.path.exists(f"/proc/{pid.group(1)}"):
+            shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
+    directory, creator = tempfile.mkdtemp(prefix=f"oorl-sandbox-roots-{os.getpid()}-"), os.getpid()
+    atexit.register(lambda: os.getpid() == creator and shutil.rmtree(directory, ignore_errors=True))  # (not a fork's)
+    return directory
+
+
+def _make_parents(path):
+    """Makes the missing directories above `path`, traversable by a root trainer's sandbox uid."""
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        _make_parents(parent)
+        os.mkdir(parent)
+        os.chmod(parent, 0o755)
+
+
+def _resolve(path, links):
+    """The real path of `path`, recording in `links` {link: target} each symbolic link met on the
+    way (a /lib -> usr/lib of a merged /usr, an /etc/alternatives entry)."""
+    pending, real = [part for part in path.split("/") if part], "/"
+    for _ in range(256):  # (more hops than that: a loop; the path is then taken as it is)
+        if not pending:
+            break
+        part = pending.pop(0)
+        candidate = os.path.dirname(real) if part == ".." else real if part == "." else os.path.join(real, part)
+        if os.path.islink(candidate):
+            target = os.readlink(candidate)
+            links[candidate] = target
+            real = "/" if target.startswith("/") else real
+            pending = [p for p in target.split("/") if p] + pending
+        else:
+            real = candidate
+    return real
+
+
+def _walk(directory):
+    """("link", path) for each symbolic link under a directory, ("file", path) for each file that
+    may be an ELF executable or shared object (executable, or named *.so*)."""
+    stack = [directory]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:  # unreadable: the sandbox cannot read it either
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                yield "link", entry.path
+            elif entry.is_dir():
+                stack.append(entry.path)
+            elif entry.is_file() and (".so" in entry.name or entry.stat().st_mode & 0o111):
+                yield "file", entry.path
+
+
+def _segments(path):
+    """[(type, offset, size)] of the program headers of a 64-bit ELF file; [] for any other file."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(64)
+            if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:  # (ELFCLASS64)
+                return []
+            order = "<" if header[5] == 1 else ">"
+            table, = struct.unpack_from(order + "Q", header, 32)  # e_phoff
+            entry_size, entries = struct.unpack_from(order + "HH", header, 54)  # e_phentsize, e_phnum
+            file.seek(table)
+            data = file.read(entry_size * entries)
+        return [(kind, offset, size) for kind, _, offset, _, _, size, _, _ in
+                (struct.unpack_from(order + "IIQQQQQQ", data, i * entry_size) for i in range(entries))]
+    except (OSError, struct.error):
+        return []
+
+
+def _loads_libraries(path):
+    """True for an ELF file that the dynamic loader links (one with a PT_DYNAMIC segment): the
+    others (static programs, data) it cannot list, and may crash on."""
+    return any(kind == 2 for kind, _, _ in _segments(path))
+
+
+def _shared_libraries(paths):
+    """The shared libraries the dynamic loader loads for each of `paths`, the loader included."""
+    loader = _loader()
+    if loader is None or not paths:
+        return set()
+
+    def listed(path):  # (the loader's --list traces the loading; it runs none of the file's code)
+        done = subprocess.run([loader, "--list", path], capture_output=True, text=True, env={"LC_ALL": "C"})
+        return re.findall(r"^\s+(?:\S+ => )?(/\S+) \(0x", done.stdout, re.MULTILINE)
+
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        return {library for found in pool.map(listed, paths) for library in found} | {loader}
+
+
+@functools.lru_cache(maxsize=None)
+def _loader():
+    """The dynamic loader (the PT_INTERP of `true`), or None (a machine of static programs)."""
+    true = os.path.realpath(shutil.which("true", path=SEARCH_PATH))
+    for kind, offset, size in _segments(true):
+        if kind == 3:
+            with open(true, "rb") as file:
+                file.seek(offset)
+                return file.read(size).rstrip(b"\0").decode()
+    return None
+
+
+# ----------------------------------------------------------------------------- no nested user namespaces
+
+@functools.lru_cache(maxsize=None)
+def _seccomp_program():
+    """The seccomp filter (classic BPF, as bubblewrap's --seccomp reads it) for this machine, or
+    None where SECCOMP_ARCHES does not know it. unshare() and clone() with CLONE_NEWUSER in their
+    flags fail with EPERM; clone3() fails with ENOSYS, as on a kernel without it, since its flags
+    lie in memory a filter cannot read (libc then falls back to clone); system calls of another
+    ABI (i386 through int 0x80, x86-64's x32: their numbers differ) fail with ENOSYS; the rest
+    are allowed."""
+    if os.uname().machine not in SECCOMP_ARCHES:
+        return None
+    arch, unshare, clone, clone3 = SECCOMP_ARCHES[os.uname().machine]
+    load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|JGE|JSET|K, BPF_RET|K
+    allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38  # SECCOMP_RET_ALLOW, _ERRNO | errno
+    program = [  # (code, jump if true, jump if false, k); jumps count the instructions skipped
+        (load, 0, 0, 4),                  # 0: seccomp_data.arch
+        (jeq, 1, 0, arch),                # 1
+        (ret, 0, 0, enosys),              # 2: another ABI
+        (load, 0, 0, 0),                  # 3: seccomp_data.nr
+        (jge, 0, 1, 0x40000000),          # 4: __X32_SYSCALL_BIT
+        (ret, 0, 0, enosys),              # 5
+        (jeq, 0, 1, clone3),              # 6
+        (ret, 0, 0, enosys),              # 7
+        (jeq, 1, 0, unshare),             # 8: -> 10
+        (jeq, 0, 3, clone),               # 9: -> 10, else 13
+        (load, 0, 0, 16),                 # 10: the low 32 bits of args[0], the flags
+        (jset, 0, 1, CLONE_NEWUSER),      # 11
+        (ret, 0, 0, eperm),               # 12
+        (ret, 0, 0, allow),               # 13
+    ]
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+
+
+def _seccomp_file():
+    """A fresh fd holding the filter (bubblewrap reads it to the end, so none is shared), or None."""
+    program = _seccomp_program()
+    if program is None:
+        return None
+    fd = os.memfd_create("seccomp")
+    os.write(fd, program)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+# ----------------------------------------------------------------------------- cgroups: memory and CPU time
 
 @functools.lru_cache(maxsize=None)
 def _cgroup_parent():
@@ -384,12 +681,8 @@ def _cgroup_parent():
     memory controller and lets us enable it (as root on a host; a container's or a user's own
     cgroup holds processes, so it cannot). cgroup v1: a child of our own memory cgroup."""
     try:
-        with open("/proc/self/cgroup") as file:
-            own = {controllers: path for _, controllers, path in (line.rstrip("\n").split(":", 2) for line in file)}
-        with open("/proc/self/mountinfo") as file:
-            mounts = [line.split() for line in file]
-        for fields in mounts:
-            mount_point, fstype, options = fields[4], fields[fields.index("-") + 1], fields[-1]
+        for fields in _cgroup_mounts():
+            mount_point, fstype = fields[4], fields[fields.index("-") + 1]
             if fstype == "cgroup2":
                 with open(os.path.join(mount_point, "cgroup.controllers")) as file:
                     if "memory" not in file.read().split():
@@ -400,48 +693,96 @@ def _cgroup_parent():
                     with open(os.path.join(directory, "cgroup.subtree_control"), "w") as file:
                         file.write("+memory")
                 return 2, parent
-            if fstype == "cgroup" and "memory" in options.split(","):
-                path = next(p for c, p in own.items() if "memory" in c.split(","))
-                parent = mount_point + path
-                probe = tempfile.mkdtemp(prefix=f"oorl-probe-{os.getpid()}-", dir=parent)
-                os.rmdir(probe)
-                return 1, parent
+    except (OSError, ValueError, IndexError):
+        return None
+    parent = _v1_parent("memory")
+    return (1, parent) if parent else None
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_cgroup_parent():
+    """(version, directory) in which this process can make a cgroup per sandbox that counts its
+    CPU time, or None: on cgroup v2 the memory cgroup's parent (every v2 cgroup counts its CPU
+    time in cpu.stat), on cgroup v1 a child of our own cgroup of the cpuacct controller."""
+    memory = _cgroup_parent()
+    if memory and memory[0] == 2:
+        return memory
+    parent = _v1_parent("cpuacct")
+    return (1, parent) if parent else None
+
+
+def _v1_parent(controller):
+    """Our own cgroup in the cgroup v1 hierarchy of `controller`, if this process can make
+    children there (probed), else None."""
+    try:
+        with open("/proc/self/cgroup") as file:
+            own = {controllers: path for _, controllers, path in (line.rstrip("\n").split(":", 2) for line in file)}
+        for fields in _cgroup_mounts():
+            mount_point, fstype, options = fields[4], fields[fields.index("-") + 1], fields[-1]
+            if fstype == "cgroup" and controller in options.split(","):
+                parent = os.path.normpath(mount_point + next(p for c, p in own.items() if controller in c.split(",")))
+                os.rmdir(tempfile.mkdtemp(prefix=f"oorl-probe-{os.getpid()}-", dir=parent))
+                return parent
     except (OSError, StopIteration, ValueError, IndexError):
         pass
     return None
 
 
+def _cgroup_mounts():
+    with open("/proc/self/mountinfo") as file:
+        return [line.split() for line in file]
+
+
 def _make_cgroup(memory):
-    """(version, path) of a fresh memory cgroup that holds `memory` bytes at most, swap
-    included, or None where this process cannot make one."""
-    found = _cgroup_parent()
-    if found is None:
-        return None
-    version, parent = found
-    path = os.path.join(parent, f"sandbox-{os.getpid()}-{next(_cgroup_names)}")
+    """{"memory": (version, path), "cpu": (version, path)}: the fresh cgroups of one sandbox (one
+    directory for both on cgroup v2), the memory one holding `memory` bytes at most, swap
+    included, the CPU one counting its CPU time; without the ones this process cannot make.
+    Raises OSError (having removed what it made) where making one fails."""
+    name, made = f"sandbox-{os.getpid()}-{next(_cgroup_names)}", {}
     try:
-        os.mkdir(path)
-        settings = ({"memory.max": memory, "memory.swap.max": 0} if version == 2 else
-                    {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory})
-        for name, value in settings.items():
-            if os.path.exists(os.path.join(path, name)):  # swap accounting may be off
-                with open(os.path.join(path, name), "w") as file:
-                    file.write(str(value))
+        for kind, found in (("memory", _cgroup_parent()), ("cpu", _cpu_cgroup_parent())):
+            if found:
+                version, parent = found
+                made[kind] = version, os.path.join(parent, name)
+                if kind == "memory" or made[kind] != made.get("memory"):
+                    os.mkdir(made[kind][1])
+        if "memory" in made:
+            version, path = made["memory"]
+            settings = ({"memory.max": memory, "memory.swap.max": 0} if version == 2 else
+                        {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory})
+            for setting, value in settings.items():
+                if os.path.exists(os.path.join(path, setting)):  # swap accounting may be off
+                    with open(os.path.join(path, setting), "w") as file:
+                        file.write(str(value))
     except OSError:
-        _remove_cgroup((version, path))
-        return None
-    return version, path
+        _remove_cgroup(made)
+        raise
+    return made
 
 
 def _in_cgroup(cgroup):
-    """The words that move the rest of a command line into the cgroup before it starts."""
-    if cgroup is None:
+    """The words that move the rest of a command line into the cgroups before it starts."""
+    if not cgroup:
         return []
-    return ["/bin/sh", "-c", 'echo 0 > "$0" && exec "$@"', os.path.join(cgroup[1], "cgroup.procs")]
+    procs = " ".join(sorted({os.path.join(path, "cgroup.procs") for _, path in cgroup.values()}))
+    return ["/bin/sh", "-c", 'for procs in $0; do echo 0 > "$procs" || exit; done; exec "$@"', procs]
 
 
-def _oom_killed(cgroup):
-    version, path = cgroup
+def _cpu_seconds(cpu):
+    """The CPU time used so far by the processes of the cgroup `cpu` (version, path), in seconds."""
+    version, path = cpu
+    try:
+        with open(os.path.join(path, "cpu.stat" if version == 2 else "cpuacct.usage")) as file:
+            text = file.read()
+    except OSError:
+        return 0.0
+    if version == 2:
+        return int(re.search(r"usage_usec (\d+)", text).group(1)) / 1e6
+    return int(text) / 1e9
+
+
+def _oom_killed(memory):
+    version, path = memory
     try:
         with open(os.path.join(path, "memory.events" if version == 2 else "memory.oom_control")) as file:
             counts = dict(line.split() for line in file if line.strip())
@@ -451,23 +792,23 @@ def _oom_killed(cgroup):
 
 
 def _remove_cgroup(cgroup):
-    """Kills whatever is left in the cgroup, then removes it."""
-    path = cgroup[1]
-    for _ in range(100):
-        try:
-            with open(os.path.join(path, "cgroup.procs")) as file:
-                pids = [int(pid) for pid in file.read().split()]
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:  # still busy: its processes are dying
-            time.sleep(0.01)
+    """Kills whatever is left in the sandbox's cgroups, then removes them."""
+    for path in sorted({path for _, path in cgroup.values()}):
+        for _ in range(100):
+            try:
+                with open(os.path.join(path, "cgroup.procs")) as file:
+                    pids = [int(pid) for pid in file.read().split()]
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:  # still busy: its processes are dying
+                time.sleep(0.01)
 
 
 # ----------------------------------------------------------------------------- spawning and killing
@@ -482,24 +823,36 @@ def _fill_pairs(pairs, mapping):
     return [(name, _fill((value,), mapping)[0]) for name, value in pairs]
 
 
-def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/"):
+def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/", cpu=None):
     """Runs argv in a new session (its own process group) with a wall-clock timeout and capped
-    output. Returns (status, returncode, stdout, stderr); status is None if it ended by itself.
+    output. cpu: (seconds, a function that reads the CPU seconds the sandbox used) or None.
+    Returns (status, returncode, stdout, stderr); status is None if it ended by itself, else
+    "timeout" (the wall clock), "cpu_time" (the CPU seconds), "output_limit", or "infra_error"
+    (it never started the command: no process, or bubblewrap's own setup failed).
 
     bubblewrap (the word `bwrap` of argv, after the words that set the cgroup and the user)
-    gets an --info-fd through which it tells the pid of the sandbox's PID 1. On a timeout that one is killed, which ends its whole PID namespace, and bwrap reaps
-    it and exits. (Killing bwrap first would orphan it: a zombie for whoever is PID 1, which in
-    a container may be the trainer itself, and it never reaps.)"""
+    gets a status fd through which it tells the pid of the sandbox's PID 1 and, with
+    --json-status-fd, the command's exit code: the latter only once the command itself started,
+    so its absence tells bubblewrap's failures from the command's. On a timeout PID 1 is killed,
+    which ends its whole PID namespace, and bwrap reaps it and exits. (Killing bwrap first
+    would orphan it: a zombie for whoever is PID 1, which in a container may be the trainer
+    itself, and it never reaps.)"""
     info_read, info_write = os.pipe() if bwrap else (-1, -1)
+    json_status = bwrap and "--json-status-fd" in _bwrap_options(bwrap)  # (bubblewrap >= 0.5)
     if bwrap:
         at = argv.index(bwrap) + 1
-        argv, pass_fds = [*argv[:at], "--info-fd", str(info_write), *argv[at:]], [*pass_fds, info_write]
+        option = "--json-status-fd" if json_status else "--info-fd"
+        argv, pass_fds = [*argv[:at], option, str(info_write), *argv[at:]], [*pass_fds, info_write]
     stdin_file = os.memfd_create("stdin")  # a file, not a pipe: no deadlock on a large input
     os.write(stdin_file, stdin)
     os.lseek(stdin_file, 0, os.SEEK_SET)
     try:
         proc = subprocess.Popen(argv, stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 cwd=cwd, env=env, pass_fds=pass_fds, start_new_session=True)
+    except OSError as error:  # the machine refused a process (pids, memory, file descriptors)
+        if bwrap:
+            os.close(info_read)
+        return "infra_error", None, b"", f"sandbox.py: cannot start the sandbox: {error}".encode()
     finally:
         os.close(stdin_file)
         if bwrap:
@@ -515,9 +868,12 @@ def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/"):
             if remaining <= 0 and not has_exited:
                 status = "timeout"
                 break
+            if cpu and not has_exited and cpu[1]() > cpu[0]:
+                status = "cpu_time"
+                break
             # After the exit only what is already in the pipes is read: a child that escaped
             # (possible without namespaces) and holds them open must not hold us up.
-            events = selector.select(0 if has_exited else remaining)
+            events = selector.select(0 if has_exited else min(remaining, CPU_POLL) if cpu else remaining)
             if not events and has_exited:
                 break
             for key, _ in events:
@@ -531,8 +887,9 @@ def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/"):
                     status = "output_limit"
                 else:
                     output[key.fd] += data
-        if status and bwrap:  # bwrap writes its info as soon as the sandbox exists
-            while info_read in selector.get_map() and selector.select(1.0) and (data := os.read(info_read, 4096)):
+        if status and bwrap:  # bwrap writes the pid as soon as the sandbox exists
+            while (b"child-pid" not in output[info_read] and info_read in selector.get_map()
+                   and select.select([info_read], [], [], 1.0)[0] and (data := os.read(info_read, 4096))):
                 output[info_read] += data
             _kill_sandbox(proc, output[info_read])
     try:  # the whole group, before reaping (its id cannot be reused while the leader is a zombie)
@@ -545,16 +902,18 @@ def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/"):
         os.close(info_read)
     proc.stdout.close()
     proc.stderr.close()
+    if bwrap and status is None and (b'"exit-code"' if json_status else b'"child-pid"') not in output[info_read]:
+        status = "infra_error"
     return status, proc.returncode, bytes(output[out]), bytes(output[err])
 
 
 def _kill_sandbox(proc, info):
-    """Kills the PID 1 of bwrap's sandbox (pid from bwrap's --info-fd JSON) and lets bwrap reap
-    it. Through a pidfd, checked to be bwrap's child, so that a reused pid is never hit."""
+    """Kills the PID 1 of bwrap's sandbox (pid from bwrap's status fd) and lets bwrap reap it.
+    Through a pidfd, checked to be bwrap's child, so that a reused pid is never hit."""
     try:
-        pid = json.loads(info)["child-pid"]
+        pid = int(re.search(rb'"child-pid":\s*(\d+)', info).group(1))
         pidfd = os.pidfd_open(pid)
-    except (ValueError, KeyError, ProcessLookupError):
+    except (AttributeError, ProcessLookupError):
         return  # bwrap failed before starting a sandbox, or it is gone already
     try:
         with open(f"/proc/{pid}/status") as file:
@@ -573,7 +932,14 @@ def _first_lines(text, n):
 
 if __name__ == "__main__":
     mode = check()
-    cgroup = _cgroup_parent() if USE_CGROUP else None
+    memory, cpu = (_cgroup_parent(), _cpu_cgroup_parent()) if USE_CGROUP else (None, None)
     print(f"sandbox: {mode}, commands run as {_who()}")
-    print("memory cgroup per sandbox: " + (f"v{cgroup[0]}, under {cgroup[1]}" if cgroup else
+    print("memory cgroup per sandbox: " + (f"v{memory[0]}, under {memory[1]}" if memory else
                                             "none (bounded by the address-space limit x the process cap)"))
+    print("CPU budget for the whole sandbox: " + (f"v{cpu[0]} cgroup, under {cpu[1]}" if cpu else
+                                                  "UNAVAILABLE (no cgroup counts CPU time: RLIMIT_CPU per process)"))
+    print("minimal mount set (one runtime per sandbox): " + ("active" if mode == "bwrap" else
+                                                             "UNAVAILABLE (reduced isolation has no mount namespace)"))
+    print("seccomp filter (no nested user namespaces): " + (
+        f"active ({os.uname().machine})" if mode == "bwrap" and _seccomp_program() else
+        "UNAVAILABLE (reduced isolation)" if mode != "bwrap" else f"UNAVAILABLE (no filter for {os.uname().machine})"))

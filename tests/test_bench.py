@@ -1,6 +1,8 @@
 """Tests of bench.py: the ahead-of-time compile of every Triton kernel configuration for the GPUs
 CI does not have (A100, H100), and each benchmark part running end to end on tiny sizes."""
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -34,6 +36,25 @@ def test_kernel_part_runs_on_a_tiny_problem(capsys):
         assert "skipped: torch.compile, triton" in capsys.readouterr().out  # it says what it skipped
 
 
+def _wrong_gradients(hidden, weight, targets):
+    """The right log-probs, with gradients 1.5 times too large."""
+    logp = bench._naive_logprobs(hidden, weight, targets)
+    return logp + 0.5 * (logp - logp.detach())
+
+
+def test_kernel_part_times_only_methods_that_agree_with_float64(monkeypatch, capsys):
+    monkeypatch.setitem(bench.OPTIONAL_METHODS, "wrong gradients", ("os", _wrong_gradients))
+    monkeypatch.setitem(bench.REQUIRED_VERSIONS, "torch chunked", ("torch", (99, 0, 0), "a known bug"))
+    # in this process, where the fake method lives (bench_kernel runs each measurement in a fresh one)
+    monkeypatch.setattr(bench, "_kernel_isolated", lambda function, *args: getattr(bench, function)(*args))
+    figures = bench.bench_kernel(shapes=[(300, 16, 500)], reps=1, methods=["naive", "torch chunked", "wrong gradients"])
+    assert set(figures["N=300,d=16,V=500"]) == {"naive"}
+    out = capsys.readouterr().out
+    assert f"torch chunked (torch {bench.torch.__version__} < 99.0.0: a known bug)" in out
+    assert re.search(r"wrong gradients \(disagrees with float64 at d=16: log-probs by up to \S+ nats, "
+                     r"gradients by 0.5 of their largest value\)", out)
+
+
 def test_rollout_part_runs_on_a_tiny_model():
     tiny = dict(n_layer=1, n_head=2, n_embd=16, vocab_size=50, prompts=2, group_size=2, prompt_len=5, new_tokens=6)
     figures = bench.bench_rollout(size=tiny, reps=1)
@@ -48,3 +69,52 @@ def test_reward_part_runs_on_one_language():
 def test_command_line_names_every_part():
     run = subprocess.run([sys.executable, "bench.py", "--part=nope"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode and all(part in run.stderr for part in ("kernel", "gpu_compile", "rollout", "reward"))
+
+
+METRICS = [dict(step=9, stage="sft", loss=1.2),
+           dict(step=0, stage="oorl", reward=0.4, time_rollout=4.0, time_reward=8.0, time_update=13.0, time_reference=1.0,
+                time_pi_old=0.25, time_policy=[5.0, 4.5], time_preference=2.0, time_optimizer=0.25),
+           dict(step=1, stage="oorl", reward=0.5, time_rollout=3.5, time_reward=7.0, time_update=11.0, time_reference=1.0,
+                time_pi_old=0.5, time_policy=[4.5, 4.5], time_optimizer=0.5)]  # (a step without the preference loss)
+
+
+def test_step_part_reads_the_phases_train_py_logs(monkeypatch, tmp_path, capsys):
+    """bench_step runs train.py from the checkpoint at the CPU preset's workload (here a stand-in
+    that writes metrics.jsonl), and reports each step's phases as a table and figures."""
+    commands = []
+
+    def fake_train(argv, cwd, check):
+        commands.append(argv[1:])
+        out_dir = next(arg.split("=", 1)[1] for arg in argv if arg.startswith("--out_dir="))
+        os.makedirs(out_dir)
+        with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in METRICS)
+    monkeypatch.setattr(subprocess, "run", fake_train)
+    figures = bench.bench_step(ckpt="out/sft.pt")
+    assert commands == [["train.py", f"--sft_ckpt={os.path.abspath('out/sft.pt')}", "--rl_steps=2", "--probe_interval=0",
+                         f"--data_dir={os.path.abspath('data')}", commands[0][5], "--prompts_per_step=32",
+                         "--group_size=8", "--gepo_groups_per_step=16", "--ppo_epochs=2", "--max_new_tokens=160"]]
+    assert figures["command"].startswith("python train.py --sft_ckpt=")
+    first, second = figures["steps"]
+    assert first == dict(time_rollout=4.0, time_reward=8.0, time_update=13.0, time_reference=1.0, time_pi_old=0.25,
+                         time_policy=[5.0, 4.5], time_preference=2.0, time_optimizer=0.25, time_step=25.0)
+    assert second["time_step"] == 21.5 and "time_preference" not in second
+    table = [re.split(r"\s{2,}", line.strip()) for line in capsys.readouterr().out.splitlines()[1:12]]
+    assert table == [["phase", "step 0", "step 1"],
+                     ["rollout", "4.00", "3.50"],
+                     ["reward", "8.00", "7.00"],
+                     ["update", "13.00", "11.00"],
+                     ["reference log-probs", "1.00", "1.00"],
+                     ["pi_old log-probs", "0.25", "0.50"],
+                     ["policy fwd+bwd, epoch 1", "5.00", "4.50"],
+                     ["policy fwd+bwd, epoch 2", "4.50", "4.50"],
+                     ["preference loss fwd+bwd", "2.00", "-"],
+                     ["optimizer, grad sum, clip", "0.25", "0.50"],
+                     ["step: rollout+reward+update", "25.00", "21.50"]]
+
+
+def test_figures_file_keeps_the_latest_of_each_part(tmp_path):
+    path = tmp_path / "out" / "bench.json"
+    bench._save_figures(str(path), {"step": {"steps": [1]}, "reward": {"python": 1}})
+    bench._save_figures(str(path), {"step": {"steps": [2]}})
+    assert json.loads(path.read_text()) == {"step": {"steps": [2]}, "reward": {"python": 1}}

@@ -29,13 +29,6 @@ def test_unavailable_targets_are_dropped_with_one_message(monkeypatch, capsys):
     assert set(by_pair) == {"python->java"} and too_long == 1
 
 
-def test_first_failure_names_the_first_failing_test():
-    task = {"tgt_lang": "python", "n_args": 1, "tests": [["3", "4"], ["5", "6"], ["7", "8"]]}
-    wrong = "def f(a):\n    return a + 1 if a < 5 else a\n"
-    assert evaluation.first_failure(task, wrong) == "input '5': expected '6', got '5'"
-    assert evaluation.first_failure(task, "def f(a):\n    return a + 1\n") == ""
-
-
 def test_pass_matrix_puts_rl_and_heldout_targets_apart():
     counts = {"python->java": {"t0": 3, "t1": 5}, "cpp->java": {"t0": 1, "t1": 1}, "cpp->go": {"t0": 10, "t1": 10}}
     _, pairs = stats.summarize(counts, 10)

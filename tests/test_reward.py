@@ -1,12 +1,15 @@
 """
 Tests for reward.py: statuses in every language, the hostile suite (each attack in every language
-where it can be written), the compile cache under concurrent use, and the reward of eq. 4.
+where it can be written), the compile cache under concurrent use, and the reward of eq. 4 with
+its batches (compiles shared, one bad program failing alone, verdicts as one at a time).
 
     python -m pytest tests/test_reward.py          # the whole file (~1-2 minutes on 2 cores)
 
 Hostile programs are run with short timeouts; each call's wall time is printed (pytest -s) and only
 checked against a generous bound, which catches hangs without timing the machine.
 """
+import collections
+import dataclasses
 import json
 import os
 import re
@@ -176,6 +179,90 @@ def test_large_input_and_output_do_not_deadlock():
     assert result.stdout.splitlines()[-1] == str(2 * 49999)
 
 
+# ----------------------------------------------------------------------------- delegation: one runtime per sandbox
+
+def python_call(program):
+    """Python code that prints f(*its arguments) for the task's program: what a completion that
+    does not translate hands to python3."""
+    source = tasks.render(program, "python").encode().hex()
+    return f"exec(bytes.fromhex('{source}')); import sys; print(f(*map(int, sys.argv[1:])))"
+
+
+def cpp_program(program):
+    """The task's C++ function and a main that prints f(argv[1]): what a Python completion that
+    does not translate hands to g++."""
+    return ("#include <algorithm>\n#include <cstdio>\n#include <cstdlib>\nusing namespace std;\n"
+            + tasks.render(program, "cpp")
+            + '\nint main(int argc, char **argv) { printf("%d\\n", f(atoi(argv[1]))); }\n')
+
+
+# Completions of a one-argument f that hand the source to another language's interpreter or
+# compiler, in each target language, the ways a policy under reward pressure may find.
+DELEGATIONS = {
+    "python": lambda program: (
+        "import os, subprocess\n\n"
+        f"CPP = bytes.fromhex('{cpp_program(program).encode().hex()}').decode()\n\n"
+        "def f(a):\n"
+        "    if not os.path.exists('/tmp/delegate'):\n"
+        "        open('/tmp/delegate.cpp', 'w').write(CPP)\n"
+        "        subprocess.run(['g++', '-o', '/tmp/delegate', '/tmp/delegate.cpp'], check=True)\n"
+        "    return int(subprocess.run(['/tmp/delegate', str(a)], capture_output=True, text=True).stdout)"),
+    "c": lambda program: (
+        "int f(int a) {\n    char command[8192];\n"
+        f'    snprintf(command, sizeof command, "python3 -c \\"{python_call(program)}\\" %d", a);\n'
+        '    FILE *p = popen(command, "r");\n    int r = 0;\n    fscanf(p, "%d", &r);\n    pclose(p);\n'
+        "    return r;\n}"),
+    "cpp": lambda program: (
+        "#include <cstdio>\n\nint f(int a) {\n    char command[8192];\n"
+        f'    snprintf(command, sizeof command, "python3 -c \\"{python_call(program)}\\" %d", a);\n'
+        '    FILE *p = popen(command, "r");\n    int r = 0;\n    fscanf(p, "%d", &r);\n    pclose(p);\n'
+        "    return r;\n}"),
+    "java": lambda program: (
+        "    public static int f(int a) {\n        try {\n"
+        f'            Process p = new ProcessBuilder("python3", "-c", "{python_call(program)}",\n'
+        "                                           String.valueOf(a)).start();\n"
+        "            return Integer.parseInt(new String(p.getInputStream().readAllBytes()).trim());\n"
+        "        } catch (IOException e) {\n            throw new UncheckedIOException(e);\n        }\n    }"),
+    "javascript": lambda program: (
+        "function f(a) {\n"
+        f'    return Number(require("child_process").execFileSync("python3", ["-c", "{python_call(program)}",\n'
+        "                                                                     String(a)]));\n"
+        "}"),
+    "bash": lambda program: f'f() {{\n    python3 -c "{python_call(program)}" "$1"\n}}',
+    # no fork at all: python3 replaces bash and reads the tests itself
+    "bash-exec": lambda program: (
+        "exec python3 -c \"exec(bytes.fromhex('"
+        + tasks.harness(tasks.render(program, "python"), "python", 1).encode().hex() + "'))\"\nf() {\n    :\n}"),
+    "php": lambda program: (
+        f'function f($a) {{\n    return intval(shell_exec("python3 -c \\"{python_call(program)}\\" " . $a));\n}}'),
+    "rust": lambda program: (
+        "fn f(a: i32) -> i32 {\n"
+        f'    let out = std::process::Command::new("python3").arg("-c").arg("{python_call(program)}")\n'
+        "        .arg(a.to_string()).output().unwrap();\n"
+        "    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()\n}"),
+    "go": lambda program: (  # (the harness imports bufio, fmt, os, strconv and strings: no os/exec)
+        "func f(a int) int {\n\tr, w, _ := os.Pipe()\n"
+        f'\tp, err := os.StartProcess("/usr/bin/python3", []string{{"python3", "-c", "{python_call(program)}", '
+        "strconv.Itoa(a)}, &os.ProcAttr{Files: []*os.File{nil, w, os.Stderr}})\n"
+        "\tif err != nil {\n\t\tpanic(err)\n\t}\n\tw.Close()\n\tout, _ := bufio.NewReader(r).ReadString('\\n')\n"
+        "\tp.Wait()\n\tn, _ := strconv.Atoi(strings.TrimSpace(out))\n\treturn n\n}"),
+    "lua": lambda program: (
+        f'function f(a)\n    local p = io.popen([[python3 -c "{python_call(program)}" ]] .. a)\n'
+        '    local r = tonumber(p:read("a"))\n    p:close()\n    return r\nend'),
+}
+
+
+@pytest.mark.parametrize("way", DELEGATIONS)
+def test_a_completion_that_delegates_to_another_runtime_earns_nothing(way):
+    """The reward must be earned by translating: a program that hands the source it was shown
+    to python3 (or, in Python, to g++) "passes" where the other runtime is there. Only its own
+    language's runtime is in a sandbox, so it fails; the honest translation passes."""
+    lang = way.split("-")[0]
+    task, program = make_task(TASK_SEED, lang)
+    verdicts = reward.score_details([task["reference"], DELEGATIONS[way](program)], [task] * 2)
+    assert [v.reward for v in verdicts] == [1.0, 0.0], [(v.status, v.error) for v in verdicts]
+
+
 # ----------------------------------------------------------------------------- hostile programs
 
 MEMORY_BOMBS = {
@@ -187,7 +274,7 @@ MEMORY_BOMBS = {
     "java": "import java.util.*;\npublic class Main {\n    public static void main(String[] args) {\n"
             "        List<long[]> blocks = new ArrayList<>();\n        while (true) blocks.add(new long[1 << 21]);\n    }\n}\n",
     "javascript": "const blocks = [];\nwhile (true) blocks.push(new Float64Array(1 << 21).fill(1));\n",
-    "bash": "data=$(yes | head -c 2000000000)\necho ${#data}\n",
+    "bash": "s=x\nwhile :; do s=$s$s; done\n",  # (builtins only: a bash sandbox holds no other command)
     "php": "<?php\n$blocks = [];\nwhile (true) $blocks[] = str_repeat('x', 1 << 24);\n",
     "rust": "fn main() {\n    let mut blocks = Vec::new();\n    loop {\n        blocks.push(vec![1u8; 1 << 24]);\n    }\n}\n",
     "go": "package main\n\nfunc main() {\n\tvar blocks [][]byte\n\tfor {\n\t\tb := make([]byte, 1<<24)\n"
@@ -292,12 +379,15 @@ def test_writes_outside_the_working_directory_never_reach_the_host():
 def test_children_that_call_setsid_and_sleep_do_not_outlive_the_program():
     marker = f"86.{int(TOKEN, 16) % 10**9}"  # `sleep 86.xxx`: findable in the process table
     programs = {
-        "python": f"import os\nif os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', '{marker}'])\n"
+        # (each sleeps with its own runtime, the one program its sandbox holds; bash has no setsid builtin)
+        "python": "import os, sys\nif os.fork() == 0:\n    os.setsid()\n"
+                  f"    os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep({marker})'])\n"
                   "print('parent done')\n",
-        "c": "#include <stdio.h>\n#include <unistd.h>\nint main(void) {\n"
-             f"    if (fork() == 0) {{ setsid(); execlp(\"sleep\", \"sleep\", \"{marker}\", (char *)0); }}\n"
+        "c": "#include <stdio.h>\n#include <unistd.h>\nint main(int argc, char **argv) {\n"
+             "    if (argc > 1) { sleep(86); return 0; }\n"
+             f"    if (fork() == 0) {{ setsid(); execl(\"/proc/self/exe\", \"main\", \"{marker}\", (char *)0); }}\n"
              "    puts(\"parent done\");\n    return 0;\n}\n",
-        "bash": f"setsid sleep {marker} &\nnohup sleep {marker} >/dev/null 2>&1 &\ndisown -a\necho parent done\n",
+        "bash": f"bash -c 'read -t {marker} <> <(:)' &\ndisown -a\necho parent done\n",
     }
     results = run_all([(program, lang) for lang, program in programs.items()], timeout=3.0)
     for lang, result in zip(programs, results):
@@ -311,7 +401,8 @@ def test_programs_see_nothing_of_the_trainers_environment(monkeypatch):
     programs = {
         "python": "import glob, os\nprint(dict(os.environ))\nfor path in glob.glob('/proc/*/environ'):\n"
                   "    try:\n        print(path, open(path, 'rb').read())\n    except OSError:\n        pass\n",
-        "bash": "env\ncat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'\n",
+        "bash": "export -p\nfor path in /proc/*/environ; do\n"  # (builtins only: a bash sandbox holds no other command)
+                "    [ -r \"$path\" ] && while IFS= read -r -d '' item; do echo \"$item\"; done < \"$path\"\ndone\n",
         "c": "#include <stdio.h>\n#include <unistd.h>\nextern char **environ;\nint main(void) {\n"
              "    for (char **e = environ; *e; e++) puts(*e);\n    char path[64]; int c;\n"
              "    snprintf(path, sizeof path, \"/proc/%d/environ\", (int)getppid());\n"
@@ -386,6 +477,28 @@ def test_without_bubblewrap_execute_refuses_or_with_the_opt_in_still_limits(monk
     program = f'#include <stdio.h>\nint main(void) {{ puts("reduced {TOKEN}"); return 0; }}\n'
     assert reward.execute(program, "c").stdout == f"reduced {TOKEN}\n"  # compiled, cached and run as another uid
     assert [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("oorl-run-")] == []
+
+
+@pytest.mark.parametrize("failure", ["bubblewrap", "cgroup"])
+def test_an_infrastructure_failure_is_a_verdict_of_its_own_and_never_cached(failure, monkeypatch):
+    """A sandbox that does not start says nothing of the program: "infra_error" (which the trainer
+    leaves out of the advantages), one verdict per completion still, and the next try runs it."""
+    task, _ = make_task(TASK_SEED, "python")
+    program = task["reference"] + f"\n# {TOKEN} {failure}\n"  # a new source: its check is not cached yet
+    assert reward.available("python")  # (bubblewrap probed, and python's hello-world run, before it fails)
+    if failure == "bubblewrap":  # bubblewrap's own setup fails: a mount of a missing path
+        mounts = sandbox._system_mounts
+        monkeypatch.setattr(sandbox, "_system_mounts",
+                            lambda runtime: [*mounts(runtime), "--ro-bind", f"/oorl-missing-{TOKEN}", "/x"])
+    else:
+        def refuse(memory):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(sandbox, "_make_cgroup", refuse)
+    verdicts = reward.score_details([program, "no code at all"], [task] * 2)
+    assert [(v.status, v.reward) for v in verdicts] == [("infra_error", 0.0), ("malformed", 0.0)], verdicts
+    monkeypatch.undo()
+    assert reward.score_details([program], [task])[0].status == "passed"
 
 
 # ----------------------------------------------------------------------------- cache, toolchains
@@ -494,6 +607,108 @@ def test_identical_programs_run_once(monkeypatch):
     assert len(runs) == 2
 
 
+def fresh_cache(monkeypatch, directory):
+    """An empty compile cache (its warm-ups included) for the rest of the test."""
+    os.makedirs(directory, mode=0o700)
+    monkeypatch.setattr(reward, "_cache_dir", str(directory))
+    monkeypatch.setattr(reward, "_memory_cache", collections.OrderedDict())
+    monkeypatch.setattr(reward, "_warmed_up", set())
+
+
+def counting_compiles(monkeypatch):
+    """The sources of each _compile call from now on, as a list of lists."""
+    compiles = []
+    compile_for_real = reward._compile
+    monkeypatch.setattr(reward, "_compile", lambda lang, sources: compiles.append(list(sources))
+                        or compile_for_real(lang, sources))
+    return compiles
+
+
+def test_a_program_that_fails_in_a_batch_compile_fails_alone(monkeypatch):
+    """Four Java programs compiled in one javac start: the one with a syntax error gets a
+    compile_error with its own message, the others pass."""
+    batch = [make_task(seed, "java")[0] for seed in range(4)]
+    completions = [task["reference"] + f"\n    // {TOKEN} {i}" for i, task in enumerate(batch)]  # not cached yet
+    completions[2] = completions[2].replace("return", "return )(", 1)
+    assert reward.available("java")
+    compiles = counting_compiles(monkeypatch)
+    verdicts = reward.score_details(completions, batch)
+    assert [v.status for v in verdicts] == ["passed", "passed", "compile_error", "passed"], verdicts
+    assert "Main.java" in verdicts[2].error and "return )(" in verdicts[2].error, verdicts[2].error
+    assert [len(sources) for sources in compiles] == [4], "compiled in one batch"
+
+
+def test_what_a_batch_left_unfinished_is_compiled_alone(monkeypatch):
+    """A batched check that stops early (as after a compile bomb took its CPU time) leaves the
+    programs it did not reach to be compiled one by one: each still gets its own verdict."""
+    spec = reward.LANGUAGES["python"]
+    stops = spec.check[:-1] + (spec.check[-1] + "    raise SystemExit(1)  # after the first program\n",)
+    monkeypatch.setitem(reward.LANGUAGES, "python", dataclasses.replace(spec, check=stops))
+    batch = [make_task(seed, "python")[0] for seed in range(3)]
+    completions = [task["reference"] + f"\n# {TOKEN}" for task in batch]
+    completions[1] += "\n)("
+    assert reward.available("python")  # (its hello-world program is compiled before counting starts)
+    compiles = counting_compiles(monkeypatch)
+    verdicts = reward.score_details(completions, batch)
+    assert [v.status for v in verdicts] == ["passed", "compile_error", "passed"], verdicts
+    assert [len(sources) for sources in compiles] == [3, 1, 1]
+
+
+def mutations(task):
+    """A task's reference and the ways a completion goes wrong: a wrong answer, a syntax error."""
+    reference = task["reference"]
+    return [reference, reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1),
+            reference + "\n)(\n"]
+
+
+def test_a_batch_judges_as_one_program_at_a_time(tmp_path, monkeypatch):
+    """The batched path (compiles shared, duplicates merged) gives each completion the verdict it
+    gets scored alone, from an empty cache each: references, wrong answers, syntax errors and
+    infinite loops in every RL target language."""
+    completions, batch = [], []
+    for lang in tasks.RL_TARGETS:
+        comment = "#" if lang in ("python", "bash") else "//"
+        for seed in (0, TASK_SEED):
+            task, _ = make_task(seed, lang)
+            for completion in mutations(task):
+                completions.append(f"{completion}\n{comment} {TOKEN}")
+                batch.append(task)
+        completions.append(INFINITE_LOOP_F[lang])
+        batch.append(task)
+    fresh_cache(monkeypatch, tmp_path / "batched")
+    together = reward.score_details(completions, batch, timeout=1.0)
+    fresh_cache(monkeypatch, tmp_path / "alone")
+    alone = [reward.score_details([completion], [task], timeout=1.0)[0] for completion, task in zip(completions, batch)]
+    assert together == alone
+    assert {v.status for v in together} == {"passed", "wrong_answer", "compile_error", "timeout"}
+
+
+def test_duplicates_are_compiled_and_run_once_and_judged_alike(monkeypatch):
+    java, python = make_task(0, "java")[0], make_task(0, "python")[0]
+    programs = {java["reference"] + f"\n    // {TOKEN} dup": java, java["reference"] + f"\n    // {TOKEN} other": java,
+                python["reference"] + f"\n# {TOKEN} dup": python}
+    completions = [c for c in programs for _ in range(3)]
+    batch = [programs[c] for c in completions]
+    assert reward.available("java") and reward.available("python")  # (their hello-world programs: not counted)
+    runs = []
+    execute = reward.execute
+    monkeypatch.setattr(reward, "execute", lambda *args: runs.append(args) or execute(*args))
+    compiles = counting_compiles(monkeypatch)
+    verdicts = reward.score_details(completions, batch)
+    assert len(runs) == 3 and sorted(map(len, compiles)) == [1, 2]  # (Python's one check, Java's batch of two)
+    assert all(verdicts[i] == verdicts[i - i % 3] for i in range(len(verdicts)))
+    assert [v.reward for v in verdicts] == [1.0] * 9
+
+
+def test_a_verdict_names_the_first_failing_test():
+    task, _ = make_task(0, "python")
+    seven = "def f(a, b=0, c=0):\n    return 7"
+    passed, failed, not_compiled = reward.score_details([task["reference"], seven, seven + "\n)("], [task] * 3)
+    line, expected = next((line, out) for line, out in task["tests"] if out != "7")
+    assert failed.first_failure == f"input {line!r}: expected {expected!r}, got '7'"
+    assert passed.first_failure == not_compiled.first_failure == ""
+
+
 def test_bad_input_is_refused_with_a_clear_message():
     task, _ = make_task(0, "python")
     with pytest.raises(ValueError, match="one task per completion"):
@@ -519,6 +734,32 @@ def test_cache_pruning_survives_entries_vanishing_under_it(tmp_path, monkeypatch
                         lambda path=".": iter(listed) if path == str(tmp_path) else real_scandir(path))
     reward._prune_cache()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new-1"]
+
+
+def test_an_oversized_program_is_a_compile_error_and_never_reaches_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(reward, "_cache_dir", str(tmp_path))  # a cache of its own, to walk
+    monkeypatch.setattr(reward, "_warmed_up", set())
+    task, _ = make_task(TASK_SEED, "cpp")
+    completion = f"char big[60 << 20] = {{1}};  // {TOKEN}\n\n" + task["reference"]  # a 60 MiB binary
+    verdict = reward.score_details([completion], [task])[0]
+    assert (verdict.status, verdict.reward) == ("compile_error", 0.0) and "MiB" in verdict.error, verdict
+    for entry in os.scandir(tmp_path):  # (the compiled programs: not the toolchain's own .cpp files)
+        for root, _, names in os.walk(entry.path) if not entry.name.startswith(".") else ():
+            for name in names:
+                path = os.path.join(root, name)
+                assert os.path.getsize(path) <= reward.ARTIFACT_LIMIT, f"{path} is over the limit"
+
+
+def test_cache_pruning_keeps_it_under_its_bytes(tmp_path, monkeypatch):
+    """The least recently used entries go once the entries hold more than CACHE_BYTES."""
+    for hours, name in ((3, "oldest"), (2, "older"), (1, "recent")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "main").write_bytes(b"x" * 1000)
+        os.utime(tmp_path / name, (time.time() - 3600 * hours,) * 2)
+    monkeypatch.setattr(reward, "_cache_dir", str(tmp_path))
+    monkeypatch.setattr(reward, "CACHE_BYTES", 2500)
+    reward._prune_cache()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["older", "recent"]
 
 
 def test_share_cores_gives_each_local_rank_its_share_and_at_least_one():

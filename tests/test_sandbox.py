@@ -1,6 +1,6 @@
 """
-Tests for sandbox.py: isolation alone, with system tools (python3, gcc) as the commands; the
-attacks in every language are in tests/test_reward.py.
+Tests for sandbox.py: isolation alone, with system tools (python3, gcc) as the commands (gcc's
+runtime as reward.py finds it); the attacks in every language are in tests/test_reward.py.
 
     python -m pytest tests/test_sandbox.py
 """
@@ -12,13 +12,18 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 
 import pytest
 
+import reward
 import sandbox
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = shutil.which("python3", path="/usr/bin:/bin")  # the system's: nobody can run it
+STDLIB = subprocess.run([PYTHON, "-c", "import sysconfig; print(sysconfig.get_path('stdlib'))"],
+                        capture_output=True, text=True).stdout.strip()
+RUNTIME = (STDLIB,)  # with PYTHON itself (argv[0]): what a Python command needs
 NOBODY = 65534  # the user a root test process becomes to test an unprivileged trainer
 FORK_BOMB = "#include <unistd.h>\nint main(void) {\n    for (;;) fork();\n}\n"
 
@@ -29,10 +34,11 @@ def test_works_for_an_unprivileged_user():
     script = ("import json, os, sys, tempfile, sandbox\n"
               "d = tempfile.mkdtemp()\n"
               "open(d + '/bomb.c', 'w').write(sys.argv[1])\n"
-              "py = sandbox.run(['/usr/bin/python3', '-c', 'print(6 * 7)'])\n"
+              "python, gcc, libc = json.loads(sys.argv[2])\n"
+              "py = sandbox.run(['/usr/bin/python3', '-c', 'print(6 * 7)'], runtime=python)\n"
               "cc = sandbox.run(['/usr/bin/gcc', '-o', '{out}/bomb', '{prog}/bomb.c'], [(d + '/bomb.c', 'bomb.c')],\n"
-              "                 timeout=30, memory=1 << 30, dirs=[('out', d)])\n"
-              "bomb = sandbox.run(['{prog}/bomb'], [(d + '/bomb', 'bomb')], timeout=1.0)\n"
+              "                 timeout=30, memory=1 << 30, dirs=[('out', d)], runtime=gcc)\n"
+              "bomb = sandbox.run(['{prog}/bomb'], [(d + '/bomb', 'bomb')], timeout=1.0, runtime=libc)\n"
               "print(json.dumps([sandbox.check(), os.getuid()] + [[r.status, r.stdout.decode()] for r in (py, cc, bomb)]))\n")
     home = tempfile.mkdtemp()
     try:
@@ -42,7 +48,8 @@ def test_works_for_an_unprivileged_user():
         if os.geteuid() == 0:
             os.chown(home, NOBODY, NOBODY)
             user = dict(user=NOBODY, group=NOBODY, extra_groups=[])
-        done = subprocess.run([PYTHON, "-c", script, FORK_BOMB], cwd=home, capture_output=True, text=True,
+        runtimes = json.dumps([RUNTIME, reward._runtime("c", "check"), reward._runtime("c", "run")])
+        done = subprocess.run([PYTHON, "-c", script, FORK_BOMB, runtimes], cwd=home, capture_output=True, text=True,
                               env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home}, **user)
         assert done.returncode == 0, done.stderr
         mode, uid, *results = json.loads(done.stdout)
@@ -197,7 +204,7 @@ def test_memory_is_bounded_per_sandbox(attack, cgroup, monkeypatch):
     memory = 256 * sandbox.MiB
     processes = sandbox.PROCESSES if cgroup else 4  # (with a cgroup, 15 children may start: it holds them)
     result, reached = host_memory_reached(marker, lambda: sandbox.run(
-        [PYTHON, "-c", program, marker], timeout=6.0, memory=memory, processes=processes))
+        [PYTHON, "-c", program, marker], timeout=6.0, memory=memory, processes=processes, runtime=RUNTIME))
     print(f"{attack}, cgroup {sandbox._cgroup_parent() if cgroup else None}: {result.status}, "
           f"host memory reached {reached / sandbox.MiB:.0f} MiB")
     if cgroup and sandbox._cgroup_parent():
@@ -208,3 +215,107 @@ def test_memory_is_bounded_per_sandbox(attack, cgroup, monkeypatch):
         bound = processes * memory + 2 * sandbox.TMPFS_SIZE + sandbox.SHM_SIZE
     assert reached <= bound, f"{attack} reached {reached / sandbox.MiB:.0f} MiB (bound {bound / sandbox.MiB:.0f} MiB)"
     assert live_processes(marker) == []
+
+
+# ----------------------------------------------------------------------------- one runtime, no nested namespaces
+
+def test_a_command_sees_its_runtime_and_nothing_else_of_the_system():
+    """A Python command has python3 and its standard library: no shell, no other language's
+    interpreter or compiler to hand its work to. A call that names no runtime is refused."""
+    program = ("import json, os\n"
+               "print(json.dumps([sorted(os.listdir('/usr/bin')), [path for path in ('/bin/sh', '/usr/bin/bash',"
+               " '/usr/bin/gcc', '/usr/bin/node', '/usr/bin/perl') if os.path.exists(path)]]))\n")
+    result = sandbox.run([PYTHON, "-c", program], runtime=RUNTIME)
+    assert result.status == "ok", result
+    programs, others = json.loads(result.stdout)
+    assert others == []
+    # (prlimit and setpriv start the command: they run only what the sandbox holds)
+    assert all(name.startswith("python3") or name in ("prlimit", "setpriv") for name in programs), programs
+    with pytest.raises(TypeError, match="runtime"):
+        sandbox.run([PYTHON, "-c", "print('ran')"])
+
+
+NESTED_USER_NAMESPACES = (
+    "import ctypes, os, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "clone, clone3 = map(int, sys.argv[1:])\n"
+    "def outcome(result):\n"
+    "    return 'made' if result >= 0 else os.strerror(ctypes.get_errno())\n"
+    "print('unshare', outcome(libc.unshare(0x10000000)))\n"       # CLONE_NEWUSER
+    "pid = libc.syscall(clone, 0x10000000 | 17, 0, 0, 0, 0)\n"     # CLONE_NEWUSER | SIGCHLD, as fork
+    "if pid == 0:\n"
+    "    os._exit(0)\n"
+    "if pid > 0:\n"
+    "    os.waitpid(pid, 0)\n"
+    "print('clone', outcome(pid))\n"
+    "print('clone3', outcome(libc.syscall(clone3, 0, 0)))\n")
+
+
+def test_no_sandbox_makes_a_nested_user_namespace():
+    """A root trainer's sandboxes have no user namespace of their own, so bubblewrap's
+    --disable-userns cannot apply: the seccomp filter refuses unshare and clone with
+    CLONE_NEWUSER (and clone3, whose flags it cannot read)."""
+    if os.uname().machine not in sandbox.SECCOMP_ARCHES:
+        pytest.skip(f"no seccomp filter for {os.uname().machine}")
+    _, _, clone, clone3 = sandbox.SECCOMP_ARCHES[os.uname().machine]
+    result = sandbox.run([PYTHON, "-c", NESTED_USER_NAMESPACES, str(clone), str(clone3)], runtime=RUNTIME)
+    assert result.status == "ok", result
+    assert result.stdout.decode().splitlines() == ["unshare Operation not permitted", "clone Operation not permitted",
+                                                   "clone3 Function not implemented"]
+
+
+# ----------------------------------------------------------------------------- one CPU budget, infrastructure failures
+
+CPU_HOG = ("import os, time\n"  # 3 children spinning 1.8 s of CPU each, the parent 1.5 s: 6.9 s in all
+           "def spin(seconds):\n"
+           "    end = time.process_time() + seconds\n"
+           "    while time.process_time() < end:\n"
+           "        pass\n"
+           "for _ in range(3):\n"
+           "    if os.fork() == 0:\n"
+           "        spin(1.8)\n"
+           "        os._exit(0)\n"
+           "spin(1.5)\n"
+           "for _ in range(3):\n"
+           "    os.wait()\n"
+           "print('done')\n")
+
+
+def test_the_cpu_budget_is_the_whole_sandboxs():
+    """Each process stays under its own CPU time limit; together they are far over the budget."""
+    if not sandbox._cpu_cgroup_parent():
+        pytest.skip("no cgroup with CPU accounting here: the budget is per process (see sandbox.py)")
+    result = sandbox.run([PYTHON, "-c", CPU_HOG], timeout=2.0, runtime=RUNTIME)
+    assert result.status == "timeout" and result.exit_code is not None, result  # (an exit code: not the wall clock)
+
+
+def test_only_the_sandboxs_own_failures_are_infra_errors(monkeypatch):
+    """bubblewrap failing to set up and a cgroup that cannot be made are "infra_error"; a command
+    that prints what bubblewrap prints when it fails is the command's own failure."""
+    sandbox.check()  # (bubblewrap probed before it fails)
+    fake = sandbox.run([PYTHON, "-c", "import sys\nsys.stderr.write(\"bwrap: Can't find source path /x\\n\")\n"
+                                      "sys.exit(1)\n"], runtime=RUNTIME)
+    assert fake.status == "runtime_error", fake
+    mounts = sandbox._system_mounts
+    monkeypatch.setattr(sandbox, "_system_mounts",
+                        lambda runtime: [*mounts(runtime), "--ro-bind", "/oorl-missing", "/x"])
+    broken = sandbox.run([PYTHON, "-c", "print('ran')"], runtime=RUNTIME)
+    assert broken.status == "infra_error" and broken.exit_code is None and b"bwrap" in broken.stderr, broken
+    monkeypatch.undo()
+
+    def refuse(memory):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sandbox, "_make_cgroup", refuse)
+    assert sandbox.run([PYTHON, "-c", "print('ran')"], runtime=RUNTIME).status == "infra_error"
+
+
+def test_a_mechanism_the_machine_lacks_is_named_once(monkeypatch):
+    monkeypatch.setattr(sandbox, "MODE", None)
+    monkeypatch.setattr(sandbox, "_seccomp_program", lambda: None)
+    monkeypatch.setattr(sandbox, "_cpu_cgroup_parent", lambda: None)
+    with pytest.warns(RuntimeWarning, match="the seccomp filter.*the whole-sandbox CPU budget"):
+        assert sandbox.check() == "bwrap"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sandbox.check() == "bwrap"
