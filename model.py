@@ -84,7 +84,7 @@ class KVCache:
     dtype): a float32 cache under bf16 autocast would be cast again, whole, in every layer at
     every decoded token.
 
-    The cache also serves the training forward of a rollout (rollout.completion_logprobs), with
+    The cache also serves the training forward of a rollout (GPT.completion_logprobs), with
     gradients: each layer has a tensor of its own, written once per forward, so that what one
     layer's attention saved for the backward pass is never overwritten by another's.
     """
@@ -101,12 +101,20 @@ class KVCache:
         self.length = 0  # slots filled so far (the same for every row)
 
     def repeat_rows(self, g):
-        """Each row repeated g times in place order (prefill a prompt once, sample G completions)."""
+        """Each row repeated g times in place order (prefill a prompt once, sample G completions);
+        g may be a tensor of one count per row."""
         out = KVCache.__new__(KVCache)
         out.k = [k.repeat_interleave(g, dim=0) for k in self.k]
         out.v = [v.repeat_interleave(g, dim=0) for v in self.v]
         out.valid = self.valid.repeat_interleave(g, dim=0)
         out.length = self.length
+        return out
+
+    def select_rows(self, keep):
+        """Only the rows keep (a bool mask or indices) selects: those still decoding."""
+        out = KVCache.__new__(KVCache)
+        out.k, out.v = [k[keep] for k in self.k], [v[keep] for v in self.v]
+        out.valid, out.length = self.valid[keep], self.length
         return out
 
 
@@ -342,14 +350,42 @@ class GPT(nn.Module):
         logp = fused_logprobs(x.reshape(B * T, C), self.lm_head.weight, targets.reshape(B * T), temperature)
         return logp.view(B, T)
 
+    def completion_logprobs(self, prompts, completions, group_size, temperature=1.0):
+        """log pi(c_t | prompt, c_<t) of every token of the completions of each prompt, through
+        the fused log-prob kernel: the training forward of a rollout (or of an IR group). prompts:
+        B lists of token ids; completions: their completions in order, group_size of each (an
+        int, or one count per prompt). Returns logp (N, W) float32 and its mask (N, W), True on
+        real tokens, W the longest completion; differentiable.
+
+        Each prompt runs once: its last position predicts the first token of every one of its
+        completions, and its keys and values serve them through the KV cache (as in the rollout,
+        here with gradients). A step of B prompts x G completions computes B prompts, not B*G."""
+        device = self.lm_head.weight.device
+        counts = torch.as_tensor(group_size, device=device)
+        width = max(len(c) for c in completions)
+        idx, valid, cache = left_padded(self, prompts, width - 1)
+        hidden = self.hidden_states(idx, cache, valid)[:, -1:].repeat_interleave(counts, dim=0)
+        targets = torch.tensor([list(c) + [0] * (width - len(c)) for c in completions]).to(device)
+        if width > 1:  # (padding after a completion's end is never seen by its tokens: causal attention)
+            hidden = torch.cat([hidden, self.hidden_states(targets[:, :-1], cache.repeat_rows(counts))], dim=1)
+        logp = fused_logprobs(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten(), temperature)
+        lengths = torch.tensor([len(c) for c in completions], device=device)
+        return logp.view(len(completions), width), torch.arange(width, device=device) < lengths[:, None]
+
     def sequence_logprobs(self, prompts, completions, temperature=1.0):
         """log pi(completion | prompt) summed over the completion's tokens, one float32 per pair
         (N,), differentiable (wrap in torch.no_grad() for the old policy or the reference).
-        prompts, completions: N lists of token ids; a prompt needs at least one token."""
-        idx, targets, mask = pack(prompts, completions, pad_id=0)
-        device = self.lm_head.weight.device
-        token_logps = self.token_logprobs(idx.to(device), targets.to(device), temperature)
-        return torch.where(mask.to(device), token_logps, 0.0).sum(dim=1)
+        prompts, completions: N lists of token ids; a prompt needs at least one token. Pairs
+        that follow one another with the same prompt (an IR group's responses) share its forward."""
+        shared, counts = [], []
+        for prompt in prompts:
+            if shared and list(prompt) == shared[-1]:
+                counts[-1] += 1
+            else:
+                shared.append(list(prompt))
+                counts.append(1)
+        logp, mask = self.completion_logprobs(shared, completions, counts, temperature)
+        return torch.where(mask, logp, 0.0).sum(dim=1)
 
     @classmethod
     def from_checkpoint(cls, checkpoint, device="cpu"):
@@ -564,6 +600,23 @@ def pack(prompts, completions, pad_id):
     end = torch.tensor([len(row) - 1 for row in rows])[:, None]
     target = torch.arange(width - 1)[None, :]
     return full[:, :-1], full[:, 1:], (target >= first) & (target < end)
+
+
+def left_padded(model, prompts, new_tokens):
+    """(idx, valid, cache) for B prompts of token ids: the prompts left-padded, so that every one
+    ends at the same slot (built on the host, sent at once), and a KV cache with room for
+    new_tokens more."""
+    device = model.lm_head.weight.device
+    prompt_len = max(len(p) for p in prompts)
+    assert prompt_len + new_tokens <= model.config.block_size, (
+        f"prompt of {prompt_len} + {new_tokens} new tokens > block_size {model.config.block_size}")
+    idx = torch.tensor([[0] * (prompt_len - len(p)) + list(p) for p in prompts]).to(device)
+    lengths = torch.tensor([len(p) for p in prompts]).to(device)
+    valid = torch.arange(prompt_len, device=device) >= prompt_len - lengths[:, None]
+    # keys and values come out of the model in the autocast dtype when autocast is on
+    dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+             else model.lm_head.weight.dtype)
+    return idx, valid, KVCache(model.config, len(prompts), prompt_len + new_tokens, device, dtype)
 
 
 def load_checkpoint(path):

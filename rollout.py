@@ -13,27 +13,27 @@ from pi_old of eq. 5, up to the rounding by which a KV-cached decode through the
 from a full forward under bf16 autocast. train.py still takes pi_old from the training forward,
 so that the ratio starts each step at exactly 1.
 
-The training forward of a rollout (completion_logprobs) takes the same path with gradients:
-each prompt runs through the model once and its keys and values serve its G completions, so a
-step computes B prompts and B*G completions rather than B*G prompt + completion rows, and no
-token of padding beyond each micro-batch's longest completion.
+The training forward of a rollout (model.GPT.completion_logprobs) takes the same path with
+gradients: each prompt runs once and its keys and values serve its G completions.
 
-    from rollout import rollout, completion_logprobs
+    from rollout import rollout
     out = rollout(model, [prompt_ids, ...], group_size=8, max_new_tokens=128, eot_id=eot)
     texts = [tok.decode(ids) for ids in out.completion_lists()]
-    logp, mask = completion_logprobs(model, out.prompts, out.completion_lists(with_eot=True), 8)
+    logp, mask = model.completion_logprobs(out.prompts, out.completion_lists(with_eot=True), 8)
 """
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from model import KVCache, fused_logprobs, pack
+from model import left_padded, pack
 
-# Reading a tensor on the host (bool(done.all())) makes a GPU wait for the step in flight and
-# leaves it idle while the next is launched, so the loop does it only every few tokens. Rows that
-# end meanwhile decode on, masked out: at most ALL_DONE_CHECK_EVERY - 1 wasted steps (and draws
-# from the generator) per rollout. No other value is read on the host while decoding.
+# Reading a tensor on the host makes a GPU wait for the step in flight and leaves it idle while
+# the next is launched, so the loop does it only every few tokens: then the rows that have ended
+# leave the batch (completions end anywhere up to max_new_tokens, and most end early: decoding
+# them on would spend most of a rollout on finished rows). Rows that end between two checks
+# decode on, masked out, for at most ALL_DONE_CHECK_EVERY - 1 steps. No other value is read on
+# the host while decoding.
 ALL_DONE_CHECK_EVERY = 8
 
 
@@ -66,8 +66,10 @@ class Rollout:
         return tuple(t.to(device) for t in pack(prompts, completions, pad_id))
 
 
-def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """One token id per row of logits (B, V): temperature, then top-k, then nucleus (top-p)."""
+def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, rows=None, n_rows=None):
+    """One token id per row of logits (B, V): temperature, then top-k, then nucleus (top-p).
+    rows (B,) of n_rows: the logits are those rows of a batch of n_rows, and each draws the random
+    numbers it would draw in the whole batch (a row's sample does not depend on which rows are left)."""
     if temperature == 0.0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -83,7 +85,9 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     # but first checks probs on the host, which stalls a GPU at every decoded token: argmax of
     # p / q with q ~ Exp(1) is a draw from p (the exponential race, the Gumbel-max trick exp'd)
     probs = F.softmax(logits, dim=-1)
-    race = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    race = (torch.empty_like(probs) if rows is None else probs.new_empty(n_rows, probs.size(1)))
+    race = race.exponential_(1.0, generator=generator)
+    race = race if rows is None else race[rows]
     return (probs / race).argmax(dim=-1)
 
 
@@ -113,41 +117,6 @@ def next_token_logits(model, head, idx, cache, valid=None):
         return F.linear(hidden, head)
 
 
-def left_padded(model, prompts, new_tokens):
-    """(idx, valid, cache) for B prompts of token ids: the prompts left-padded, so that every one
-    ends at the same slot (built on the host, sent at once), and a KV cache with room for
-    new_tokens more."""
-    device = model.lm_head.weight.device
-    prompt_len = max(len(p) for p in prompts)
-    assert prompt_len + new_tokens <= model.config.block_size, (
-        f"prompt of {prompt_len} + {new_tokens} new tokens > block_size {model.config.block_size}")
-    idx = torch.tensor([[0] * (prompt_len - len(p)) + list(p) for p in prompts]).to(device)
-    lengths = torch.tensor([len(p) for p in prompts]).to(device)
-    valid = torch.arange(prompt_len, device=device) >= prompt_len - lengths[:, None]
-    # keys and values come out of the model in the autocast dtype when autocast is on
-    dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
-             else model.lm_head.weight.dtype)
-    return idx, valid, KVCache(model.config, len(prompts), prompt_len + new_tokens, device, dtype)
-
-
-def completion_logprobs(model, prompts, completions, group_size, temperature=1.0):
-    """log pi(c_t | prompt, c_<t) of every token of G = group_size completions of each of the B
-    prompts (completions: B*G lists of ids, rollout.py's order), through the fused log-prob
-    kernel: returns logp (B*G, W) float32 and its mask (B*G, W), True on real tokens, W the longest
-    completion. Differentiable. Each prompt runs once; its last position predicts the first token
-    of all its completions, and its keys and values serve them through the KV cache."""
-    device, G = model.lm_head.weight.device, group_size
-    width = max(len(c) for c in completions)
-    idx, valid, cache = left_padded(model, prompts, width - 1)
-    hidden = model.hidden_states(idx, cache, valid)[:, -1:].repeat_interleave(G, dim=0)
-    targets = torch.tensor([list(c) + [0] * (width - len(c)) for c in completions]).to(device)
-    if width > 1:  # (padding after a completion's end is never seen by its tokens: causal attention)
-        hidden = torch.cat([hidden, model.hidden_states(targets[:, :-1], cache.repeat_rows(G))], dim=1)
-    logp = fused_logprobs(hidden.flatten(0, 1), model.lm_head.weight, targets.flatten(), temperature)
-    mask = torch.arange(width, device=device) < torch.tensor([len(c) for c in completions], device=device)[:, None]
-    return logp.view(len(completions), width), mask
-
-
 @torch.no_grad()
 def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0, top_k=None,
             top_p=None, generator=None):
@@ -164,16 +133,25 @@ def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0,
     mask = torch.zeros(B * G, max_new_tokens, dtype=torch.bool, device=device)
     entropy = torch.zeros(B * G, max_new_tokens, device=device)
     done = torch.zeros(B * G, dtype=torch.bool, device=device)
+    live = torch.arange(B * G, device=device)  # the rows still in the batch (and in the cache)
     for t in range(max_new_tokens):
-        token = sample(logits, temperature, top_k, top_p, generator)
-        token = torch.where(done, torch.full_like(token, eot_id), token)
+        token = sample(logits, temperature, top_k, top_p, generator, live, B * G)
+        ended = done[live]
+        token = torch.where(ended, torch.full_like(token, eot_id), token)
         logp = F.log_softmax(logits / max(temperature, 1e-6), dim=-1)  # greedy (T=0) scores at T->0
-        entropy[:, t] = torch.where(done, 0.0, -(logp.exp() * logp).nan_to_num().sum(-1))
-        completions[:, t] = token
-        mask[:, t] = ~done
-        done |= token == eot_id
-        if t == max_new_tokens - 1 or (t + 1) % ALL_DONE_CHECK_EVERY == 0 and bool(done.all()):
+        entropy[live, t] = torch.where(ended, 0.0, -(logp.exp() * logp).nan_to_num().sum(-1))
+        completions[live, t] = token
+        mask[live, t] = ~ended
+        done[live] = ended | (token == eot_id)
+        if t == max_new_tokens - 1:
             break
+        if (t + 1) % ALL_DONE_CHECK_EVERY == 0:
+            going = ~done[live]
+            left = int(going.sum())
+            if left == 0:
+                break
+            if left < len(live):
+                live, token, cache = live[going], token[going], cache.select_rows(going)
         logits = next_token_logits(model, head, token[:, None], cache)
     return Rollout(prompts=[list(p) for p in prompts], group_size=G, completions=completions,
                    mask=mask, truncated=~done, entropy=entropy)

@@ -44,7 +44,7 @@ import tasks
 import tokenizer
 from configurator import configure, fill_unset, read_file, snapshot
 from model import GPT, GPTConfig, device_setup, load_checkpoint, pack
-from rollout import completion_logprobs, rollout
+from rollout import rollout
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -431,7 +431,7 @@ def rl_prompts(model_block_size):
 
 @dataclasses.dataclass
 class MicroBatch:
-    """Prompts with their G completions each, as rollout.completion_logprobs computes them. The
+    """Prompts with their G completions each, as GPT.completion_logprobs computes them. The
     per-token tensors are (rows, W), W the longest completion here; mask: the tokens learnt from."""
     prompts: list            # token ids of each prompt
     completions: list        # token ids of their completions, G each (end-of-text included)
@@ -479,7 +479,7 @@ def micro_batches(prompt_ids, completions):
 def logprobs_of(model, batches):
     """(log-probs, mask) of every micro-batch's completion tokens under model, float32."""
     with autocast:
-        return [completion_logprobs(model, b.prompts, b.completions, group_size, temperature) for b in batches]
+        return [model.completion_logprobs(b.prompts, b.completions, group_size, temperature) for b in batches]
 
 
 def collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache):
@@ -563,7 +563,7 @@ def update(policy, optimizer, exp):
         loss_onp = clip_frac = 0.0
         for b in exp.batches:
             with autocast:
-                logp, _ = completion_logprobs(policy, b.prompts, b.completions, group_size, temperature)
+                logp, _ = policy.completion_logprobs(b.prompts, b.completions, group_size, temperature)
             loss, onp = reinforce.policy_loss(logp, b.logp_old, b.advantages, b.mask, clip_eps, exp.n_tokens)
             if adv_estimator == "grpo":  # GRPO puts the KL in the loss (k3 estimator)
                 loss = loss + beta_kl * reinforce.masked_mean(reinforce.kl_k3(logp, b.logp_ref, b.mask), b.mask, exp.n_tokens)

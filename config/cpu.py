@@ -12,14 +12,14 @@ n_embd = 128
 block_size = 512
 sft_steps = 1500
 sft_batch_size = 32
-# OORL: few, large steps. The gradient of 8 x 8 completions is mostly sampling noise (the cosine of
+# OORL: large steps. The gradient of 8 x 8 completions is mostly sampling noise (the cosine of
 # independent batches' gradients is ~0.04, see grad_cos in the step line) and Adam takes lr-sized
 # steps in noise, so 32 prompts x 8 completions a step; and a small rl_lr, since Adam moves every
 # weight by about lr a step whatever the gradient's size (RESULTS.md: from this preset's SFT model
-# 3e-5 gained and 1e-4 lost test pass@1). A long warm-up (a quarter of the steps) because the
-# first steps' advantages come from the SFT model's low-entropy samples.
-rl_steps = 14
+# 3e-5 gained and 1e-4 lost test pass@1). A step takes ~10-15 s on 2 cores (RESULTS.md, "one OORL
+# step"), so 36 of them fill the ~8 minutes that data and SFT leave of 20; a warm-up of 4 steps.
+rl_steps = 36
 prompts_per_step = 32
 group_size = 8
 rl_lr = 3e-5
-rl_warmup_frac = 0.25
+rl_warmup_frac = 0.1

@@ -36,9 +36,11 @@ def sampled_logprobs(monkeypatch, *args, temperature=1.0, **kwargs):
     logits the sampler was given, (rows, max_new_tokens), 0 after a row's end."""
     drawn = []
 
-    def recording_sample(logits, *a, **k):
-        token = sample(logits, *a, **k)
-        drawn.append(torch.log_softmax(logits / temperature, -1).gather(1, token[:, None])[:, 0])
+    def recording_sample(logits, temperature_, top_k, top_p, generator, rows, n_rows):
+        token = sample(logits, temperature_, top_k, top_p, generator, rows, n_rows)
+        full = torch.zeros(n_rows)  # (rows that have ended leave the batch)
+        full[rows] = torch.log_softmax(logits / temperature, -1).gather(1, token[:, None])[:, 0]
+        drawn.append(full)
         return token
 
     monkeypatch.setattr(rollout_module, "sample", recording_sample)
@@ -148,7 +150,7 @@ def test_kv_cache_is_allocated_in_the_autocast_dtype(monkeypatch):
             super().__init__(*args, **kwargs)
             caches.append(self)
 
-    monkeypatch.setattr(rollout_module, "KVCache", RecordedCache)
+    monkeypatch.setattr(model, "KVCache", RecordedCache)
     gpt = tiny_gpt()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         rollout(gpt, prompts(), group_size=2, max_new_tokens=12, eot_id=EOT, generator=torch.Generator().manual_seed(3))
@@ -218,7 +220,6 @@ def test_completion_logprobs_equal_the_padded_training_forward(dtype):
     """The training forward of a rollout runs each prompt once and shares its keys and values with
     its G completions: the same log-probs, and the same gradients, as every prompt + completion row
     padded to the longest and run whole (model.pack, token_logprobs), for ragged prompts."""
-    from rollout import completion_logprobs
     torch.manual_seed(0)
     gen = random.Random(0)
     gpt = model.GPT(model.GPTConfig(block_size=64, vocab_size=50, n_layer=2, n_head=2, n_embd=32))
@@ -227,7 +228,7 @@ def test_completion_logprobs_equal_the_padded_training_forward(dtype):
     completions = [[gen.randrange(50) for _ in range(gen.randint(1, 9))] for _ in range(len(prompts) * G)]
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
     with autocast:
-        logp, mask = completion_logprobs(gpt, prompts, completions, G)
+        logp, mask = gpt.completion_logprobs(prompts, completions, G)
     assert mask.sum(1).tolist() == [len(c) for c in completions]
     shared = logp[mask]
     shared.sum().backward()
@@ -241,3 +242,19 @@ def test_completion_logprobs_equal_the_padded_training_forward(dtype):
     assert torch.allclose(shared, padded, atol=tolerance)
     for g, p in zip(grads, gpt.parameters()):
         assert torch.allclose(g, p.grad, atol=tolerance * 10, rtol=tolerance * 10)
+
+
+def test_rows_that_end_leave_the_batch_without_changing_any_sample(monkeypatch):
+    """Every few tokens the rows that have ended leave the decoding batch; each row still draws the
+    random numbers it would draw in the whole batch, so the rollout is the one of a batch that
+    decodes every row to the end (checked with the check period set past max_new_tokens)."""
+    gpt = tiny_gpt()
+    run = lambda: rollout(gpt, prompts(), group_size=6, max_new_tokens=40, eot_id=EOT, temperature=1.5,
+                          generator=torch.Generator().manual_seed(1))
+    compacted = run()
+    lengths = compacted.mask.sum(1)
+    assert lengths.min() < rollout_module.ALL_DONE_CHECK_EVERY < lengths.max()  # rows did leave early
+    monkeypatch.setattr(rollout_module, "ALL_DONE_CHECK_EVERY", 1000)
+    whole = run()
+    assert torch.equal(compacted.completions, whole.completions) and torch.equal(compacted.mask, whole.mask)
+    assert torch.allclose(compacted.entropy, whole.entropy)
