@@ -144,7 +144,8 @@ def _judge(execution, tests):
     if execution.status == "ok" and passed == len(tests) == len(lines):
         return Verdict(1.0, "passed", passed, len(tests), "")
     status = "wrong_answer" if execution.status == "ok" else execution.status
-    return Verdict(0.0, status, passed, len(tests), _first_lines(execution.stderr), _first_failure(status, tests, lines))
+    return Verdict(0.0, status, passed, len(tests), sandbox.first_lines(execution.stderr, ERROR_LINES),
+                   _first_failure(status, tests, lines))
 
 
 def _first_failure(status, tests, lines):
@@ -185,7 +186,7 @@ def execute(program, lang, stdin="", timeout=RUN_TIMEOUT):
 
 def _execute(program, lang, stdin, timeout):
     spec = LANGUAGES[lang]
-    command = _fill(spec.run, {"{src}": "{prog}/" + spec.source})
+    command = sandbox.fill(spec.run, {"{src}": "{prog}/" + spec.source})
     try:
         for attempt in range(2):
             directory, error = _artifact(lang, program)
@@ -410,20 +411,10 @@ def available(lang):
         works = hello.status == "ok" and hello.stdout == "ok\n"
         if not works:
             _warn_once(f"reward.py: {lang} is unavailable: a hello-world program failed in the sandbox "
-                       f"({hello.status}: {_first_lines(hello.stderr, 5)}). Check the {package} installation.")
+                       f"({hello.status}: {sandbox.first_lines(hello.stderr, 5)}). Check the {package} installation.")
     with _lock:
         _availability[lang] = works
     return works
-
-
-def _first_lines(text, n=ERROR_LINES):
-    return "\n".join(text.strip().splitlines()[:n])
-
-
-def _fill(words, mapping):
-    for placeholder, value in mapping.items():
-        words = tuple(word.replace(placeholder, value) for word in words)
-    return words
 
 
 def _in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=None, cache_dir=None):
@@ -625,7 +616,7 @@ def _compile(lang, sources):
         if spec.batched:
             command = (*spec.check, *(f"{{out}}/{i}" for i in range(len(sources))))
         else:
-            command = _fill(spec.check, {"{out}": "{out}/0/prog", "{src}": "{out}/0/" + name})
+            command = sandbox.fill(spec.check, {"{out}": "{out}/0/prog", "{src}": "{out}/0/" + name})
         result = _in_sandbox(command, [], b"", COMPILE_TIMEOUT, spec.compile_memory, spec.env,
                              _runtime(lang, "check"), staging, cache_dir)
         if result.status == "infra_error":  # the sandbox failed, not the compiler: nothing is cached
@@ -652,7 +643,7 @@ def _compile(lang, sources):
                 error = (f"the compiler ran out of CPU time ({COMPILE_TIMEOUT:.0f} s)" if result.status == "timeout"
                          else (result.stderr + result.stdout).decode("utf-8", "replace"))
             # the message names the program's files as if it had been compiled alone, wherever it was
-            error = _first_lines(error.replace(f"/out/{i}/prog/", "").replace(f"/out/{i}/", ""))
+            error = sandbox.first_lines(error.replace(f"/out/{i}/prog/", "").replace(f"/out/{i}/", ""), ERROR_LINES)
             prog = os.path.join(part, "prog")
             size = _tree_size(prog)
             if size > ARTIFACT_LIMIT:  # the verdict is cached, the artifact never is
@@ -710,7 +701,7 @@ def _warm_up(lang, cache_dir):
                     raise InfraError(result.stderr.decode("utf-8", "replace").strip())
                 if result.status != "ok":
                     return (f"preparing the {lang} compiler failed ({' '.join(command[:2])}: {result.status}): "
-                            + _first_lines((result.stderr + result.stdout).decode("utf-8", "replace"), 5))
+                            + sandbox.first_lines((result.stderr + result.stdout).decode("utf-8", "replace"), 5))
                 for product in made:
                     os.replace(os.path.join(staging, product), os.path.join(cache_dir, product))
             _warmed_up.add(lang)

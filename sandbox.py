@@ -241,7 +241,7 @@ def _bwrap_problem(bwrap_name):
             if seccomp is not None:
                 os.close(seccomp)
     if status or code:
-        return f"bubblewrap cannot create its namespaces here: {_first_lines(err.decode(), 3) or status}"
+        return f"bubblewrap cannot create its namespaces here: {first_lines(err.decode(), 3) or status}"
     return None
 
 
@@ -315,7 +315,7 @@ def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup
         bwrap = shutil.which(BWRAP, path=SEARCH_PATH)
         full = (_in_cgroup(cgroup) + _bwrap_argv(bwrap, list(zip(fds, (f"/prog/{name}" for _, name in files))),
                                                  binds, uid, runtime, seccomp)
-                + limits + list(_fill(argv, paths)))
+                + limits + list(fill(argv, paths)))
         return _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, passed,
                       _environment(dict(_fill_pairs(env, paths))), bwrap, cpu=cpu)
     finally:
@@ -336,7 +336,7 @@ def _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgro
         if uid is not None:
             _give(work, uid)
         environment = {**_environment(dict(_fill_pairs(env, paths))), "HOME": work, "TMPDIR": work}
-        full = _in_cgroup(cgroup) + _as_user(uid) + limits + list(_fill(argv, paths))
+        full = _in_cgroup(cgroup) + _as_user(uid) + limits + list(fill(argv, paths))
         try:
             return _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, [], environment, None, cwd=work, cpu=cpu)
         finally:
@@ -813,14 +813,15 @@ def _remove_cgroup(cgroup):
 
 # ----------------------------------------------------------------------------- spawning and killing
 
-def _fill(words, mapping):
+def fill(words, mapping):
+    """words with every placeholder of mapping ("{prog}": "/prog", ...) replaced (reward.py's too)."""
     for placeholder, value in mapping.items():
         words = tuple(word.replace(placeholder, value) for word in words)
     return words
 
 
 def _fill_pairs(pairs, mapping):
-    return [(name, _fill((value,), mapping)[0]) for name, value in pairs]
+    return [(name, fill((value,), mapping)[0]) for name, value in pairs]
 
 
 def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/", cpu=None):
@@ -926,7 +927,8 @@ def _kill_sandbox(proc, info):
         os.close(pidfd)
 
 
-def _first_lines(text, n):
+def first_lines(text, n):
+    """The first n lines of text, stripped: what a message keeps of a long output."""
     return "\n".join(text.strip().splitlines()[:n])
 
 

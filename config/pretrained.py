@@ -13,7 +13,9 @@
 # inputs kept for backward) x 2 bytes ~ 16 GB; the log-prob kernel never holds the 8192 x 151k
 # logits (5 GB in fp32). The rollout's KV cache: 16 x 8 rows x 672 positions x 28 layers x 2 x
 # 1024 x 2 bytes ~ 10 GB. About 40 GB in all: it fits an 80 GB card with room to spare, and a 40 GB
-# one with micro_batch_tokens=4096.
+# one with micro_batch_tokens=4096. On a 24 GB card the 0.6B model's 12 GB of fixed state leaves
+# too little for its activations and cache; a ~135M Llama-form model (SmolLM2-135M: 2.2 GB of
+# weights, gradients and Adam's state, 30 layers of 576) fits with these settings.
 sft_steps = 300
 sft_batch_size = 16
 sft_lr = 3e-5
