@@ -377,15 +377,29 @@ class GPT(nn.Module):
         (N,), differentiable (wrap in torch.no_grad() for the old policy or the reference).
         prompts, completions: N lists of token ids; a prompt needs at least one token. Pairs
         that follow one another with the same prompt (an IR group's responses) share its forward."""
-        shared, counts = [], []
-        for prompt in prompts:
-            if shared and list(prompt) == shared[-1]:
-                counts[-1] += 1
+        runs = []  # (prompt, first pair, pairs) of each run of pairs with one prompt
+        for i, prompt in enumerate(prompts):
+            if runs and list(prompt) == runs[-1][0] and runs[-1][1] + runs[-1][2] == i:
+                runs[-1][2] += 1
             else:
-                shared.append(list(prompt))
-                counts.append(1)
-        logp, mask = self.completion_logprobs(shared, completions, counts, temperature)
-        return torch.where(mask, logp, 0.0).sum(dim=1)
+                runs.append([list(prompt), i, 1])
+        # runs of about the same completion width together, in chunks of about SEQUENCE_CHUNK_TOKENS:
+        # each chunk is padded to its own longest completion (IRs run from ~100 to ~400 tokens)
+        width = [max(len(completions[j]) for j in range(i, i + n)) for _, i, n in runs]
+        out = [None] * len(prompts)
+        chunk, n_pairs = [], 0
+        for r in sorted(range(len(runs)), key=width.__getitem__) + [None]:  # (widths grow: r's is the chunk's)
+            if chunk and (r is None or (n_pairs + runs[r][2]) * width[r] > SEQUENCE_CHUNK_TOKENS):
+                pairs = [j for c in chunk for j in range(runs[c][1], runs[c][1] + runs[c][2])]
+                logp, mask = self.completion_logprobs([runs[c][0] for c in chunk], [completions[j] for j in pairs],
+                                                      [runs[c][2] for c in chunk], temperature)
+                for j, value in zip(pairs, torch.where(mask, logp, 0.0).sum(dim=1)):
+                    out[j] = value
+                chunk, n_pairs = [], 0
+            if r is not None:
+                chunk.append(r)
+                n_pairs += runs[r][2]
+        return torch.stack(out)
 
     @classmethod
     def from_checkpoint(cls, checkpoint, device="cpu"):
@@ -600,6 +614,9 @@ def pack(prompts, completions, pad_id):
     end = torch.tensor([len(row) - 1 for row in rows])[:, None]
     target = torch.arange(width - 1)[None, :]
     return full[:, :-1], full[:, 1:], (target >= first) & (target < end)
+
+
+SEQUENCE_CHUNK_TOKENS = 8192  # completion tokens (padding included) per forward of sequence_logprobs
 
 
 def left_padded(model, prompts, new_tokens):

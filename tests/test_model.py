@@ -334,3 +334,29 @@ def test_configure_optimizers_fuses_adamw_for_any_cuda_device(monkeypatch):
     for device, fused in (("cpu", False), ("cuda", True), ("cuda:0", True), (torch.device("cuda", 1), True)):
         gpt.configure_optimizers(0.1, 1e-3, (0.9, 0.95), device)
         assert made[-1]["fused"] is fused, device
+
+
+def test_sequence_logprobs_share_prompts_and_chunk_by_width_without_changing_a_value(monkeypatch):
+    """Pairs that follow one another with one prompt (an IR group) share its forward, and runs of
+    about the same width go through in chunks: every summed log-prob (and its gradient) equals
+    that of the pairs padded together and run whole."""
+    torch.manual_seed(0)
+    gpt = model.GPT(model.GPTConfig(block_size=64, vocab_size=40, n_layer=2, n_head=2, n_embd=32))
+    gen = torch.Generator().manual_seed(1)
+    ids = lambda n: torch.randint(0, 40, (n,), generator=gen).tolist()
+    prompts, completions = [], []
+    for prompt_len, sizes in ((5, (3, 9, 2)), (9, (14,)), (2, (1, 6)), (5, (4, 4))):  # the last prompt recurs
+        prompt = ids(prompt_len) if prompt_len != 5 or not prompts else prompts[0]
+        for size in sizes:
+            prompts.append(prompt)
+            completions.append(ids(size))
+    monkeypatch.setattr(model, "SEQUENCE_CHUNK_TOKENS", 20)  # several chunks
+    chunked = gpt.sequence_logprobs(prompts, completions)
+    (chunked * torch.arange(1.0, len(prompts) + 1)).sum().backward()
+    grads = [p.grad.clone() for p in gpt.parameters()]
+    gpt.zero_grad()
+    idx, targets, mask = model.pack(prompts, completions, pad_id=0)
+    whole = torch.where(mask, gpt.token_logprobs(idx, targets), 0.0).sum(1)
+    (whole * torch.arange(1.0, len(prompts) + 1)).sum().backward()
+    assert torch.allclose(chunked, whole, atol=1e-5)
+    assert all(torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(grads, gpt.parameters()))

@@ -460,11 +460,7 @@ def test_programs_cannot_reach_a_listener_on_localhost():
         listener.close()
 
 
-def test_without_bubblewrap_execute_refuses_or_with_the_opt_in_still_limits(monkeypatch):
-    monkeypatch.setattr(sandbox, "BWRAP", "bwrap-not-installed")
-    monkeypatch.setattr(sandbox, "MODE", None)
-    monkeypatch.setattr(sandbox, "_reduced_allowed", False)
-    monkeypatch.delenv("OORL_ALLOW_REDUCED_ISOLATION", raising=False)
+def test_without_bubblewrap_execute_refuses_or_with_the_opt_in_still_limits(monkeypatch, without_bubblewrap):
     monkeypatch.setattr(reward, "_availability", {})
     with pytest.raises(sandbox.Unavailable):  # not "unavailable" for one language: nothing runs
         reward.execute("print(6 * 7)", "python")

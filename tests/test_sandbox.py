@@ -62,16 +62,7 @@ def test_works_for_an_unprivileged_user():
 
 # ----------------------------------------------------------------------------- no bubblewrap
 
-def without_bubblewrap(monkeypatch):
-    """Makes this process behave as on a machine without bubblewrap (probed afresh)."""
-    monkeypatch.setattr(sandbox, "BWRAP", "bwrap-not-installed")
-    monkeypatch.setattr(sandbox, "MODE", None)
-    monkeypatch.setattr(sandbox, "_reduced_allowed", False)
-    monkeypatch.delenv("OORL_ALLOW_REDUCED_ISOLATION", raising=False)
-
-
-def test_without_bubblewrap_model_code_is_refused_unless_opted_in(monkeypatch):
-    without_bubblewrap(monkeypatch)
+def test_without_bubblewrap_model_code_is_refused_unless_opted_in(monkeypatch, without_bubblewrap):
     for _ in range(2):  # every call, not only the first
         with pytest.raises(sandbox.Unavailable, match=r"apt-get install bubblewrap.*CAP_SYS_ADMIN.*user namespaces"
                                                       r".*OORL_ALLOW_REDUCED_ISOLATION=1.*allow_reduced_isolation"):
@@ -102,8 +93,7 @@ def live_processes(marker):
     return found
 
 
-def test_reduced_isolation_never_runs_as_root_and_kills_the_whole_tree(monkeypatch):
-    without_bubblewrap(monkeypatch)
+def test_reduced_isolation_never_runs_as_root_and_kills_the_whole_tree(monkeypatch, without_bubblewrap):
     sandbox.allow_reduced_isolation()
     with pytest.warns(RuntimeWarning):
         sandbox.check()
