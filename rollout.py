@@ -151,6 +151,9 @@ def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0,
             if left == 0:
                 break
             if left < len(live):
+                # (at least two rows stay: torch.compile specialises a batch of one, and would
+                # compile the model anew for the last row of a rollout)
+                going[(~going).nonzero()[:max(0, 2 - left), 0]] = True
                 live, token, cache = live[going], token[going], cache.select_rows(going)
         logits = next_token_logits(model, head, token[:, None], cache)
     return Rollout(prompts=[list(p) for p in prompts], group_size=G, completions=completions,

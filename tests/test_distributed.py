@@ -46,7 +46,9 @@ def oorl_update(model, batch, my_groups, n_groups):
     advantages, the clipped loss over the global tokens, the preference loss as this rank's share
     of the global groups' mean (nothing on a rank that holds no group), gradients summed over ranks,
     one AdamW step. Returns advantages."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    # eps well above float noise: Adam moves a coordinate by ~lr whatever its gradient's size, so a
+    # gradient that is 0 up to rounding (1e-10 here or there) must not take a step of its own
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, eps=1e-6)
     logp = model.token_logprobs(batch["idx"], batch["targets"])
     advantages, _ = reinforce.reinforce_pp_advantages(batch["rewards"], logp.detach(), batch["logp_ref"],
                                                       batch["mask"], beta_kl=0.05)
