@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model import left_padded, pack
+from model import left_padded
 
 # Reading a tensor on the host makes a GPU wait for the step in flight and leaves it idle while
 # the next is launched, so the loop does it only every few tokens: then the rows that have ended
@@ -56,14 +56,6 @@ class Rollout:
         rows = torch.cat([lengths, self.completions], dim=1).tolist()  # (one copy for both)
         return [row[1:1 + row[0]] for row in rows]
 
-    def sequences(self, pad_id):
-        """Right-padded prompt + completion rows for a training forward: returns idx, targets
-        (idx shifted by one) and a mask over targets that selects the completion tokens, so that
-        model.token_logprobs(idx, targets)[mask] are the log-probs of the tokens self.mask marks."""
-        completions = self.completion_lists(with_eot=True)
-        prompts = [self.prompts[r // self.group_size] for r in range(len(completions))]
-        device = self.completions.device
-        return tuple(t.to(device) for t in pack(prompts, completions, pad_id))
 
 
 def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, rows=None, n_rows=None):

@@ -27,6 +27,13 @@ ROTARY = dict(norm="rmsnorm", position="rope", mlp="swiglu", n_head=4, n_kv_head
               tie_word_embeddings=False)
 
 
+def sequences(out):
+    """The rollout's prompt + completion rows, right-padded, as the padded training forward reads
+    them: (idx, targets, mask), token_logprobs(idx, targets)[mask] the sampled tokens' log-probs."""
+    completions = out.completion_lists(with_eot=True)
+    return model.pack([out.prompts[r // out.group_size] for r in range(len(completions))], completions, pad_id=0)
+
+
 def prompts():
     return [[1, 5, 7, 2, 9], [4, 4], [8, 1, 2, 6, 6, 5, 10, 0]]
 
@@ -57,7 +64,7 @@ def test_rollout_samples_from_the_training_forwards_logprobs(monkeypatch, form):
     gpt = tiny_gpt(**form)
     out, logp = sampled_logprobs(monkeypatch, gpt, prompts(), group_size=4, max_new_tokens=20, eot_id=EOT,
                                  generator=torch.Generator().manual_seed(0))
-    idx, targets, mask = out.sequences(pad_id=0)
+    idx, targets, mask = sequences(out)
     with torch.no_grad():
         train_logp = gpt.token_logprobs(idx, targets)
     assert mask.sum() == out.mask.sum()
@@ -70,7 +77,7 @@ def test_rollout_temperature_logprobs_match_the_forward_at_that_temperature(monk
     gpt = tiny_gpt()
     out, logp = sampled_logprobs(monkeypatch, gpt, prompts(), group_size=2, max_new_tokens=12, eot_id=EOT,
                                  temperature=0.7, top_k=5, generator=torch.Generator().manual_seed(1))
-    idx, targets, mask = out.sequences(pad_id=0)
+    idx, targets, mask = sequences(out)
     with torch.no_grad():
         train_logp = gpt.token_logprobs(idx, targets, temperature=0.7)
     assert torch.allclose(train_logp[mask], logp[out.mask], atol=1e-5)
@@ -87,7 +94,7 @@ def test_under_bf16_autocast_the_rollout_samples_from_the_kernels_head(monkeypat
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, logp = sampled_logprobs(monkeypatch, gpt, prompts(), group_size=4, max_new_tokens=30, eot_id=EOT,
                                      generator=torch.Generator().manual_seed(3))
-        idx, targets, mask = out.sequences(pad_id=0)
+        idx, targets, mask = sequences(out)
         with torch.no_grad():
             train_logp = gpt.token_logprobs(idx, targets)
     difference = (train_logp[mask] - logp[out.mask]).abs()
@@ -210,7 +217,7 @@ def test_host_transfers_do_not_grow_with_the_number_of_rows():
         with HostTransfers() as reading:
             out.completion_lists()
         with HostTransfers() as packing:
-            out.sequences(pad_id=0)
+            sequences(out)
         counts.append((decoding.count, reading.count, packing.count))
     assert counts[0] == counts[1] and counts[0][1] == 1, counts
 
