@@ -199,7 +199,8 @@ def test_under_bf16_autocast_every_path_runs_and_stays_close(family_dirs, monkey
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = rollout_module.rollout(gpt, prompts, group_size=2, max_new_tokens=10, eot_id=tok.eot,
                                      generator=torch.Generator().manual_seed(1))
-        idx, targets, mask = out.sequences(pad_id=tok.eot)
+        completions = out.completion_lists(with_eot=True)
+        idx, targets, mask = model.pack([prompts[r // 2] for r in range(len(completions))], completions, tok.eot)
         with torch.no_grad():
             bf16_logp = gpt.token_logprobs(idx, targets)
     with torch.no_grad():
