@@ -9,8 +9,6 @@ directory's own tokenizer, and (slow) the smoke config end to end with --init_fr
 """
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -23,8 +21,8 @@ import tokenizer
 from logprobs import fused_logprobs
 from rollout import sample
 from test_pretrained import project_corpus, translation_texts
+from test_train import data_dir, run  # noqa: F401 (data_dir: the tiny world's fixture, made once per module)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = ("qwen3", "qwen2", "llama")
 # Qwen's pre-tokenizer: its regex cuts the text, then byte-level BPE merges within the pieces
 QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -383,23 +381,6 @@ def test_a_sentencepiece_model_counts_in_the_tokenizer_record(tmp_path):
 
 
 # ----------------------------------------------------------------------------- end to end
-
-TINY_DATA = ["--n_train=120", "--n_val=10", "--n_test=10", "--n_ir_groups=6", "--n_ir_groups_val=4",
-             "--vocab_size=512"]
-
-
-def run(*args):
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    data = tmp_path_factory.mktemp("families") / "data"
-    run("prepare.py", f"--data_dir={data}", *TINY_DATA)
-    return data
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family, vocab_padding", [("qwen3", 13), ("llama", 0)])
