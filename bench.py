@@ -585,7 +585,7 @@ def bench_rollout(size=None, reps=3, threads=None):
 # The CPU preset's OORL workload (train.py): B prompts x G completions, IR groups, PPO epochs, new tokens
 STEP_WORKLOAD = dict(prompts_per_step=32, group_size=8, gepo_groups_per_step=16, ppo_epochs=2, max_new_tokens=160)
 # (label, metrics.jsonl key) of each phase of a step as train.py logs it, the update's parts under it
-STEP_PHASES = [("rollout", "time_rollout"), ("reward", "time_reward"), ("update", "time_update"),
+STEP_PHASES = [("rollout", "time_rollout"), ("reward, after decoding", "time_reward"), ("update", "time_update"),
                ("  reference log-probs", "time_reference"), ("  pi_old log-probs", "time_pi_old"),
                ("  policy fwd+bwd", "time_policy"), ("  preference loss fwd+bwd", "time_preference"),
                ("  optimizer, grad sum, clip", "time_optimizer"), ("step: rollout+reward+update", "time_step")]

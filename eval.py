@@ -203,13 +203,18 @@ def evaluate(ckpt_path, config, rank=0, world=1, device="cpu", autocast=nullcont
         batch = order[b * per_batch:(b + 1) * per_batch]
         generator = torch.Generator(device=device).manual_seed(s["seed"] * 1_000_003 + b)
         t0 = time.time()
-        with autocast:
+        # on a GPU, each row is scored as it ends while the others decode; on a CPU, decoding and
+        # the compilers would share the same cores (config/cpu.py), so the rows are scored after
+        with reward.Scorer([t for t in batch for _ in range(s["n"])]) as scorer, autocast:
+            hand_over = lambda rows, ids, cut: scorer.submit(rows, list(map(enc.decode, ids)), cut)
             out = rollout(model, [prompt_ids[t["id"]] for t in batch], s["n"], s["max_new_tokens"],
-                          enc.eot, s["temperature"], s["top_k"], s["top_p"], generator)
+                          enc.eot, s["temperature"], s["top_k"], s["top_p"], generator,
+                          on_end=hand_over if torch.device(device).type == "cuda" else None)
+            t1 = time.time()
+            if torch.device(device).type != "cuda":
+                hand_over(range(len(out.mask)), out.completion_lists(), out.truncated.tolist())
+        verdicts, truncated = scorer.verdicts, out.truncated.tolist()
         completions = [enc.decode(ids) for ids in out.completion_lists()]
-        truncated = out.truncated.tolist()
-        t1 = time.time()
-        verdicts = reward.score_details(completions, [t for t in batch for _ in range(s["n"])], truncated=truncated)
         t2 = time.time()
         t_sample, t_score = t_sample + t1 - t0, t_score + t2 - t1
         for i, task in enumerate(batch):
@@ -228,7 +233,7 @@ def evaluate(ckpt_path, config, rank=0, world=1, device="cpu", autocast=nullcont
         if rank == 0:
             done, elapsed = len(range(rank, b + 1, world)), time.time() - t_start
             left = len(range(b + world, n_batches, world))
-            print(f"batch {b + 1}/{n_batches} | sampling {t1 - t0:.1f}s scoring {t2 - t1:.1f}s | "
+            print(f"batch {b + 1}/{n_batches} | sampling {t1 - t0:.1f}s scoring after it {t2 - t1:.1f}s | "
                   f"elapsed {elapsed / 60:.1f} min | eta {elapsed / done * left / 60:.1f} min")
 
     shares = ddp.gather((found, statuses, examples, t_sample, t_score))

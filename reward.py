@@ -6,6 +6,9 @@ then how each language is compiled and run (in sandbox.py's sandbox), and the co
     from reward import execute, score, score_details
     score(completions, tasks)          # [1.0, 0.0, ...]: eq. 4 for a batch
     score_details(completions, tasks)  # [Verdict(reward=1.0, status='passed', ...), ...]
+    with Scorer(tasks) as scorer:      # the same, for completions handed over as they come
+        scorer.submit([0, 3], [completion_0, completion_3], truncated=[False, False])
+    scorer.verdicts
     execute("print(input()[::-1])", "python", stdin="abc\\n")  # Execution(status='ok', stdout='cba\\n', ...)
 
     python reward.py      # how programs are isolated here, and which languages work
@@ -135,6 +138,79 @@ def score_details(completions, tasks, truncated=None, timeout=RUN_TIMEOUT):
                 for i in jobs[job]:
                     verdicts[i] = _judge(run.result(), tasks[i]["tests"])
     return verdicts
+
+
+class Scorer:
+    """score_details for completions that come a few at a time (rollout's on_end), scored in a
+    background thread while the caller goes on (decoding the rows that have not ended): each
+    batch is everything that came while the previous one was scored, so a language's programs
+    still share a compiler start, and a program is scored once however often it comes.
+
+        with reward.Scorer(tasks) as scorer:   # tasks: one per completion index
+            out = rollout(..., on_end=lambda rows, ids, cut: scorer.submit(rows, [decode(i) for i in ids], cut))
+        scorer.verdicts                         # leaving the block waits for the last batch
+    """
+
+    def __init__(self, tasks, timeout=RUN_TIMEOUT):
+        self.tasks, self.timeout = tasks, timeout
+        self.verdicts = [None] * len(tasks)
+        self._pending, self._closed, self._error, self._seen = [], False, None, {}
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._score_batches, name="reward.Scorer", daemon=True)
+        self._thread.start()
+
+    def submit(self, indices, completions, truncated):
+        """Score completions[j] as the completion of task indices[j] (cut off at the token limit: truncated[j])."""
+        if not len(indices) == len(completions) == len(truncated):
+            raise ValueError(f"Scorer.submit: {len(indices)} indices, {len(completions)} completions and "
+                             f"{len(truncated)} truncated flags; give one of each per completion")
+        with self._ready:
+            self._pending.extend(zip(indices, completions, truncated))
+            self._ready.notify()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        with self._ready:
+            self._closed = True
+            if exc_info[0] is not None:  # (an interrupted caller does not wait for what is left)
+                self._pending = []
+            self._ready.notify()
+        self._thread.join()
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
+        missing = [i for i, verdict in enumerate(self.verdicts) if verdict is None]
+        if missing and exc_info[0] is None:
+            raise ValueError(f"reward.Scorer: no completion was submitted for {len(missing)} of "
+                             f"{len(self.verdicts)} tasks (the first: index {missing[0]})")
+
+    def _score_batches(self):
+        while True:
+            with self._ready:
+                while not self._pending and not self._closed:
+                    self._ready.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+            new = {}  # (task, completion, cut off) -> indices: scored once, here or in an earlier batch
+            for i, completion, cut in batch:
+                key = (id(self.tasks[i]), completion, cut)
+                if key in self._seen:
+                    self.verdicts[i] = self._seen[key]
+                else:
+                    new.setdefault(key, []).append(i)
+            try:
+                firsts = [indices[0] for indices in new.values()]
+                verdicts = score_details([key[1] for key in new], [self.tasks[i] for i in firsts],
+                                         truncated=[key[2] for key in new], timeout=self.timeout)
+            except BaseException as error:  # raised in the caller's thread when it leaves the block
+                self._error = error
+                return
+            for (key, indices), verdict in zip(new.items(), verdicts):
+                self._seen[key] = verdict
+                for i in indices:
+                    self.verdicts[i] = verdict
 
 
 def _judge(execution, tests):

@@ -50,12 +50,16 @@ class Rollout:
         """Every row's completion as a list of token ids, in one host transfer for the whole
         rollout: with_eot=False what decoding needs (the end-of-text left out), True what the
         mask selects (end-of-text included where one came, as the training forward scores it)."""
-        lengths = self.mask.sum(1, keepdim=True)
-        if not with_eot:
-            lengths = lengths - (~self.truncated[:, None]).long()
-        rows = torch.cat([lengths, self.completions], dim=1).tolist()  # (one copy for both)
-        return [row[1:1 + row[0]] for row in rows]
+        return token_lists(self.completions, self.mask, self.truncated, with_eot)
 
+
+def token_lists(completions, mask, truncated, with_eot=False):
+    """Rows of completions as lists of token ids (see Rollout.completion_lists), in one host transfer."""
+    lengths = mask.sum(1, keepdim=True)
+    if not with_eot:
+        lengths = lengths - (~truncated[:, None]).long()
+    rows = torch.cat([lengths, completions], dim=1).tolist()  # (one copy for both)
+    return [row[1:1 + row[0]] for row in rows]
 
 
 def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, rows=None, n_rows=None):
@@ -111,8 +115,14 @@ def next_token_logits(model, head, idx, cache, valid=None):
 
 @torch.no_grad()
 def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0, top_k=None,
-            top_p=None, generator=None):
-    """G = group_size samples for each prompt (lists of token ids). generator seeds the sampling."""
+            top_p=None, generator=None, on_end=None):
+    """G = group_size samples for each prompt (lists of token ids). generator seeds the sampling.
+
+    on_end(rows, completions, truncated), if given, receives each row as soon as it is final
+    (at the check after its end-of-text, or at the end): the row indices, their completions as
+    completion_lists() gives them, and whether each was cut off. The reward can then score the
+    rows that ended early while the others decode (reward.Scorer): rows end anywhere up to
+    max_new_tokens, and a GPU would otherwise wait for the CPU's compilers after every rollout."""
     device = model.lm_head.weight.device
     B, G = len(prompts), group_size
     idx, valid, cache = left_padded(model, prompts, max_new_tokens)
@@ -126,6 +136,12 @@ def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0,
     entropy = torch.zeros(B * G, max_new_tokens, device=device)
     done = torch.zeros(B * G, dtype=torch.bool, device=device)
     live = torch.arange(B * G, device=device)  # the rows still in the batch (and in the cache)
+    handed = torch.zeros(B * G, dtype=torch.bool, device=device)  # rows given to on_end
+
+    def hand_over(rows):
+        handed[rows] = True
+        on_end(rows.tolist(), token_lists(completions[rows], mask[rows], ~done[rows]), (~done[rows]).tolist())
+
     for t in range(max_new_tokens):
         token = sample(logits, temperature, top_k, top_p, generator, live, B * G)
         ended = done[live]
@@ -139,6 +155,8 @@ def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0,
             break
         if (t + 1) % ALL_DONE_CHECK_EVERY == 0:
             going = ~done[live]
+            if on_end is not None and bool((~going & ~handed[live]).any()):
+                hand_over(live[~going & ~handed[live]])
             left = int(going.sum())
             if left == 0:
                 break
@@ -148,5 +166,7 @@ def rollout(model, prompts, group_size, max_new_tokens, eot_id, temperature=1.0,
                 going[(~going).nonzero()[:max(0, 2 - left), 0]] = True
                 live, token, cache = live[going], token[going], cache.select_rows(going)
         logits = next_token_logits(model, head, token[:, None], cache)
+    if on_end is not None and not bool(handed.all()):
+        hand_over((~handed).nonzero()[:, 0])
     return Rollout(prompts=[list(p) for p in prompts], group_size=G, completions=completions,
                    mask=mask, truncated=~done, entropy=entropy)

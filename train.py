@@ -105,6 +105,8 @@ gepo_groups_per_step = 16  # IR groups a step (not part of eq. 10: w_gepo stays 
 probe_interval = 5       # OORL steps between IR-equivalence probes on held-out groups (0: none)
 probe_groups = 32        # held-out IR groups (data/ir_groups_val.jsonl) in each probe
 max_infra_share = 0.5    # stop when more of a step's programs than this could not be judged
+score_while_decoding = True  # score each completion as its row ends, while the others decode (a GPU
+                             # then does not wait for the compilers); on a few cores both want them
 
 CONFIG_KEYS = list(snapshot(globals()))
 was_set = configure(globals(), sys.argv[1:])
@@ -486,15 +488,18 @@ def collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
     """prompts -> rollout -> reward -> log-probs -> advantages, and the step's IR groups."""
     t0 = time.time()
     batch, prompt_ids = zip(*ddp.shard(rng.sample(rl_tasks, prompts_per_step)))
-    with autocast:
-        out = rollout(policy, list(prompt_ids), group_size, max_new_tokens, tok.eot, temperature, top_k, top_p, generator)
-    completions = out.completion_lists(with_eot=True)  # end-of-text included: its probability counts
-    truncated = out.truncated.tolist()
-    texts = [tok.decode(c if cut else c[:-1]) for c, cut in zip(completions, truncated)]
     row_tasks = [t for t in batch for _ in range(group_size)]
-    t1 = time.time()
-    # eq. 4: compile and run every completion's unit tests; cut-off ones get 0
-    verdicts = reward.score_details(texts, row_tasks, truncated=truncated)
+    # eq. 4: compile and run every completion's unit tests (cut-off ones get 0), each row as soon
+    # as it has ended, while the rest decode
+    with reward.Scorer(row_tasks) as scorer, autocast:
+        hand_over = lambda rows, ids, cut: scorer.submit(rows, list(map(tok.decode, ids)), cut)
+        out = rollout(policy, list(prompt_ids), group_size, max_new_tokens, tok.eot, temperature, top_k, top_p,
+                      generator, on_end=hand_over if score_while_decoding else None)
+        t1 = time.time()
+        if not score_while_decoding:
+            hand_over(range(len(row_tasks)), out.completion_lists(), out.truncated.tolist())
+    verdicts = scorer.verdicts
+    completions = out.completion_lists(with_eot=True)  # end-of-text included: its probability counts
     t2 = time.time()
     infra = torch.tensor([v.status == "infra_error" for v in verdicts])  # the machinery failed, not the program
     failed, judged = ddp.all_sum(torch.tensor([infra.sum(), len(infra)], dtype=torch.float64)).tolist()
@@ -629,7 +634,7 @@ def log_step(step, lr, exp, stats, previous_grad, t_start, start, probe):
         + ("-" if row["grad_cos"] is None else f"{row['grad_cos']:.3f}")
         + (f" | infra errors {int(infra)}" if infra else "") + " | "
         + " ".join(f"{lang} {r:.2f}" for lang, r in row["pass_rate"].items())
-        + f" | time rollout {row['time_rollout']:.1f}s reward {row['time_reward']:.1f}s update {row['time_update']:.1f}s"
+        + f" | time rollout {row['time_rollout']:.1f}s reward after it {row['time_reward']:.1f}s update {row['time_update']:.1f}s"
         + f" | {progress('oorl', step, rl_steps, t_start, start)}")
     return grad
 

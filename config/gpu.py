@@ -18,6 +18,15 @@ sft_lr = 1e-3
 # by what the reward can score, and larger batches are what turned RL's gradient from noise into
 # signal on the CPU. rl_lr 1e-5, a third of the CPU preset's for a model 30 times larger; a 3%
 # warm-up as in the paper.
+#
+# The model's size follows from the same reasoning. Rows are scored as they end, while the rest
+# decode (score_while_decoding, train.py's default), so a step takes about max(rollout, reward) +
+# update: from the CPU measurements, ~0.4 s of rollout and ~0.3 s of update against 2-8 s of
+# reward on 16 cores. While the rollout stays shorter than the reward, a larger model costs no
+# wall time in the rollout and only its update's share elsewhere; the step line shows it ("time
+# rollout ... reward after it ..."): a "reward after it" of seconds says the GPU waits and a
+# larger model (n_layer, n_embd) is nearly free; one near 0 says the rollout has become the
+# bound. Until a GPU run measures it, the preset stays at 26M.
 rl_steps = 200
 prompts_per_step = 64
 group_size = 8

@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -770,3 +771,53 @@ def test_share_cores_gives_each_local_rank_its_share_and_at_least_one():
         assert reward.WORKERS == 1
     finally:
         reward.WORKERS = saved
+
+
+def test_a_scorer_fed_piece_by_piece_judges_as_score_details_does(monkeypatch):
+    """reward.Scorer (completions handed over as rollout rows end, scored in the background) gives
+    every completion the verdict score_details gives the whole batch: real programs in several
+    languages, passing, wrong, broken and cut off, handed over in pieces while the earlier pieces
+    are being scored; a program that comes again in a later piece is not run again."""
+    completions, batch, truncated = [], [], []
+    for lang in ("python", "cpp", "java", "bash"):
+        comment = "#" if lang in ("python", "bash") else "//"
+        task, _ = make_task(TASK_SEED, lang)
+        for completion in mutations(task):
+            for copy in range(2):  # (the copies land in different pieces)
+                completions.append(f"{completion}\n{comment} {TOKEN} scorer")
+                batch.append(task)
+                truncated.append(False)
+        completions.append(task["reference"])
+        batch.append(task)
+        truncated.append(True)  # cut off at the token limit: 0 whatever it holds
+    whole = reward.score_details(completions, batch, truncated)
+    runs = []
+    execute = reward.execute
+    monkeypatch.setattr(reward, "execute", lambda *args: runs.append(args) or execute(*args))
+    order = list(range(len(completions)))
+    random.Random(0).shuffle(order)
+    with reward.Scorer(batch) as scorer:
+        for start in range(0, len(order), 5):
+            piece = order[start:start + 5]
+            scorer.submit(piece, [completions[i] for i in piece], [truncated[i] for i in piece])
+            time.sleep(0.2)  # (the next piece comes while this one is scored)
+    assert scorer.verdicts == whole
+    assert {v.status for v in whole} == {"passed", "wrong_answer", "compile_error", "malformed"}
+    assert len(runs) == len({(task["tgt_lang"], c) for c, task, cut in zip(completions, batch, truncated) if not cut})
+
+
+def test_a_scorer_refuses_bad_input_and_passes_on_a_scoring_error(monkeypatch):
+    task, _ = make_task(0, "python")
+    with pytest.raises(ValueError, match="no completion was submitted for 1 of 2"):
+        with reward.Scorer([task, task]) as scorer:
+            scorer.submit([0], [task["reference"]], [False])
+    with pytest.raises(ValueError, match="2 indices, 2 completions and 1 truncated"):
+        with reward.Scorer([task, task]) as scorer:
+            scorer.submit([0, 1], [task["reference"]] * 2, [False])
+
+    def failing(*args, **kwargs):
+        raise OSError("No space left on device")
+    monkeypatch.setattr(reward, "score_details", failing)
+    with pytest.raises(OSError, match="No space left"):
+        with reward.Scorer([task]) as scorer:
+            scorer.submit([0], [task["reference"]], [False])

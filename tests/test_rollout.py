@@ -265,3 +265,25 @@ def test_rows_that_end_leave_the_batch_without_changing_any_sample(monkeypatch):
     whole = run()
     assert torch.equal(compacted.completions, whole.completions) and torch.equal(compacted.mask, whole.mask)
     assert torch.allclose(compacted.entropy, whole.entropy)
+
+
+def test_each_row_is_handed_over_once_as_soon_as_it_has_ended(monkeypatch):
+    """on_end receives every row exactly once, with the completion and truncation the finished
+    rollout reports for it; rows that end early come at the check after their end-of-text, before
+    the rollout is over (so that the reward can score them while the others decode)."""
+    gpt = tiny_gpt()
+    handed = []  # (decoding steps taken when the row came, row, completion, truncated)
+    steps = []
+    logits = rollout_module.next_token_logits
+    monkeypatch.setattr(rollout_module, "next_token_logits", lambda *a, **k: steps.append(1) or logits(*a, **k))
+    out = rollout(gpt, prompts(), group_size=6, max_new_tokens=40, eot_id=EOT, temperature=1.5,
+                  generator=torch.Generator().manual_seed(1),
+                  on_end=lambda rows, ids, cut: handed.extend((len(steps), *row) for row in zip(rows, ids, cut)))
+    assert sorted(row for _, row, _, _ in handed) == list(range(len(out.mask)))
+    lists, truncated = out.completion_lists(), out.truncated.tolist()
+    for when, row, ids, cut in handed:
+        assert ids == lists[row] and cut == truncated[row]
+        if not cut:  # handed over at the first check after its end-of-text (a decoding step is one call)
+            check = (len(ids) // rollout_module.ALL_DONE_CHECK_EVERY + 1) * rollout_module.ALL_DONE_CHECK_EVERY
+            assert when <= check, (row, len(ids), when)
+    assert min(when for when, *_ in handed) < max(when for when, *_ in handed)  # not all at the end

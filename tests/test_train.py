@@ -224,6 +224,33 @@ def test_infrastructure_failures_are_left_out_of_the_advantages_and_a_mostly_fai
 
 
 @pytest.mark.slow
+def test_scoring_while_decoding_judges_as_scoring_after_it(data_dir, smoke_run, tmp_path):
+    """score_while_decoding=True hands each row to the reward as it ends (rollout's on_end,
+    reward.Scorer), in several batches: the same samples get the same verdicts as when the whole
+    rollout is scored after decoding, and the step the same figures. (The smoke model's programs
+    are malformed; test_reward's Scorer test judges real ones, passing and failing.)"""
+    record = ["-c", "import atexit, json, runpy, sys, reward; original = reward.score_details; seen = []\n"
+                    "def score(completions, tasks, **kw):\n"
+                    "    verdicts = original(completions, tasks, **kw)\n"
+                    "    seen.append([[c, v.status] for c, v in zip(completions, verdicts)])\n"
+                    "    return verdicts\n"
+                    "reward.score_details = score\n"
+                    "atexit.register(lambda: print('verdicts:', json.dumps(seen)))\n"
+                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
+    verdicts, rows = {}, {}
+    for overlap in (True, False):
+        done = run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--sft_ckpt={smoke_run}/sft.pt", "--rl_steps=1",
+                   "--probe_interval=0", "--prompts_per_step=4", f"--score_while_decoding={overlap}",
+                   f"--out_dir={tmp_path}/{overlap}", prefix=record)
+        batches = json.loads(done.stdout.split("verdicts: ")[-1])
+        verdicts[overlap] = (len(batches), sorted(map(tuple, sum(batches, []))))
+        rows[overlap] = [{key: r[key] for key in ("reward", "pass_rate", "truncated", "entropy", "zero_adv_share")}
+                         for r in metrics(tmp_path / str(overlap)) if r["stage"] == "oorl"]
+    assert verdicts[True][1] == verdicts[False][1] and rows[True] == rows[False]
+    assert verdicts[True][0] > 1 == verdicts[False][0]  # (pieces while decoding; one batch after it)
+
+
+@pytest.mark.slow
 def test_wandb_logging_sends_the_metrics_rows(data_dir, smoke_run, tmp_path):
     """--wandb_log=True logs every metrics.jsonl row to Weights & Biases (a stand-in module here:
     the suite never needs the package or a network), and nothing imports wandb otherwise."""
