@@ -489,8 +489,8 @@ def collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
     t0 = time.time()
     batch, prompt_ids = zip(*ddp.shard(rng.sample(rl_tasks, prompts_per_step)))
     row_tasks = [t for t in batch for _ in range(group_size)]
-    # eq. 4: compile and run every completion's unit tests (cut-off ones get 0), each row as soon
-    # as it has ended, while the rest decode
+    # eq. 4: compile and run every completion's unit tests (cut-off ones get 0): each row as soon
+    # as it has ended, while the rest decode (score_while_decoding), or all of them after decoding
     with reward.Scorer(row_tasks) as scorer, autocast:
         hand_over = lambda rows, ids, cut: scorer.submit(rows, list(map(tok.decode, ids)), cut)
         out = rollout(policy, list(prompt_ids), group_size, max_new_tokens, tok.eot, temperature, top_k, top_p,
