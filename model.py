@@ -384,21 +384,24 @@ class GPT(nn.Module):
             else:
                 runs.append([list(prompt), i, 1])
         # runs of about the same completion width together, in chunks of about SEQUENCE_CHUNK_TOKENS:
-        # each chunk is padded to its own longest completion (IRs run from ~100 to ~400 tokens)
+        # each chunk is padded to its own longest completion (IRs run from ~100 to ~400 tokens),
+        # its prompts to their longest, and the two together stay within the block
         width = [max(len(completions[j]) for j in range(i, i + n)) for _, i, n in runs]
         out = [None] * len(prompts)
-        chunk, n_pairs = [], 0
+        chunk, n_pairs, prompt_len = [], 0, 0
         for r in sorted(range(len(runs)), key=width.__getitem__) + [None]:  # (widths grow: r's is the chunk's)
-            if chunk and (r is None or (n_pairs + runs[r][2]) * width[r] > SEQUENCE_CHUNK_TOKENS):
+            if chunk and (r is None or (n_pairs + runs[r][2]) * width[r] > SEQUENCE_CHUNK_TOKENS
+                          or max(prompt_len, len(runs[r][0])) + width[r] - 1 > self.config.block_size):
                 pairs = [j for c in chunk for j in range(runs[c][1], runs[c][1] + runs[c][2])]
                 logp, mask = self.completion_logprobs([runs[c][0] for c in chunk], [completions[j] for j in pairs],
                                                       [runs[c][2] for c in chunk], temperature)
                 for j, value in zip(pairs, torch.where(mask, logp, 0.0).sum(dim=1)):
                     out[j] = value
-                chunk, n_pairs = [], 0
+                chunk, n_pairs, prompt_len = [], 0, 0
             if r is not None:
                 chunk.append(r)
                 n_pairs += runs[r][2]
+                prompt_len = max(prompt_len, len(runs[r][0]))
         return torch.stack(out)
 
     @classmethod

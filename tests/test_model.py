@@ -360,3 +360,18 @@ def test_sequence_logprobs_share_prompts_and_chunk_by_width_without_changing_a_v
     (whole * torch.arange(1.0, len(prompts) + 1)).sum().backward()
     assert torch.allclose(chunked, whole, atol=1e-5)
     assert all(torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(grads, gpt.parameters()))
+
+
+def test_sequence_logprobs_never_pads_a_chunk_past_the_block_size():
+    """Every pair fits the block, but the longest prompt padded with the longest completion of
+    another pair would not: such runs go into chunks of their own, and the values are those of
+    each pair run alone."""
+    torch.manual_seed(0)
+    gpt = model.GPT(model.GPTConfig(block_size=32, vocab_size=40, n_layer=2, n_head=2, n_embd=32))
+    gen = torch.Generator().manual_seed(2)
+    ids = lambda n: torch.randint(0, 40, (n,), generator=gen).tolist()
+    prompts = [ids(24), ids(24), ids(4), ids(4)]
+    completions = [ids(8), ids(6), ids(28), ids(3)]  # 24 + 8 and 4 + 28 fit 32; 24 + 28 would not
+    together = gpt.sequence_logprobs(prompts, completions)
+    alone = torch.cat([gpt.sequence_logprobs([p], [c]) for p, c in zip(prompts, completions)])
+    assert torch.allclose(together, alone, atol=1e-5)
