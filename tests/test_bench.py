@@ -102,7 +102,7 @@ def test_step_part_reads_the_phases_train_py_logs(monkeypatch, tmp_path, capsys)
     table = [re.split(r"\s{2,}", line.strip()) for line in capsys.readouterr().out.splitlines()[1:12]]
     assert table == [["phase", "step 0", "step 1"],
                      ["rollout", "4.00", "3.50"],
-                     ["reward", "8.00", "7.00"],
+                     ["reward, after decoding", "8.00", "7.00"],
                      ["update", "13.00", "11.00"],
                      ["reference log-probs", "1.00", "1.00"],
                      ["pi_old log-probs", "0.25", "0.50"],
