@@ -20,6 +20,7 @@ import shutil
 import subprocess
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -72,7 +73,8 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values of every layer for a batch of rows that decode together (rollout.py).
+    """Keys and values of every layer for a batch of rows: the prompts of a rollout, prefilled at
+    once (rollout.py; their samples then decode through a SharedPrefixCache).
 
     Rows may be ragged (prompts of different lengths): every row writes to the same slots, and a
     row whose prompt is shorter is left-padded with slots marked invalid. Invalid slots are never
@@ -110,12 +112,98 @@ class KVCache:
         out.length = self.length
         return out
 
+
+class SharedPrefix(NamedTuple):
+    """One layer's view of a SharedPrefixCache for one decoded token (see shared_prefix_attention)."""
+    prefix_k: torch.Tensor      # (B, n_kv_head, L, head_dim): the prompts' keys, once per prompt
+    prefix_v: torch.Tensor
+    prefix_valid: torch.Tensor  # (B, L): False on a prompt's left padding
+    own_k: torch.Tensor         # (B*G rows, n_kv_head, max_new, head_dim): the samples' own keys
+    own_v: torch.Tensor
+    start: int                  # the slot of own_k this token writes
+    rows: torch.Tensor          # (N,) the live samples, b * G + g: own_k's rows in order
+    group_size: int
+
+
+class SharedPrefixCache:
+    """The decoding cache of G samples of each of B prompts (rollout.py): the prompts' keys and
+    values once (`prefix`, a KVCache of B rows, prefilled), and the keys and values of each
+    sample's own tokens in a row of its own. Decoding a token is memory-bound: it reads every
+    cached key and value once, and a prompt is most of what its samples attend to. Kept once, it
+    is read once for its G samples, not from G copies, and never copied when samples that have
+    ended leave the batch (select_rows moves the samples' own slots only). Each sample still sees
+    exactly its prompt's valid slots and its own tokens, as a forward of that row alone would."""
+
+    def __init__(self, prefix, group_size, max_new):
+        n_rows, (_, n_kv_head, _, head_dim) = prefix.valid.size(0) * group_size, prefix.k[0].shape
+        self.k = [k.new_zeros(n_rows, n_kv_head, max_new, head_dim) for k in prefix.k]
+        self.v = [v.new_zeros(n_rows, n_kv_head, max_new, head_dim) for v in prefix.v]
+        self.length = 0  # own slots written so far (the same for every sample)
+        self.prefix, self.group_size = prefix, group_size
+        self.rows = torch.arange(n_rows, device=prefix.valid.device)  # the live samples, b * G + g
+        # a sample's first token takes the position after its prompt's real tokens
+        self.prompt_tokens = prefix.valid[:, :prefix.length].sum(1)
+
+    def layer(self, i):
+        length = self.prefix.length
+        return SharedPrefix(self.prefix.k[i][:, :, :length], self.prefix.v[i][:, :, :length],
+                            self.prefix.valid[:, :length], self.k[i], self.v[i], self.length, self.rows,
+                            self.group_size)
+
     def select_rows(self, keep):
-        """Only the rows keep (a bool mask or indices) selects: those still decoding."""
-        out = KVCache.__new__(KVCache)
-        out.k, out.v = [k[keep] for k in self.k], [v[keep] for v in self.v]
-        out.valid, out.length = self.valid[keep], self.length
+        """Only the live samples keep (a bool mask over them) selects; only written slots are copied."""
+        out = SharedPrefixCache.__new__(SharedPrefixCache)
+        out.prefix, out.group_size, out.prompt_tokens = self.prefix, self.group_size, self.prompt_tokens
+        out.rows, out.length = self.rows[keep], self.length
+        out.k, out.v = [], []
+        for kept, cached in ((out.k, self.k), (out.v, self.v)):
+            for x in cached:
+                kept.append(x.new_empty(len(out.rows), *x.shape[1:]))
+                kept[-1][:, :, :self.length] = x[keep, :, :self.length]
         return out
+
+
+def shared_prefix_attention(q, k, v, cache):
+    """Causal attention of one new token per live sample over its prompt's slots (shared by the
+    G samples of a prompt) and its own tokens so far, k and v (N, n_kv_head, 1, head_dim) among
+    them: the scores of both parts in one softmax, in float32 as scaled_dot_product_attention
+    keeps them, then the two weighted sums added. q (N, n_head, 1, head_dim) -> the same shape."""
+    cache.own_k[:, :, cache.start:cache.start + 1] = k
+    cache.own_v[:, :, cache.start:cache.start + 1] = v
+    own_k, own_v = cache.own_k[:, :, :cache.start + 1], cache.own_v[:, :, :cache.start + 1]
+    N, n_head, _, head_dim = q.shape
+    B, n_kv_head, L, _ = cache.prefix_k.shape
+    G, per_kv = cache.group_size, n_head // n_kv_head
+
+    def by_prompt(x):  # (N, n_head, X) -> (B, n_kv_head, G * per_kv, X): a prompt's queries together
+        full = x.new_zeros(B * G, n_head, x.size(-1)).index_copy(0, cache.rows, x)  # (samples that ended: 0)
+        return full.view(B, G, n_kv_head, per_kv, -1).transpose(1, 2).reshape(B, n_kv_head, G * per_kv, -1)
+
+    def by_sample(x):  # the inverse, for the live samples
+        return x.view(B, n_kv_head, G, per_kv, -1).transpose(1, 2).reshape(B * G, n_head, -1)[cache.rows]
+
+    with torch.autocast(q.device.type, enabled=False):
+        scale = head_dim ** -0.5
+        prefix_scores = float32_products(by_prompt(q[:, :, 0]), cache.prefix_k.transpose(-1, -2)) * scale
+        prefix_scores = prefix_scores.masked_fill(~cache.prefix_valid[:, None, None, :], float("-inf"))
+        own_scores = float32_products(q.view(N, n_kv_head, per_kv, head_dim), own_k.transpose(-1, -2)) * scale
+        weights = torch.cat([by_sample(prefix_scores), own_scores.view(N, n_head, -1)], dim=-1).softmax(-1)
+        # (a GPU multiplies the weights in the values' dtype, as its fused attention does)
+        weights = weights.to(v.dtype) if v.is_cuda else weights
+        prefix_weights, own_weights = weights.split([L, weights.size(-1) - L], dim=-1)
+        y = by_sample(float32_products(by_prompt(prefix_weights), cache.prefix_v))
+        y = y + float32_products(own_weights.view(N, n_kv_head, per_kv, -1), own_v).view(N, n_head, head_dim)
+    return y.to(q.dtype)[:, :, None]
+
+
+def float32_products(a, b):
+    """a @ b (batched over the leading dimensions) in float32, from inputs in any float dtype:
+    on CUDA bf16 / fp16 inputs stay as they are and the matmul writes float32 (out_dtype); elsewhere
+    they are cast first (a CPU runs the CPU preset in float32, where this casts nothing)."""
+    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+        out = torch.bmm(a.flatten(0, -3), b.flatten(0, -3), out_dtype=torch.float32)
+        return out.view(*a.shape[:-1], b.size(-1))
+    return a.float() @ b.float()
 
 
 class RMSNorm(nn.Module):
@@ -195,7 +283,9 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         gqa = self.n_kv_head != self.n_head
-        if layer_cache is None:  # plain causal attention over this chunk (training, full forward)
+        if isinstance(layer_cache, SharedPrefix):  # one decoded token, its prompt's slots shared
+            y = shared_prefix_attention(q, k, v, layer_cache)
+        elif layer_cache is None:  # plain causal attention over this chunk (training, full forward)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa,
                                                dropout_p=self.attn_dropout if self.training else 0.0)
         else:  # append this chunk to the cache, attend to everything valid so far
@@ -304,6 +394,11 @@ class GPT(nn.Module):
         if cache is None:
             assert T <= self.config.block_size, f"sequence of {T} tokens > block_size {self.config.block_size}"
             pos = torch.arange(T, device=idx.device).expand(B, T)
+        elif isinstance(cache, SharedPrefixCache):
+            assert T == 1, "a SharedPrefixCache decodes one token at a time"
+            pos = (cache.prompt_tokens[cache.rows // cache.group_size] + cache.length)[:, None]
+            layer_caches = [cache.layer(i) for i in range(self.config.n_layer)]
+            cache.length += 1
         else:
             start = cache.length
             assert start + T <= cache.valid.size(1), "KV cache is full: allocate it with a larger max_len"

@@ -95,6 +95,36 @@ def test_kv_cache_repeat_rows_matches_separate_prefills(form):
     assert torch.allclose(logits, full[:, -1], atol=1e-5)
 
 
+@pytest.mark.parametrize("form", [dict(bias=True), ROTARY])
+def test_shared_prefix_cache_decodes_each_sample_as_its_full_forward(form):
+    """Ragged prompts prefilled once, G=3 samples of each decoding their own tokens over the
+    shared prompt slots, samples leaving the batch on the way (with rows of every prompt gone):
+    every sample's logits at every step equal the full forward of its prompt and tokens alone."""
+    gpt, G, steps = tiny_gpt(**form), 3, 12
+    torch.manual_seed(2)
+    lengths = [5, 11, 1]
+    prompts = [torch.randint(0, 97, (n,)) for n in lengths]
+    tokens = torch.randint(0, 97, (len(prompts) * G, steps))
+    leave_after = {4: [0, 4, 5], 8: [1, 7]}  # step -> samples (b * G + g) that leave after it
+    with torch.no_grad():
+        idx, valid, prefix = model.left_padded(gpt, [p.tolist() for p in prompts], 0)
+        first = cached_logits(gpt, idx, prefix, valid).repeat_interleave(G, 0)
+        cache = model.SharedPrefixCache(prefix, G, steps)
+        live, logits = torch.arange(len(prompts) * G), {}
+        for s in range(steps):
+            for r, row in zip(live.tolist(), cached_logits(gpt, tokens[live, s, None], cache)):
+                logits[r, s] = row
+            if s in leave_after:
+                keep = ~torch.isin(live, torch.tensor(leave_after[s]))
+                live, cache = live[keep], cache.select_rows(keep)
+        for (r, s), got in logits.items():
+            full, _ = gpt(torch.cat([prompts[r // G], tokens[r, :s + 1]])[None])
+            assert torch.allclose(got, full[0, -1], atol=1e-5), (r, s)
+        for r in range(len(prompts) * G):
+            full, _ = gpt(prompts[r // G][None])
+            assert torch.allclose(first[r], full[0, -1], atol=1e-5)
+
+
 def test_token_logprobs_equal_log_softmax_of_forward():
     gpt = tiny_gpt()
     idx = torch.randint(0, 97, (2, 15))

@@ -109,6 +109,16 @@ def test_sample_top_p_keeps_the_nucleus_only():
     assert draws == {0}
 
 
+def test_sample_draws_each_token_with_its_probability_and_never_an_impossible_one():
+    probs = torch.tensor([0.0, 0.5, 0.3, 0.0, 0.15, 0.05, 0.0])
+    for temperature in (1.0, 0.5):
+        expected = probs ** (1 / temperature) / (probs ** (1 / temperature)).sum()
+        draws = sample(torch.log(probs).expand(40000, -1), temperature, generator=torch.Generator().manual_seed(0))
+        frequency = torch.bincount(draws, minlength=len(probs)) / len(draws)
+        assert frequency[probs == 0].sum() == 0
+        assert (frequency - expected).abs().max() < 0.012, (frequency, expected)  # ~4.8 standard errors
+
+
 def test_rows_stop_at_end_of_text_and_truncation_is_flagged():
     gpt = tiny_gpt()
     out = rollout(gpt, prompts(), group_size=5, max_new_tokens=15, eot_id=EOT,
