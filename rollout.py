@@ -82,8 +82,8 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None, rows
     # u ~ U(0, 1), one random number a row. torch.multinomial(probs, 1) draws the same way but
     # first checks probs on the host, which stalls a GPU at every decoded token; a race of one
     # exponential per vocabulary entry (Gumbel-max) avoids that too, at V random numbers a row
-    # (3.3 ms a token at 256 x 745 on a CPU core, against 0.14). A token of probability 0 is
-    # never drawn: its cumulative sum equals the one before it.
+    # (~20x slower on a CPU: RESULTS.md). A token of probability 0 is never drawn: its
+    # cumulative sum equals the one before it.
     cumulative = F.softmax(logits, dim=-1).cumsum(dim=-1)
     u = torch.rand(cumulative.size(0) if rows is None else n_rows, 1, generator=generator, device=logits.device)
     u = u if rows is None else u[rows]
