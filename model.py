@@ -118,7 +118,7 @@ class SharedPrefix(NamedTuple):
     prefix_k: torch.Tensor      # (B, n_kv_head, L, head_dim): the prompts' keys, once per prompt
     prefix_v: torch.Tensor
     prefix_valid: torch.Tensor  # (B, L): False on a prompt's left padding
-    own_k: torch.Tensor         # (B*G rows, n_kv_head, max_new, head_dim): the samples' own keys
+    own_k: torch.Tensor         # (N, n_kv_head, max_new, head_dim): the live samples' own keys
     own_v: torch.Tensor
     start: int                  # the slot of own_k this token writes
     rows: torch.Tensor          # (N,) the live samples, b * G + g: own_k's rows in order
