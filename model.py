@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import subprocess
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -741,7 +742,9 @@ def load_checkpoint(path):
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {path}: no such file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # (random bytes can read as a legacy file, which torch warns of)
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # (random bytes, a truncated file, or a pickle of other objects)
         raise ValueError(f"checkpoint {path}: not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
