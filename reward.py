@@ -56,9 +56,11 @@ import sandbox
 from tasks import EOT, defines_f, harness
 
 MiB = 1 << 20
-RUN_TIMEOUT = 2.0          # seconds of CPU time for one run (all of a task's tests at once; the wall
-                           # clock allows sandbox.WALL_FACTOR times more): the references take < 0.5 s
-                           # even on the JVM, and a program stuck in a loop holds a worker this long
+RUN_TIMEOUT = 0.5          # seconds of CPU time for one run (all of a task's tests at once; the wall
+                           # clock allows sandbox.WALL_FACTOR times more). A call of a task's function
+                           # executes at most tasks.MAX_STEPS statements, so every reference runs in
+                           # < 0.2 s of CPU, the JVM's start included (RESULTS.md); a program stuck in
+                           # a loop holds a worker this long, and there are a few in every RL step
 COMPILE_TIMEOUT = 60.0     # seconds of CPU time for a compiler or syntax check
 COMPILE_PROCESSES = 128    # tasks (threads count) of a compile: `go build` runs several multi-threaded tools
 ERROR_LINES = 20           # lines of a compiler error kept for logging
