@@ -3,7 +3,8 @@ bench.py: micro-benchmarks of the hot paths: the log-prob kernel (and its ahead-
 for GPUs), rollout, reward, and the phases of one OORL step.
 
     python bench.py                       # all parts
-    python bench.py --part=kernel         # one part: kernel | gpu_compile | rollout | reward | step
+    python bench.py --part=kernel         # one part: kernel | gpu_compile | rollout | reward |
+                                          #           run_budget | step
     python bench.py --part=step --ckpt=out/sft.pt   # OORL steps from this SFT model
                                           # (without --ckpt: from a short SFT made for it)
 
@@ -12,6 +13,7 @@ Triton kernel, and Liger-Kernel's and Cut Cross-Entropy's fused losses when they
 (pip install liger-kernel cut-cross-entropy), at GPT-2's shape (N=16384, d=768, V=50304) and at
 this project's (a GPU-preset RL batch: N=163840, d=512, V=745); time and peak memory, forward and
 forward + backward, of each method whose log-probs and gradients agree with float64 ones.
+run_budget: the CPU seconds of a run of each language's references, against reward.RUN_TIMEOUT.
 gpu_compile: registers, spills and shared memory of every Triton kernel configuration for sm_80
 and sm_90 (runs on any machine). rollout: decoded tokens per second. step: seconds of each phase
 of OORL steps (rollout, reward, the update's parts) at the CPU preset's workload, as train.py logs
@@ -538,6 +540,44 @@ def _bench_reward_languages(langs, baseline_sample, cores):
     return figures
 
 
+def bench_run_budget(n_programs=50, langs=None):
+    """What a translation's run costs against reward.RUN_TIMEOUT, the CPU budget that a program
+    stuck in a loop uses up every time: the CPU seconds of each language's references (every
+    process of the sandbox, from the kernel's accounting of reaped children) for the programs of
+    seeds 0..n_programs-1, and for tasks.heaviest(), the costliest program the generator's rules
+    allow. Each program is run once first (to compile it, and warm the caches), then measured."""
+    import resource
+    import reward, tasks
+
+    def cpu_seconds():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    print(f"run budget: reward.RUN_TIMEOUT = {reward.RUN_TIMEOUT} s of CPU; CPU s of a run of each reference "
+          f"({n_programs} generated programs) and of tasks.heaviest()")
+    print(f"{'language':>10} | {'median':>7} {'max':>7} | {'heaviest':>8} | budget / max")
+    programs = [tasks.generate(seed) for seed in range(n_programs)] + [tasks.heaviest()]
+    figures = {}
+    for lang in langs or tasks.LANGS:
+        if not reward.available(lang):
+            print(f"{lang:>10} | unavailable")
+            continue
+        costs = []
+        for program, tests in programs:
+            code = tasks.harness(tasks.render(program, lang), lang, program.n_args)
+            stdin, expected = "".join(i + "\n" for i, _ in tests), "".join(o + "\n" for _, o in tests)
+            reward.execute(code, lang, stdin)
+            before = cpu_seconds()
+            result = reward.execute(code, lang, stdin)
+            costs.append(cpu_seconds() - before)
+            assert result.status == "ok" and result.stdout == expected, f"{lang}: a reference failed: {result}"
+        references, heaviest = sorted(costs[:-1]), costs[-1]
+        figures[lang] = dict(median=references[len(references) // 2], max=references[-1], heaviest=heaviest)
+        print(f"{lang:>10} | {figures[lang]['median']:7.3f} {references[-1]:7.3f} | {heaviest:8.3f} | "
+              f"{reward.RUN_TIMEOUT / max(references[-1], heaviest):.1f}x", flush=True)
+    return figures
+
+
 # ----------------------------------------------------------------------------- rollout
 
 def bench_rollout(size=None, reps=3, threads=None):
@@ -668,6 +708,7 @@ def _save_figures(path, figures):
 
 PARTS = {"kernel": lambda options: bench_kernel(), "gpu_compile": lambda options: bench_gpu_compile(),
          "rollout": lambda options: bench_rollout(), "reward": lambda options: bench_reward(),
+         "run_budget": lambda options: bench_run_budget(),
          "step": lambda options: bench_step(ckpt=options["ckpt"])}
 
 if __name__ == "__main__":

@@ -392,6 +392,19 @@ def generate(seed, min_statements=3, max_statements=7, max_depth=2, n_tests=7):
             return program, tests
 
 
+def heaviest():
+    """(program, tests): the costliest program to run that the rules allow, what the reward's run
+    budget (reward.RUN_TIMEOUT) is sized by. Every call executes MAX_STEPS statements, a loop
+    whose every iteration computes with each kind of operation, on the seven tests of a task,
+    spread over INPUT_RANGE; one iteration more is out of the domain."""
+    a, i, x = Var("a"), Var("i"), Var("x")
+    step = BinOp("+", BinOp("%", BinOp("+", x, BinOp("*", i, Call("abs", (a,)))), Const(1000)), Call("max", (i, a)))
+    # MAX_STEPS = the assignment before the loop, the loop, its iterations and the return
+    loop = For("i", 0, Const(MAX_STEPS - 3), (Assign("x", step, False),))
+    program = Program(1, (Assign("x", Const(0), True), loop, Return(x)))
+    return program, [(str(arg), str(evaluate(program, (arg,)))) for arg in (-10, -3, 0, 4, 9, 15, 20)]
+
+
 # ----------------------------------------------------------------------------- rendering
 
 ATOM = 9  # precedence of names, constants, calls and parenthesised text

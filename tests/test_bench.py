@@ -66,6 +66,13 @@ def test_reward_part_runs_on_one_language():
     assert set(figures["python"]) == {"reward_score", "naive", "naive_compile_once"}
 
 
+def test_run_budget_part_measures_references_within_the_budget():
+    import reward
+    figures = bench.bench_run_budget(n_programs=2, langs=("python", "bash"))
+    for lang in ("python", "bash"):
+        assert 0 < figures[lang]["median"] <= figures[lang]["max"] < reward.RUN_TIMEOUT
+        assert 0 < figures[lang]["heaviest"] < reward.RUN_TIMEOUT
+
 def test_command_line_names_every_part():
     run = subprocess.run([sys.executable, "bench.py", "--part=nope"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode and all(part in run.stderr for part in ("kernel", "gpu_compile", "rollout", "reward"))

@@ -165,30 +165,12 @@ def test_every_status_in_every_language(lang):
     assert verdicts[2].error, "a compile error carries the compiler's message"
 
 
-def heaviest_task(lang):
-    """A task whose every call executes as many statements as tasks.MAX_STEPS lets a program
-    execute: a loop of ~5000 iterations, each an assignment with every kind of arithmetic, called
-    on seven inputs across INPUT_RANGE. No generated task costs its reference more."""
-    a, i, x = tasks.Var("a"), tasks.Var("i"), tasks.Var("x")
-    product = tasks.BinOp("*", i, tasks.Call("abs", (a,)))
-    step = tasks.BinOp("+", tasks.BinOp("%", tasks.BinOp("+", x, product), tasks.Const(1000)),
-                       tasks.Call("max", (i, a)))
-    loop = tasks.For("i", 0, tasks.Const(tasks.MAX_STEPS - 3), (tasks.Assign("x", step, False),))
-    program = tasks.Program(1, (tasks.Assign("x", tasks.Const(0), True), loop, tasks.Return(x)))
-    with pytest.raises(tasks.OutOfDomain, match="too many steps"):  # one iteration more is out of the domain
-        tasks.evaluate(dataclasses.replace(program, body=(program.body[0], dataclasses.replace(
-            loop, stop=tasks.Const(tasks.MAX_STEPS - 2)), program.body[2])), (1,))
-    inputs = (-10, -3, 0, 4, 9, 15, 20)
-    tests = [[str(arg), str(tasks.evaluate(program, (arg,)))] for arg in inputs]
-    return {"id": f"heaviest-{lang}", "tgt_lang": lang, "tests": tests, "n_args": 1,
-            "reference": tasks.render(program, lang)}
-
-
 @pytest.mark.parametrize("lang", LANGS)
 def test_the_heaviest_task_runs_in_half_the_run_budget(lang):
     # RUN_TIMEOUT is what a program stuck in a loop costs every RL step, so it is small; a correct
     # translation of any task must still pass with room to spare (a busier or slower machine)
-    task = heaviest_task(lang)
+    program, tests = tasks.heaviest()
+    task = {"id": "heaviest", "tgt_lang": lang, "tests": tests, "n_args": 1, "reference": tasks.render(program, lang)}
     verdict = reward.score_details([task["reference"]], [task], timeout=reward.RUN_TIMEOUT / 2)[0]
     assert verdict.status == "passed", (verdict.status, verdict.error)
 

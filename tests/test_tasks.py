@@ -1,5 +1,6 @@
 """Tests of tasks.py: every rendering, in its harness, compiled and run, prints exactly what the
 Python reference computed; the generator is deterministic and keeps to its rules."""
+import dataclasses
 import random
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -140,3 +141,13 @@ def test_prompt_format_and_bad_languages():
             bad()
     with pytest.raises(ValueError, match="n_args"):
         tasks.harness("", "c", 4)
+
+
+def test_the_heaviest_program_executes_as_many_statements_as_a_call_may():
+    program, tests = tasks.heaviest()
+    assert len(tests) == 7 and len({out for _, out in tests}) >= tasks.MIN_DISTINCT_OUTPUTS
+    assert all(str(tasks.evaluate(program, (int(arg),))) == out for arg, out in tests)
+    first, loop, last = program.body
+    longer = dataclasses.replace(program, body=(first, dataclasses.replace(loop, stop=tasks.Const(loop.stop.value + 1)), last))
+    with pytest.raises(tasks.OutOfDomain, match="too many steps"):
+        tasks.evaluate(longer, (1,))
