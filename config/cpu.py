@@ -16,8 +16,9 @@ sft_batch_size = 32
 # independent batches' gradients is ~0.04, see grad_cos in the step line) and Adam takes lr-sized
 # steps in noise, so 32 prompts x 8 completions a step; and a small rl_lr, since Adam moves every
 # weight by about lr a step whatever the gradient's size (RESULTS.md: from this preset's SFT model
-# 3e-5 gained and 1e-4 lost test pass@1). A step takes ~10-15 s on 2 cores (RESULTS.md, "one OORL
-# step"), so 36 of them fill the ~8 minutes that data and SFT leave of 20; a warm-up of 4 steps.
+# 3e-5 gained and 1e-4 lost test pass@1). A step takes ~9 s on 2 cores (RESULTS.md, "one OORL
+# step"), so 36 of them take ~5.5 of the ~8 minutes that data and SFT leave of 20 (56 steps gained
+# the held-out targets more, not measurably the RL ones: RESULTS.md); a warm-up of 4 steps.
 rl_steps = 36
 prompts_per_step = 32
 group_size = 8
