@@ -542,17 +542,11 @@ def _bench_reward_languages(langs, baseline_sample, cores):
 
 def bench_run_budget(n_programs=50, langs=None):
     """What a translation's run costs against reward.RUN_TIMEOUT, the CPU budget that a program
-    stuck in a loop uses up every time: the CPU seconds of each language's references (every
-    process of the sandbox, from the kernel's accounting of reaped children) for the programs of
-    seeds 0..n_programs-1, and for tasks.heaviest(), the costliest program the generator's rules
-    allow. Each program is run once first (to compile it, and warm the caches), then measured."""
-    import resource
+    stuck in a loop uses up every time: the CPU seconds (_timed's, every process of the sandbox)
+    of scoring each language's reference for the programs of seeds 0..n_programs-1, and for
+    tasks.heaviest(), the costliest program the generator's rules allow. Each is scored once
+    first, so that what is measured is its run (its compile is cached then)."""
     import reward, tasks
-
-    def cpu_seconds():
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
-
     print(f"run budget: reward.RUN_TIMEOUT = {reward.RUN_TIMEOUT} s of CPU; CPU s of a run of each reference "
           f"({n_programs} generated programs) and of tasks.heaviest()")
     print(f"{'language':>10} | {'median':>7} {'max':>7} | {'heaviest':>8} | budget / max")
@@ -564,13 +558,11 @@ def bench_run_budget(n_programs=50, langs=None):
             continue
         costs = []
         for program, tests in programs:
-            code = tasks.harness(tasks.render(program, lang), lang, program.n_args)
-            stdin, expected = "".join(i + "\n" for i, _ in tests), "".join(o + "\n" for _, o in tests)
-            reward.execute(code, lang, stdin)
-            before = cpu_seconds()
-            result = reward.execute(code, lang, stdin)
-            costs.append(cpu_seconds() - before)
-            assert result.status == "ok" and result.stdout == expected, f"{lang}: a reference failed: {result}"
+            reference, task = tasks.render(program, lang), {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
+            reward.score([reference], [task])
+            [verdict], _, cpu, _ = _timed(lambda: reward.score_details([reference], [task]))
+            assert verdict.status == "passed", f"{lang}: a reference failed: {verdict}"
+            costs.append(cpu)
         references, heaviest = sorted(costs[:-1]), costs[-1]
         figures[lang] = dict(median=references[len(references) // 2], max=references[-1], heaviest=heaviest)
         print(f"{lang:>10} | {figures[lang]['median']:7.3f} {references[-1]:7.3f} | {heaviest:8.3f} | "

@@ -73,6 +73,7 @@ def test_run_budget_part_measures_references_within_the_budget():
         assert 0 < figures[lang]["median"] <= figures[lang]["max"] < reward.RUN_TIMEOUT
         assert 0 < figures[lang]["heaviest"] < reward.RUN_TIMEOUT
 
+
 def test_command_line_names_every_part():
     run = subprocess.run([sys.executable, "bench.py", "--part=nope"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode and all(part in run.stderr for part in ("kernel", "gpu_compile", "rollout", "reward"))
