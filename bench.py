@@ -350,6 +350,9 @@ def _reward_batch(lang, n_tasks=16):
         program, tests = tasks.generate(f"bench-{seed}")
         reference = tasks.render(program, lang)
         wrong = reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1)
+        if lang == "rust":  # it returns its last line's value
+            body, tail, close = reference.rstrip().rsplit("\n", 2)
+            wrong = f"{body}\n    1 + {tail.strip()}\n{close}\n"
         task = {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
         for completion in (reference, reference, wrong, reference + "\n)(\n"):
             completions.append(completion)
@@ -475,16 +478,18 @@ def _cold_score(completions, batch):
         reward._warmed_up.clear()
 
 
-def bench_reward(langs=("python", "cpp", "java", "javascript", "bash", "php"), baseline_sample=8, cores=2):
-    """Reward throughput on `cores` cores. Per language, a batch of 64 completions: reward.score
-    (the sandbox, the compile cache, one process for all tests, duplicates scored once, compiles
-    batched) against the naive baseline (one unsandboxed subprocess per test case, nothing
-    cached), timed on the batch's first `baseline_sample` completions (it is slow). Then an RL
-    step's batch (32 prompts x 8 completions, `langs` in turn) through reward.score. All start
+def bench_reward(langs=None, baseline_sample=8, cores=2):
+    """Reward throughput on `cores` cores. Per language (None: every target language, as eval.py
+    scores them), a batch of 64 completions: reward.score (the sandbox, the compile cache, one
+    process for all tests, duplicates scored once, compiles batched) against the naive baseline
+    (one unsandboxed subprocess per test case, nothing cached), timed on the batch's first
+    `baseline_sample` completions (it is slow). Then an RL step's batch (32 prompts x 8
+    completions, the RL targets among `langs` in turn) through reward.score. All start
     from an empty cache. Figures: programs per second of wall clock, CPU seconds per program
     (steadier on a busy machine), and the sandbox seconds of compiling and of running."""
     import os
-    import reward
+    import reward, tasks
+    langs = langs or tasks.RL_TARGETS + tasks.HELDOUT_TARGETS
     all_cores, workers = os.sched_getaffinity(0), reward.WORKERS
     os.sched_setaffinity(0, sorted(all_cores)[:cores])  # the child processes inherit it
     reward.WORKERS = cores
@@ -496,7 +501,7 @@ def bench_reward(langs=("python", "cpp", "java", "javascript", "bash", "php"), b
 
 
 def _bench_reward_languages(langs, baseline_sample, cores):
-    import reward, sandbox
+    import reward, sandbox, tasks
     completions, _ = _reward_batch("python")
     print(f"reward: {cores} cores; batch: {len(completions)} completions for 16 tasks, {len(set(completions))} "
           f"distinct; sandbox: {sandbox.check()}; compile s, run s: inside sandboxes, summed over workers")
@@ -508,7 +513,8 @@ def _bench_reward_languages(langs, baseline_sample, cores):
         if not reward.available(lang):
             print(f"{lang:>10} | unavailable")
             continue
-        step_langs.append(lang)
+        if lang in tasks.RL_TARGETS:
+            step_langs.append(lang)
         completions, batch = _reward_batch(lang)
         rewards, wall, cpu, inside = _cold_score(completions, batch)
         assert rewards == [1.0, 1.0, 0.0, 0.0] * 16, f"{lang}: the references should pass, the rest fail"

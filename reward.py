@@ -16,8 +16,8 @@ then how each language is compiled and run (in sandbox.py's sandbox), and the co
 A batch pays a tool's start-up once where the tool allows, never by sharing a sandbox between
 programs. A program is scored once however often it comes. A language's programs are compiled
 (interpreted ones: syntax-checked) together where the toolchain can do it in one start (javac
-in one JVM, Python's and JavaScript's checks in one process, bash's and PHP's in one sandbox),
-each program on its own, with its own verdict and message. Then every program runs in a sandbox
+in one JVM, Go's in one `go build`, Python's and JavaScript's checks in one process, bash's and
+PHP's in one sandbox), each program on its own, with its own verdict and message. Then every program runs in a sandbox
 of its own.
 
 Each language is a check (a compiler, or a syntax check for interpreted languages) and a run
@@ -71,6 +71,87 @@ ARTIFACT_LIMIT = 16 * MiB  # the largest compiled program: a larger one is a com
 CACHE_FORMAT = 3           # changes whenever what a cache entry means changes
 
 Execution = collections.namedtuple("Execution", "status stdout stderr")
+
+# go stops a whole build at a program it cannot load (an unknown import), and builds a package
+# that is not main without making a program: `go list` finds those first, and the others are
+# built by one `go build`, whose messages come under a "# <package>" line each. A program given
+# neither a binary nor a message is left to a build of its own.
+GO_BUILD_MANY = """\
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+func main() {
+	os.Chdir(filepath.Dir(os.Args[1])) // the programs' directories are siblings
+	list := []string{"list", "-e", "-json"}
+	for _, dir := range os.Args[1:] {
+		list = append(list, "./"+filepath.Base(dir))
+	}
+	said, _ := exec.Command("go", list...).Output()
+	decoder, dirOf := json.NewDecoder(strings.NewReader(string(said))), map[string]string{}
+	build := []string{"build", "-ldflags=-s -w", "-o", "bin/"} // -s -w: no symbol table nor DWARF to link
+	for decoder.More() {
+		var found struct {
+			Dir, ImportPath, Name string
+			Error           *struct{ Err string }
+			DepsErrors      []struct{ Err string }
+		}
+		if decoder.Decode(&found) != nil {
+			return
+		}
+		dir := filepath.Base(found.Dir)
+		if found.Error != nil {
+			finish(dir, found.Error.Err+"\\n")
+		} else if len(found.DepsErrors) > 0 {
+			finish(dir, found.DepsErrors[0].Err+"\\n")
+		} else if found.Name != "main" { // go build would make no program of it
+			finish(dir, "package "+found.Name+" is not a main package\\n")
+		} else {
+			dirOf[found.ImportPath] = dir
+			build = append(build, "./"+dir)
+		}
+	}
+	if len(dirOf) == 0 {
+		return
+	}
+	said, _ = exec.Command("go", build...).CombinedOutput()
+	messages, owner := map[string]string{}, ""
+	for _, line := range strings.SplitAfter(string(said), "\\n") {
+		if header := strings.TrimPrefix(line, "# "); header != line {
+			owner = dirOf[strings.TrimSpace(header)]
+		} else if owner != "" {
+			messages[owner] += strings.TrimPrefix(line, owner+"/")
+		}
+	}
+	left := false
+	for _, dir := range dirOf {
+		if os.Rename(filepath.Join("bin", dir), filepath.Join(dir, "prog", "main")) == nil {
+			finish(dir, "")
+		} else if message, failed := messages[dir]; failed {
+			finish(dir, message)
+		} else {
+			left = true
+		}
+	}
+	if left { // go's words name no program: alone, a program fails with them
+		os.Stderr.Write(said)
+		os.Exit(1)
+	}
+}
+
+func finish(dir, message string) {
+	if message != "" {
+		os.WriteFile(filepath.Join(dir, "error.txt"), []byte(message), 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "done"), nil, 0o644)
+}
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -412,13 +493,19 @@ LANGUAGES = {
     "php": Language("main.php", ("php", "-n", "-r", PHP_CHECK_MANY),
                     ("php", "-n", "-d", "display_errors=stderr", "-d", "memory_limit=256M", "{src}"), "php-cli",
                     compiled=False, batched=True),
-    "rust": Language("main.rs", ("rustc", "--edition", "2021", "-C", "opt-level=1", "-C", "debuginfo=0",
-                                 "-C", "strip=symbols", "-o", "{out}/main", "{src}"), ("{prog}/main",), "rustc"),
+    # opt-level=0 compiles in ~0.12 s of CPU against ~0.19 at 1 (RESULTS.md); with overflow checks
+    # and debug assertions off (opt-level 1's defaults) integers wrap on overflow at any level
+    "rust": Language("main.rs", ("rustc", "--edition", "2021", "-C", "opt-level=0", "-C", "overflow-checks=off",
+                                 "-C", "debug-assertions=off", "-C", "debuginfo=0", "-C", "strip=symbols",
+                                 "-o", "{out}/main", "{src}"), ("{prog}/main",), "rustc"),
     # CGO_ENABLED=0: cgo would run the C compiler with flags taken from the source.
-    "go": Language("main.go", ("go", "build", "-o", "{out}/main", "{src}"), ("{prog}/main",), "golang-go",
+    # GO_BUILD_MANY (built by the warm-up) links a batch's programs in one `go build`.
+    "go": Language("main.go", ("{cache}/go-build-many",), ("{prog}/main",), "golang-go", batched=True,
                    memory=1024 * MiB,  # the Go runtime reserves ~700 MiB of address space at start
                    env=(("CGO_ENABLED", "0"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local"),
-                        ("GOTELEMETRY", "off"), ("GO111MODULE", "off"), ("GOMAXPROCS", "2"))),
+                        ("GOTELEMETRY", "off"), ("GO111MODULE", "off"), ("GOMAXPROCS", "2")),
+                   warm_up=({"go-build-many.go": GO_BUILD_MANY},
+                            ((("go", "build", "-o", "{out}/go-build-many", "{out}/go-build-many.go"), ("go-build-many",)),))),
     "lua": Language("main.lua", ("luac5.4", "-p", "{src}"), ("lua5.4", "{src}"), "lua5.4", compiled=False),
 }
 TOOL_ALTERNATIVES = {"gcc": ("gcc", "clang"), "g++": ("g++", "clang++")}
@@ -545,7 +632,7 @@ def _runtime(lang, step):
     if lang == "java":  # the JDK that the tool (java, javac) belongs to
         return (tool, os.path.dirname(os.path.dirname(os.path.realpath(tool))))
     if lang == "go":  # its GOROOT to build (CGO_ENABLED=0: no C toolchain); programs are static
-        return (tool, _ask(tool, "env", "GOROOT")) if step == "check" else ()
+        return (_tool("go"), _ask(_tool("go"), "env", "GOROOT")) if step == "check" else ()
     if lang == "rust":  # its sysroot (rustc, std, rust-lld) and the C compiler driver it links with, `cc`
         linker, libraries = _rust_linker(_tool("rustc"))
         files, shared = _cc_toolchain(linker, "c", libraries)

@@ -708,6 +708,54 @@ def test_a_batch_judges_as_one_program_at_a_time(tmp_path, monkeypatch):
     assert {v.status for v in together} == {"passed", "wrong_answer", "compile_error", "timeout"}
 
 
+def test_go_builds_a_batch_in_one_start_and_judges_as_one_program_at_a_time(tmp_path, monkeypatch):
+    """One `go build` for a batch of Go completions, each judged as if built alone: references,
+    wrong answers, syntax errors, an infinite loop."""
+    completions, batch = [], []
+    for seed in (0, 1, TASK_SEED):
+        task, _ = make_task(seed, "go")
+        completions += [f"{completion}\n// {TOKEN}" for completion in mutations(task)]
+        batch += [task] * 3
+    completions.append(INFINITE_LOOP_F["go"])
+    batch.append(task)
+    assert reward.available("go")  # (its hello-world program and the warm-up: not counted)
+    fresh_cache(monkeypatch, tmp_path / "batched")
+    compiles = counting_compiles(monkeypatch)
+    together = reward.score_details(completions, batch, timeout=1.0)
+    assert [len(sources) for sources in compiles] == [len(completions)], "built in one batch"
+    fresh_cache(monkeypatch, tmp_path / "alone")
+    alone = [reward.score_details([completion], [task], timeout=1.0)[0] for completion, task in zip(completions, batch)]
+    assert together == alone
+    assert [v.status for v in together] == ["passed", "wrong_answer", "compile_error"] * 3 + ["timeout"]
+    assert "main.go:" in together[2].error and "syntax error" in together[2].error, together[2]
+
+
+def test_a_go_program_that_stops_a_whole_go_build_fails_alone(tmp_path, monkeypatch):
+    """An import go cannot find stops `go build` before it builds anything, and a package that is
+    not main builds to no program: go-build-many leaves them out of the shared build, and every
+    program (one without main, good ones too) gets the verdict it gets built alone."""
+    hello = reward.HELLO["go"]
+    programs = [hello, hello.replace('"fmt"', '"fmt"\nimport "no/such/package"'), hello.replace("package main", "package other"),
+                hello.replace("func main", "func start"), hello.replace('"ok"', '"ok, too"')]
+    assert reward.available("go")
+    fresh_cache(monkeypatch, tmp_path / "cache")
+    compiles = counting_compiles(monkeypatch)
+    reward._compile_many("go", programs)
+    assert [len(sources) for sources in compiles] == [len(programs)]
+    errors = [reward._artifact("go", program)[1] for program in programs]
+    assert [error is None for error in errors] == [True, False, False, False, True], errors
+    assert "no/such/package" in errors[1]
+    alone = [reward.execute(program, "go").status for program in programs]
+    assert alone == ["ok", "compile_error", "compile_error", "compile_error", "ok"]
+
+
+def test_rust_integers_wrap_on_overflow():
+    """rustc runs at opt-level=0 for speed, with overflow checks off: i32 arithmetic wraps, as
+    it does at higher levels, rather than panicking."""
+    program = "fn main() {\n    let mut line = String::new();\n    std::io::stdin().read_line(&mut line).unwrap();\n" \
+              "    let a: i32 = line.trim().parse().unwrap();\n    println!(\"{}\", a + 1);\n}\n"
+    assert reward.execute(program, "rust", stdin="2147483647\n") == ("ok", "-2147483648\n", "")
+
 def test_duplicates_are_compiled_and_run_once_and_judged_alike(monkeypatch):
     java, python = make_task(0, "java")[0], make_task(0, "python")[0]
     programs = {java["reference"] + f"\n    // {TOKEN} dup": java, java["reference"] + f"\n    // {TOKEN} other": java,
