@@ -389,12 +389,14 @@ def _naive_rewards(completions, batch, compile_per_test, workers):
     def words(command, directory, name):
         if command[-1] == "Javac":  # the plain compiler, one program per call
             command = ("javac", "-d", "{out}", "{src}")
+        if command[0] == "{cache}/go-build-many":
+            command = ("go", "build", "-o", "{out}/main", "{src}")
         if "-include" in command:  # the plain compiler: no precompiled prelude either
             at = command.index("-include")
             command = command[:at] + command[at + 2:]
         filled = [w.replace("{src}", f"{directory}/{name}").replace("{prog}", directory).replace("{out}", directory)
                   .replace("{cache}", directory) for w in command]
-        return [shutil.which(filled[0], path=reward.SEARCH_PATH) or filled[0]] + filled[1:]
+        return [filled[0] if "/" in filled[0] else reward._tool(filled[0])] + filled[1:]  # (rustup's proxy: its rustc)
 
     def one(i):
         lang, task = batch[i]["tgt_lang"], batch[i]
