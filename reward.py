@@ -17,8 +17,8 @@ A batch pays a tool's start-up once where the tool allows, never by sharing a sa
 programs. A program is scored once however often it comes. A language's programs are compiled
 (interpreted ones: syntax-checked) together where the toolchain can do it in one start (javac
 in one JVM, Go's in one `go build`, Python's and JavaScript's checks in one process, bash's and
-PHP's in one sandbox), each program on its own, with its own verdict and message. Then every program runs in a sandbox
-of its own.
+PHP's in one sandbox), each program on its own, with its own verdict and message. Then every
+program runs in a sandbox of its own.
 
 Each language is a check (a compiler, or a syntax check for interpreted languages) and a run
 command, both run in the sandbox with per-language limits: the JVM, V8 and Go reserve far more
