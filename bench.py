@@ -396,7 +396,7 @@ def _naive_rewards(completions, batch, compile_per_test, workers):
             command = command[:at] + command[at + 2:]
         filled = [w.replace("{src}", f"{directory}/{name}").replace("{prog}", directory).replace("{out}", directory)
                   .replace("{cache}", directory) for w in command]
-        return [filled[0] if "/" in filled[0] else reward._tool(filled[0])] + filled[1:]  # (rustup's proxy: its rustc)
+        return [filled[0] if "/" in filled[0] else reward._tool(filled[0]) or filled[0]] + filled[1:]  # (rustup's proxy: its rustc)
 
     def one(i):
         lang, task = batch[i]["tgt_lang"], batch[i]

@@ -72,87 +72,6 @@ CACHE_FORMAT = 3           # changes whenever what a cache entry means changes
 
 Execution = collections.namedtuple("Execution", "status stdout stderr")
 
-# go stops a whole build at a program it cannot load (an unknown import), and builds a package
-# that is not main without making a program: `go list` finds those first, and the others are
-# built by one `go build`, whose messages come under a "# <package>" line each. A program given
-# neither a binary nor a message is left to a build of its own.
-GO_BUILD_MANY = """\
-package main
-
-import (
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-)
-
-func main() {
-	os.Chdir(filepath.Dir(os.Args[1])) // the programs' directories are siblings
-	list := []string{"list", "-e", "-json"}
-	for _, dir := range os.Args[1:] {
-		list = append(list, "./"+filepath.Base(dir))
-	}
-	said, _ := exec.Command("go", list...).Output()
-	decoder, dirOf := json.NewDecoder(strings.NewReader(string(said))), map[string]string{}
-	build := []string{"build", "-ldflags=-s -w", "-o", "bin/"} // -s -w: no symbol table nor DWARF to link
-	for decoder.More() {
-		var found struct {
-			Dir, ImportPath, Name string
-			Error           *struct{ Err string }
-			DepsErrors      []struct{ Err string }
-		}
-		if decoder.Decode(&found) != nil {
-			return
-		}
-		dir := filepath.Base(found.Dir)
-		if found.Error != nil {
-			finish(dir, found.Error.Err+"\\n")
-		} else if len(found.DepsErrors) > 0 {
-			finish(dir, found.DepsErrors[0].Err+"\\n")
-		} else if found.Name != "main" { // go build would make no program of it
-			finish(dir, "package "+found.Name+" is not a main package\\n")
-		} else {
-			dirOf[found.ImportPath] = dir
-			build = append(build, "./"+dir)
-		}
-	}
-	if len(dirOf) == 0 {
-		return
-	}
-	said, _ = exec.Command("go", build...).CombinedOutput()
-	messages, owner := map[string]string{}, ""
-	for _, line := range strings.SplitAfter(string(said), "\\n") {
-		if header := strings.TrimPrefix(line, "# "); header != line {
-			owner = dirOf[strings.TrimSpace(header)]
-		} else if owner != "" {
-			messages[owner] += strings.TrimPrefix(line, owner+"/")
-		}
-	}
-	left := false
-	for _, dir := range dirOf {
-		if os.Rename(filepath.Join("bin", dir), filepath.Join(dir, "prog", "main")) == nil {
-			finish(dir, "")
-		} else if message, failed := messages[dir]; failed {
-			finish(dir, message)
-		} else {
-			left = true
-		}
-	}
-	if left { // go's words name no program: alone, a program fails with them
-		os.Stderr.Write(said)
-		os.Exit(1)
-	}
-}
-
-func finish(dir, message string) {
-	if message != "" {
-		os.WriteFile(filepath.Join(dir, "error.txt"), []byte(message), 0o644)
-	}
-	os.WriteFile(filepath.Join(dir, "done"), nil, 0o644)
-}
-"""
-
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
@@ -434,6 +353,86 @@ foreach (array_slice($argv, 1) as $dir) {
     touch("$dir/done");
 }
 """
+# go stops a whole build at a program it cannot load (an unknown import), and builds a package
+# that is not main without making a program: `go list` finds those first, and the others are
+# built by one `go build`, whose messages come under a "# <package>" line each. A program given
+# neither a binary nor a message is left to a build of its own.
+GO_BUILD_MANY = """\
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+func main() {
+	os.Chdir(filepath.Dir(os.Args[1])) // the programs' directories are siblings
+	list := []string{"list", "-e", "-json"}
+	for _, dir := range os.Args[1:] {
+		list = append(list, "./"+filepath.Base(dir))
+	}
+	said, _ := exec.Command("go", list...).Output()
+	decoder, dirOf := json.NewDecoder(strings.NewReader(string(said))), map[string]string{}
+	build := []string{"build", "-ldflags=-s -w", "-o", "bin/"} // -s -w: no symbol table nor DWARF to link
+	for decoder.More() {
+		var found struct {
+			Dir, ImportPath, Name string
+			Error           *struct{ Err string }
+			DepsErrors      []struct{ Err string }
+		}
+		if decoder.Decode(&found) != nil {
+			return
+		}
+		dir := filepath.Base(found.Dir)
+		if found.Error != nil {
+			finish(dir, found.Error.Err+"\\n")
+		} else if len(found.DepsErrors) > 0 {
+			finish(dir, found.DepsErrors[0].Err+"\\n")
+		} else if found.Name != "main" { // go build would make no program of it
+			finish(dir, "package "+found.Name+" is not a main package\\n")
+		} else {
+			dirOf[found.ImportPath] = dir
+			build = append(build, "./"+dir)
+		}
+	}
+	if len(dirOf) == 0 {
+		return
+	}
+	said, _ = exec.Command("go", build...).CombinedOutput()
+	messages, owner := map[string]string{}, ""
+	for _, line := range strings.SplitAfter(string(said), "\\n") {
+		if header := strings.TrimPrefix(line, "# "); header != line {
+			owner = dirOf[strings.TrimSpace(header)]
+		} else if owner != "" {
+			messages[owner] += strings.TrimPrefix(line, owner+"/")
+		}
+	}
+	left := false
+	for _, dir := range dirOf {
+		if os.Rename(filepath.Join("bin", dir), filepath.Join(dir, "prog", "main")) == nil {
+			finish(dir, "")
+		} else if message, failed := messages[dir]; failed {
+			finish(dir, message)
+		} else {
+			left = true
+		}
+	}
+	if left { // go's words name no program: alone, a program fails with them
+		os.Stderr.Write(said)
+		os.Exit(1)
+	}
+}
+
+func finish(dir, message string) {
+	if message != "" {
+		os.WriteFile(filepath.Join(dir, "error.txt"), []byte(message), 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "done"), nil, 0o644)
+}
+"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -493,7 +492,7 @@ LANGUAGES = {
     "php": Language("main.php", ("php", "-n", "-r", PHP_CHECK_MANY),
                     ("php", "-n", "-d", "display_errors=stderr", "-d", "memory_limit=256M", "{src}"), "php-cli",
                     compiled=False, batched=True),
-    # opt-level=0 compiles in ~0.12 s of CPU against ~0.19 at 1 (RESULTS.md); with overflow checks
+    # opt-level=0 compiles in ~0.13 s of CPU against ~0.20 at 1 (RESULTS.md); with overflow checks
     # and debug assertions off (opt-level 1's defaults) integers wrap on overflow at any level
     "rust": Language("main.rs", ("rustc", "--edition", "2021", "-C", "opt-level=0", "-C", "overflow-checks=off",
                                  "-C", "debug-assertions=off", "-C", "debuginfo=0", "-C", "strip=symbols",

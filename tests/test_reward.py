@@ -756,6 +756,7 @@ def test_rust_integers_wrap_on_overflow():
               "    let a: i32 = line.trim().parse().unwrap();\n    println!(\"{}\", a + 1);\n}\n"
     assert reward.execute(program, "rust", stdin="2147483647\n") == ("ok", "-2147483648\n", "")
 
+
 def test_duplicates_are_compiled_and_run_once_and_judged_alike(monkeypatch):
     java, python = make_task(0, "java")[0], make_task(0, "python")[0]
     programs = {java["reference"] + f"\n    // {TOKEN} dup": java, java["reference"] + f"\n    // {TOKEN} other": java,
