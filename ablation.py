@@ -17,8 +17,10 @@ The rows (config/ablation_<row>.py):
     rl_dpo    + REINFORCE++ + DPO (one winner and one loser IR per group, drawn afresh each step)
     rl_gepo   + REINFORCE++ + GEPO (the full objective, eq. 10)
 Every RL row starts from out_dir/sft/sft.pt (trained first if missing, or --sft_ckpt=PATH), so
-the rows differ only by their loss and their seed (a row's config file is applied after
-train_args, so it always wins over them). The SFT row has one checkpoint: it is
+the rows of one seed differ only by their loss: the same weights at the start, the same prompts
+at every step (train.py draws the IR groups with a generator of their own), so many of their
+programs are the same and are run once (reward.stored_verdicts). A row's config file is applied
+after train_args, so it always wins over them. The SFT row has one checkpoint: it is
 evaluated once per seed with that seed's sampling, so its spread is sampling noise alone.
 
 Each job runs as a subprocess (`python train.py ...`, `python eval.py ...`), its output in

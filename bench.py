@@ -636,8 +636,10 @@ def bench_step(ckpt="", steps=2, sft_steps=300, data_dir="data"):
     SFT checkpoint ckpt (none: a short SFT of sft_steps made for it, whose poorer completions fail
     sooner than a trained model's, so that its reward figures mean less): `python train.py
     --sft_ckpt=... --rl_steps=steps` in a subprocess, and the phase times it logs in
-    metrics.jsonl. The first step also pays what a run pays once (compiles, caches). Prints a
-    table; returns {"command", "steps": [one dict of seconds per step (step_figures)]}."""
+    metrics.jsonl. It runs with a TMPDIR of its own: an empty compile cache and no verdicts kept
+    by earlier runs (reward.stored_verdicts), so the first step also pays what a run pays once
+    (compiles, caches). Prints a table; returns {"command", "steps": [one dict of seconds per
+    step (step_figures)]}."""
     import json, os, subprocess, sys, tempfile
     root, data_dir = os.path.dirname(os.path.abspath(__file__)), os.path.abspath(data_dir)
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
@@ -649,7 +651,7 @@ def bench_step(ckpt="", steps=2, sft_steps=300, data_dir="data"):
             ckpt = os.path.join(tmp, "sft", "sft.pt")
         command = ["train.py", f"--sft_ckpt={os.path.abspath(ckpt)}", f"--rl_steps={steps}", "--probe_interval=0",
                    f"--data_dir={data_dir}", f"--out_dir={tmp}/rl"] + [f"--{k}={v}" for k, v in STEP_WORKLOAD.items()]
-        subprocess.run([sys.executable] + command, cwd=root, check=True)
+        subprocess.run([sys.executable] + command, cwd=root, check=True, env=dict(os.environ, TMPDIR=tmp))
         with open(os.path.join(tmp, "rl", "metrics.jsonl")) as f:
             rows = [json.loads(line) for line in f]
     figures = {"command": "python " + " ".join(command), "steps": step_figures(rows)}

@@ -14,7 +14,9 @@ then how each language is compiled and run (in sandbox.py's sandbox), and the co
     python reward.py      # how programs are isolated here, and which languages work
 
 A batch pays a tool's start-up once where the tool allows, never by sharing a sandbox between
-programs. A program is scored once however often it comes. A language's programs are compiled
+programs. A program is scored once however often it comes, and a Scorer keeps its verdicts on
+disk beside the compile cache: another run's Scorer (an evaluation of the same checkpoint family,
+an ablation's next row) does not run the same program on the same tests again. A language's programs are compiled
 (interpreted ones: syntax-checked) together where the toolchain can do it in one start (javac
 in one JVM, Go's in one `go build`, Python's and JavaScript's checks in one process, bash's and
 PHP's in one sandbox), each program on its own, with its own verdict and message. Then every
@@ -37,13 +39,16 @@ harness headers precompiled for g++; for Java the batch compiler and an archive 
 its JVM loads.
 """
 import collections
+import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import re
 import shlex
 import shutil
+import sqlite3
 import stat
 import subprocess
 import tempfile
@@ -69,6 +74,7 @@ CACHE_ENTRIES = 20000      # compiled programs kept on disk (the least recently 
 CACHE_BYTES = 2 << 30      # and their bytes on disk, at most
 ARTIFACT_LIMIT = 16 * MiB  # the largest compiled program: a larger one is a compile error, never cached
 CACHE_FORMAT = 3           # changes whenever what a cache entry means changes
+VERDICT_ENTRIES = 500_000  # verdicts kept on disk for later Scorers (the oldest go first)
 
 Execution = collections.namedtuple("Execution", "status stdout stderr")
 
@@ -146,7 +152,8 @@ class Scorer:
     """score_details for completions that come a few at a time (rollout's on_end), scored in a
     background thread while the caller goes on (decoding the rows that have not ended): each
     batch is everything that came while the previous one was scored, so a language's programs
-    still share a compiler start, and a program is scored once however often it comes.
+    still share a compiler start, and a program is scored once however often it comes, here or
+    in an earlier Scorer (stored_verdicts).
 
         with reward.Scorer(tasks) as scorer:   # tasks: one per completion index
             out = rollout(..., on_end=lambda rows, ids, cut: scorer.submit(rows, [decode(i) for i in ids], cut))
@@ -203,16 +210,74 @@ class Scorer:
                 else:
                     new.setdefault(key, []).append(i)
             try:
-                firsts = [indices[0] for indices in new.values()]
-                verdicts = score_details([key[1] for key in new], [self.tasks[i] for i in firsts],
-                                         truncated=[key[2] for key in new], timeout=self.timeout)
+                judged = dict(zip(new, stored_verdicts([(self.tasks[new[key][0]], *key[1:]) for key in new], self.timeout)))
+                unknown = [key for key, verdict in judged.items() if verdict is None]
+                tasks = [self.tasks[new[key][0]] for key in unknown]
+                verdicts = score_details([key[1] for key in unknown], tasks, truncated=[key[2] for key in unknown],
+                                         timeout=self.timeout)
+                store_verdicts([(task, *key[1:]) for task, key in zip(tasks, unknown)], verdicts, self.timeout)
+                judged.update(zip(unknown, verdicts))
             except BaseException as error:  # raised in the caller's thread when it leaves the block
                 self._error = error
                 return
-            for (key, indices), verdict in zip(new.items(), verdicts):
-                self._seen[key] = verdict
+            for key, indices in new.items():
+                self._seen[key] = judged[key]
                 for i in indices:
-                    self.verdicts[i] = verdict
+                    self.verdicts[i] = judged[key]
+
+
+# ----------------------------------------------------------------------------- stored verdicts
+# A verdict is a function of the program, its task's tests, the language's commands and limits,
+# the sandbox's limits and isolation, and the run's budget: all of them are the key of a verdict
+# kept on disk, beside the compile cache, so that a Scorer of another run does not run a program
+# again (the evaluations of an ablation sample the same program for ~60% of their tasks: the
+# SFT model and its RL runs agree on most). Kept: every verdict of a program that ran or failed
+# to compile. Never kept: infrastructure failures (no judgement of the program), and malformed
+# completions (judged without running anything).
+
+@contextlib.contextmanager
+def _verdict_store():
+    """The verdicts' SQLite database in the compile cache's private directory, open for one
+    transaction. Every process of this user shares it: in WAL mode readers never wait, and a
+    writer waits for another's transaction to end."""
+    store = sqlite3.connect(os.path.join(_cache_root(), "verdicts.sqlite3"), timeout=60)
+    try:
+        store.execute("PRAGMA journal_mode=WAL")
+        with store:  # (commits when the block ends)
+            store.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT)")
+            yield store
+    finally:
+        store.close()
+
+
+def _verdict_key(task, completion, cut, timeout):
+    limits = (sandbox.OUTPUT_LIMIT, sandbox.FILE_SIZE, sandbox.TMPFS_SIZE, sandbox.SHM_SIZE, sandbox.OPEN_FILES,
+              sandbox.PROCESSES, sandbox.WALL_FACTOR, sandbox.WALL_SLACK, sandbox.check())
+    lang = task["tgt_lang"]
+    described = (CACHE_FORMAT, lang, LANGUAGES.get(lang), limits, timeout, bool(cut), task["n_args"],
+                 [tuple(test) for test in task["tests"]], completion.split(EOT, 1)[0])
+    return hashlib.sha256(repr(described).encode()).hexdigest()
+
+
+def stored_verdicts(completions, timeout=RUN_TIMEOUT):
+    """The Verdict an earlier Scorer kept for each (task, completion, cut off) of completions, or None."""
+    if not completions:
+        return []
+    with _verdict_store() as store:
+        rows = [store.execute("SELECT verdict FROM verdicts WHERE key = ?", (_verdict_key(*c, timeout),)).fetchone()
+                for c in completions]
+    return [None if row is None else Verdict(*json.loads(row[0])) for row in rows]
+
+
+def store_verdicts(completions, verdicts, timeout=RUN_TIMEOUT):
+    """Keeps the verdict of each (task, completion, cut off) that judged a program."""
+    kept = [(_verdict_key(*c, timeout), json.dumps(dataclasses.astuple(v))) for c, v in zip(completions, verdicts)
+            if v.status not in ("infra_error", "malformed")]
+    if not kept:
+        return
+    with _verdict_store() as store:
+        store.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?)", kept)
+        store.execute("DELETE FROM verdicts WHERE rowid <= (SELECT max(rowid) FROM verdicts) - ?", (VERDICT_ENTRIES,))
 
 
 def _judge(execution, tests):

@@ -484,7 +484,7 @@ def logprobs_of(model, batches):
         return [model.completion_logprobs(b.prompts, b.completions, group_size, temperature) for b in batches]
 
 
-def collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache):
+def collect(step, policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache):
     """prompts -> rollout -> reward -> log-probs -> advantages, and the step's IR groups."""
     t0 = time.time()
     batch, prompt_ids = zip(*ddp.shard(rng.sample(rl_tasks, prompts_per_step)))
@@ -530,8 +530,11 @@ def collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
         advantages[learn] = reinforce.grpo_advantages(rewards, group_size, layout)
     for b in batches:
         b.advantages = advantages[b.rows, :b.mask.size(1)]
-    # this rank's share of a global batch of IR groups (one pair of each for DPO)
-    groups = (ddp.shard(gepo.sample_groups(gepo_groups, gepo_groups_per_step, rng, pairs=pref_loss == "dpo"))
+    # this rank's share of a global batch of IR groups (one pair of each for DPO), drawn by a
+    # generator of the step's own: rng draws the prompts alone, so that runs of one seed see the
+    # same prompts at every step whatever their pref_loss (the ablation's rows differ by their loss)
+    groups = (ddp.shard(gepo.sample_groups(gepo_groups, gepo_groups_per_step, random.Random(f"{seed} {step}"),
+                                           pairs=pref_loss == "dpo"))
               if pref_loss != "none" else [])
     exp = Experience(row_tasks, verdicts, learn, out, batches, ddp.all_sum_float(layout.sum()), groups)
     t5 = time.time()
@@ -650,7 +653,7 @@ def run_oorl(policy, reference, rl_tasks, gepo_groups, probe_set):
     t_start, previous_grad, ref_cache = time.time(), None, {}
     for step in range(start, rl_steps):
         lr = set_learning_rate(optimizer, step, rl_steps, rl_lr, rl_warmup_frac)
-        exp = collect(policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
+        exp = collect(step, policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
         stats = update(policy, optimizer, exp)
         probe = {}
         if probe_set and probe_interval and (step % probe_interval == 0 or step == rl_steps - 1):

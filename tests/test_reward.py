@@ -898,3 +898,44 @@ def test_a_scorer_refuses_bad_input_and_passes_on_a_scoring_error(monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         with reward.Scorer([task]) as scorer:
             scorer.submit([0], [task["reference"]], [False])
+
+
+def test_a_later_scorer_takes_a_kept_verdict_for_the_same_program_tests_and_budget(monkeypatch, tmp_path):
+    """A Scorer keeps its verdicts on disk (reward.store_verdicts), and a later Scorer (another
+    run, another process) does not run those programs again: the same verdicts, no run. A kept
+    verdict serves only the same program on the same tests with the same budget; infrastructure
+    failures and malformed completions are never kept; at most VERDICT_ENTRIES are."""
+    fresh_cache(monkeypatch, tmp_path / "cache")
+    task, _ = make_task(TASK_SEED, "python")
+    completions = [f"{completion}\n# {TOKEN} kept" for completion in mutations(task)] + ["no function here"]
+    runs = []
+    execute = reward.execute
+    monkeypatch.setattr(reward, "execute", lambda *args: runs.append(args[0]) or execute(*args))
+
+    def scored(batch, completions, timeout=reward.RUN_TIMEOUT):
+        with reward.Scorer(batch, timeout) as scorer:
+            scorer.submit(range(len(completions)), completions, [False] * len(completions))
+        return scorer.verdicts
+
+    first = scored([task] * 4, completions)
+    assert [v.status for v in first] == ["passed", "wrong_answer", "compile_error", "malformed"]
+    assert len(runs) == 3
+    assert scored([task] * 4, completions) == first and len(runs) == 3  # (no run)
+    changed = dict(task, tests=[(line, str(int(out) + 1)) for line, out in task["tests"]])
+    assert scored([changed], completions[:1])[0].status == "wrong_answer" and len(runs) == 4
+    assert scored([task], completions[:1], timeout=1.0) == first[:1] and len(runs) == 5
+
+    # an infrastructure failure says nothing of the program: the next Scorer runs it
+    new = [f"{task['reference']}\n# {TOKEN} infra"]
+    score_details = reward.score_details
+    monkeypatch.setattr(reward, "score_details", lambda completions, tasks, **kw: [
+        reward.Verdict(0.0, "infra_error", 0, len(t["tests"]), "the sandbox did not start") for t in tasks])
+    assert scored([task], new)[0].status == "infra_error"
+    monkeypatch.setattr(reward, "score_details", score_details)
+    assert scored([task], new)[0].status == "passed" and len(runs) == 6
+
+    monkeypatch.setattr(reward, "VERDICT_ENTRIES", 2)
+    reward.store_verdicts([(task, f"{task['reference']}\n# {TOKEN} {i}", False) for i in range(3)],
+                          [first[0]] * 3)
+    with reward._verdict_store() as store:
+        assert store.execute("SELECT count(*) FROM verdicts").fetchone()[0] == 2

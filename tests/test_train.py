@@ -251,6 +251,28 @@ def test_scoring_while_decoding_judges_as_scoring_after_it(data_dir, smoke_run, 
 
 
 @pytest.mark.slow
+def test_runs_of_one_seed_see_the_same_prompts_whatever_their_preference_loss(data_dir, smoke_run, tmp_path):
+    """The ablation's rows differ by their loss alone: from one SFT model and one seed, a run
+    without a preference loss, one with DPO and one with GEPO draw the same prompts at every
+    step (the IR groups come from a generator of their own, and DPO draws more from it)."""
+    record = ["-c", "import atexit, json, runpy, sys, reward; original = reward.Scorer.__init__; seen = []\n"
+                    "def init(self, tasks, *args, **kw):\n"
+                    "    seen.append([t['id'] for t in tasks])\n"
+                    "    original(self, tasks, *args, **kw)\n"
+                    "reward.Scorer.__init__ = init\n"
+                    "atexit.register(lambda: print('prompts:', json.dumps(seen)))\n"
+                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
+    prompts = {}
+    for loss in ("none", "dpo", "gepo"):
+        done = run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--sft_ckpt={smoke_run}/sft.pt", "--rl_steps=3",
+                   "--probe_interval=0", "--prompts_per_step=4", f"--pref_loss={loss}", "--gepo_groups_per_step=2",
+                   f"--out_dir={tmp_path}/{loss}", prefix=record)
+        prompts[loss] = json.loads(done.stdout.split("prompts: ")[-1])
+    assert len(prompts["none"]) == 3 and prompts["none"] == prompts["dpo"] == prompts["gepo"]
+    assert len({tuple(step) for step in prompts["gepo"]}) == 3
+
+
+@pytest.mark.slow
 def test_wandb_logging_sends_the_metrics_rows(data_dir, smoke_run, tmp_path):
     """--wandb_log=True logs every metrics.jsonl row to Weights & Biases (a stand-in module here:
     the suite never needs the package or a network), and nothing imports wandb otherwise."""
