@@ -74,7 +74,8 @@ CACHE_ENTRIES = 20000      # compiled programs kept on disk (the least recently 
 CACHE_BYTES = 2 << 30      # and their bytes on disk, at most
 ARTIFACT_LIMIT = 16 * MiB  # the largest compiled program: a larger one is a compile error, never cached
 CACHE_FORMAT = 3           # changes whenever what a cache entry means changes
-VERDICT_ENTRIES = 500_000  # verdicts kept on disk for later Scorers (the oldest go first)
+VERDICT_ENTRIES = 200_000  # verdicts kept on disk for later Scorers (the oldest go first): an
+                           # ablation keeps ~100,000, of a few hundred bytes each
 
 Execution = collections.namedtuple("Execution", "status stdout stderr")
 
