@@ -88,12 +88,14 @@ METRICS = [dict(step=9, stage="sft", loss=1.2),
 
 def test_step_part_reads_the_phases_train_py_logs(monkeypatch, tmp_path, capsys):
     """bench_step runs train.py from the checkpoint at the CPU preset's workload (here a stand-in
-    that writes metrics.jsonl), and reports each step's phases as a table and figures."""
+    that writes metrics.jsonl), with a TMPDIR of its own (an empty compile cache, no kept verdict),
+    and reports each step's phases as a table and figures."""
     commands = []
 
-    def fake_train(argv, cwd, check):
+    def fake_train(argv, cwd, check, env):
         commands.append(argv[1:])
         out_dir = next(arg.split("=", 1)[1] for arg in argv if arg.startswith("--out_dir="))
+        assert os.path.dirname(out_dir) == env["TMPDIR"] != os.environ.get("TMPDIR")
         os.makedirs(out_dir)
         with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in METRICS)
