@@ -16,11 +16,11 @@ then how each language is compiled and run (in sandbox.py's sandbox), and the co
 A batch pays a tool's start-up once where the tool allows, never by sharing a sandbox between
 programs. A program is scored once however often it comes, and a Scorer keeps its verdicts on
 disk beside the compile cache: another run's Scorer (an evaluation of the same checkpoint family,
-an ablation's next row) does not run the same program on the same tests again. A language's programs are compiled
-(interpreted ones: syntax-checked) together where the toolchain can do it in one start (javac
-in one JVM, Go's in one `go build`, Python's and JavaScript's checks in one process, bash's and
-PHP's in one sandbox), each program on its own, with its own verdict and message. Then every
-program runs in a sandbox of its own.
+an ablation's next row) does not run the same program on the same tests again. A language's
+programs are compiled (interpreted ones: syntax-checked) together where the toolchain can do it
+in one start (javac in one JVM, Go's in one `go build`, Python's and JavaScript's checks in one
+process, bash's and PHP's in one sandbox), each program on its own, with its own verdict and
+message. Then every program runs in a sandbox of its own.
 
 Each language is a check (a compiler, or a syntax check for interpreted languages) and a run
 command, both run in the sandbox with per-language limits: the JVM, V8 and Go reserve far more
@@ -211,12 +211,13 @@ class Scorer:
                 else:
                     new.setdefault(key, []).append(i)
             try:
-                judged = dict(zip(new, stored_verdicts([(self.tasks[new[key][0]], *key[1:]) for key in new], self.timeout)))
+                keys = {key: verdict_key(self.tasks[indices[0]], key[1], key[2], self.timeout)
+                        for key, indices in new.items()}
+                judged = dict(zip(new, stored_verdicts(list(keys.values()))))
                 unknown = [key for key, verdict in judged.items() if verdict is None]
-                tasks = [self.tasks[new[key][0]] for key in unknown]
-                verdicts = score_details([key[1] for key in unknown], tasks, truncated=[key[2] for key in unknown],
-                                         timeout=self.timeout)
-                store_verdicts([(task, *key[1:]) for task, key in zip(tasks, unknown)], verdicts, self.timeout)
+                verdicts = score_details([key[1] for key in unknown], [self.tasks[new[key][0]] for key in unknown],
+                                         truncated=[key[2] for key in unknown], timeout=self.timeout)
+                store_verdicts([keys[key] for key in unknown], verdicts)
                 judged.update(zip(unknown, verdicts))
             except BaseException as error:  # raised in the caller's thread when it leaves the block
                 self._error = error
@@ -251,7 +252,9 @@ def _verdict_store():
         store.close()
 
 
-def _verdict_key(task, completion, cut, timeout):
+def verdict_key(task, completion, cut, timeout=RUN_TIMEOUT):
+    """The key of a verdict of this completion of task (cut off at the token limit: cut) at this
+    budget: a hash of all the verdict depends on."""
     limits = (sandbox.OUTPUT_LIMIT, sandbox.FILE_SIZE, sandbox.TMPFS_SIZE, sandbox.SHM_SIZE, sandbox.OPEN_FILES,
               sandbox.PROCESSES, sandbox.WALL_FACTOR, sandbox.WALL_SLACK, sandbox.check())
     lang = task["tgt_lang"]
@@ -260,19 +263,18 @@ def _verdict_key(task, completion, cut, timeout):
     return hashlib.sha256(repr(described).encode()).hexdigest()
 
 
-def stored_verdicts(completions, timeout=RUN_TIMEOUT):
-    """The Verdict an earlier Scorer kept for each (task, completion, cut off) of completions, or None."""
-    if not completions:
+def stored_verdicts(keys):
+    """The Verdict an earlier Scorer kept under each key (verdict_key), or None."""
+    if not keys:
         return []
     with _verdict_store() as store:
-        rows = [store.execute("SELECT verdict FROM verdicts WHERE key = ?", (_verdict_key(*c, timeout),)).fetchone()
-                for c in completions]
+        rows = [store.execute("SELECT verdict FROM verdicts WHERE key = ?", (key,)).fetchone() for key in keys]
     return [None if row is None else Verdict(*json.loads(row[0])) for row in rows]
 
 
-def store_verdicts(completions, verdicts, timeout=RUN_TIMEOUT):
-    """Keeps the verdict of each (task, completion, cut off) that judged a program."""
-    kept = [(_verdict_key(*c, timeout), json.dumps(dataclasses.astuple(v))) for c, v in zip(completions, verdicts)
+def store_verdicts(keys, verdicts):
+    """Keeps each verdict that judged a program under its key (verdict_key)."""
+    kept = [(key, json.dumps(dataclasses.astuple(v))) for key, v in zip(keys, verdicts)
             if v.status not in ("infra_error", "malformed")]
     if not kept:
         return

@@ -935,7 +935,7 @@ def test_a_later_scorer_takes_a_kept_verdict_for_the_same_program_tests_and_budg
     assert scored([task], new)[0].status == "passed" and len(runs) == 6
 
     monkeypatch.setattr(reward, "VERDICT_ENTRIES", 2)
-    reward.store_verdicts([(task, f"{task['reference']}\n# {TOKEN} {i}", False) for i in range(3)],
+    reward.store_verdicts([reward.verdict_key(task, f"{task['reference']}\n# {TOKEN} {i}", False) for i in range(3)],
                           [first[0]] * 3)
     with reward._verdict_store() as store:
         assert store.execute("SELECT count(*) FROM verdicts").fetchone()[0] == 2
