@@ -14,7 +14,8 @@ sft_steps = 1500
 sft_batch_size = 32
 # OORL: large steps. The gradient of 8 x 8 completions is mostly sampling noise (the cosine of
 # independent batches' gradients is ~0.04, see grad_cos in the step line) and Adam takes lr-sized
-# steps in noise, so 32 prompts x 8 completions a step; and a small rl_lr, since Adam moves every
+# steps in noise, so 32 prompts x 8 completions a step (64 x 4 and 128 x 2 taught no more over
+# three seeds, at a higher cost a step: RESULTS.md); and a small rl_lr, since Adam moves every
 # weight by about lr a step whatever the gradient's size (RESULTS.md: from this preset's SFT model
 # 3e-5 gained and 1e-4 lost test pass@1). A step takes ~9 s on 2 cores (RESULTS.md, "one OORL
 # step"), so 36 of them take ~5.5 of the ~8 minutes that data and SFT leave of 20 (56 steps gained
