@@ -550,7 +550,8 @@ def test_compile_failures_are_cached_timeouts_included(monkeypatch):
             "    for (long i = 0; i < 200000; ++i)\n        for (long j = 0; j < 200000; ++j) s += i ^ j;\n"
             "    return s;\n}\n"
             f"static_assert(spin() != {int(TOKEN, 16) % 1000}, \"spin\");\nint main() {{ return 0; }}\n")
-    broken = f"int main() {{ return {TOKEN}; }}\n"  # not C++: an unknown name
+    # not C++: an unknown name (the prefix keeps it a name: TOKEN alone can be all digits, a number)
+    broken = f"int main() {{ return undeclared_{TOKEN}; }}\n"
     assert reward.available("cpp")
     compiles = []
     compile_for_real = reward._compile
