@@ -21,9 +21,14 @@ trusted parts, layer by layer:
       namespaces (and a user namespace, for a trainer not running as root). The command sees a
       fresh root that holds its runtime and nothing else of the system (below), a copy of its
       files in /prog and small private tmpfs, /work (its working directory and $HOME), /tmp and
-      /dev/shm, which vanish with it (/dev itself is read-only): nothing it writes reaches the
-      disk. It sees no other process (so not the trainer's /proc/PID/environ) and no network. It
-      is PID 1 of its namespace, so when it exits the kernel kills everything it left behind.
+      /dev/shm, which vanish with it, and a read-only /dev of its own that holds null, zero,
+      full, random and urandom: no terminal, nothing whose read waits for ever. A writable
+      directory it is given (run()'s dirs: a compiler's output) is a sized tmpfs too, whose
+      files are copied back to the host, bounded in bytes, once it ended: nothing it writes
+      reaches the disk but that copy. It sees no other process (so not the trainer's
+      /proc/PID/environ) and no network. It is PID 1 of its namespace, so when it exits the
+      kernel kills everything it left behind, and if its parent (bubblewrap's monitor) is gone
+      and it comes to this process (a subreaper, or PID 1 of a container), it is reaped here.
   one runtime per sandbox: run(runtime=...) names the host paths the command may use (its
       interpreter, or its compiler's programs and directories: reward.py knows which), and they,
       argv[0], the shared libraries their ELF files load (found with the dynamic loader's --list,
@@ -40,19 +45,26 @@ trusted parts, layer by layer:
       with CLONE_NEWUSER fail with EPERM, clone3() with ENOSYS (its flags are out of a filter's
       reach; libc then falls back to clone), so no sandbox makes a nested user namespace, root
       trainer or not. (bubblewrap's --disable-userns does this only inside a user namespace of
-      its own, which a root trainer's sandboxes do not have.) Built for x86_64 and aarch64.
+      its own, which a root trainer's sandboxes do not have.) The kernel's keyrings (add_key,
+      request_key, keyctl) fail with EPERM: they belong to a uid, not to a namespace, so a key
+      would outlive its sandbox. Built for x86_64 and aarch64.
   an unprivileged user: a trainer running as root runs every command, compilers included, as a
       uid of the sandbox's own (no user has it): bubblewrap runs as root, so it can mount a
       toolchain that lives under /root (rustup's) read-only, and `setpriv` then switches to that
       uid with no capabilities and no_new_privs. The command cannot read what only root may
       read (/etc/shadow, /root). A trainer not running as root runs commands as itself.
-  cgroups per sandbox where the machine lets this process make them (cgroup v2, or the memory
-      and cpuacct controllers of cgroup v1): all of the sandbox's processes and tmpfs pages
-      together stay under `memory`, and the CPU time of all of its processes together counts
-      against `timeout` (read every CPU_POLL seconds; past it the sandbox is killed). Without a
-      memory cgroup the bound is the address-space limit times the process cap, plus the small
-      tmpfs; without CPU accounting each process has its own `timeout` of CPU time, so a program
-      that forks gets up to `processes` times the budget.
+  cgroups per sandbox where the machine lets this process make them (cgroup v2, or the memory,
+      cpuacct and pids controllers of cgroup v1): all of the sandbox's processes and tmpfs pages
+      together stay under `memory`, the CPU time of all of its processes together counts
+      against `timeout` (read every CPU_POLL seconds; past it the sandbox is killed), and its
+      tasks together are at most `processes`. The sandbox's PID 1 is moved into them while it
+      waits at bubblewrap's --block-fd, its command not yet started; bubblewrap's monitor, which
+      reports the command's exit, stays out, so nothing the command does to its cgroup (filling
+      it with pages that belong to no process, so that the OOM killer picks the smallest
+      process) can kill the monitor. Without a memory cgroup the bound is the address-space
+      limit times the process cap, plus the small tmpfs; without CPU accounting each process
+      has its own `timeout` of CPU time, so a program that forks gets up to `processes` times
+      the budget.
   resource limits, set by `prlimit`: address space, CPU time, file size, open files, processes.
   time: the command gets `timeout` seconds of CPU time (RLIMIT_CPU per process and the cgroup's
       count for the whole sandbox, so a busy machine does not make a correct program late) and a
@@ -63,9 +75,12 @@ trusted parts, layer by layer:
 What is covered, where bubblewrap runs: delegation (starting another language's interpreter or
 compiler: it is not there); nested user namespaces; reading the trainer's files, environment or
 processes, root-only files, expected outputs (never in the sandbox); writing outside the
-sandbox; leftovers between sandboxes; the network; signals to and ptrace of other processes; fork
-bombs, memory bombs (with a memory cgroup), CPU hogs and their children (with CPU accounting),
-output floods, sleeping or setsid'd children. What is not: the machine's own bugs (a kernel or
+sandbox, or more than the bounded copy of its writable directories; leftovers between
+sandboxes (processes, zombies, keys, IPC objects, files); the network; signals to and ptrace of
+other processes; killing the sandbox's own machinery to make its verdict an infrastructure
+failure; fork bombs, memory bombs (with a memory cgroup), CPU hogs and their children (with CPU
+accounting), output floods, sleeping or setsid'd children, reads of a device that never end.
+What is not: the machine's own bugs (a kernel or
 bubblewrap escape); side channels and timing; the CPU time of the sandbox's children without
 cgroup CPU accounting (see above); the shared libraries of the runtime itself, which a program
 may load (ctypes, FFI) but which run nothing of another language; a program that computes its
@@ -75,15 +90,18 @@ sorts, and no sandbox can tell).
 Infrastructure failures are a status of their own, "infra_error": bubblewrap's own setup failing
 (it reports the command's exit code through --json-status-fd only once the command started, so
 a program cannot fake this by printing "bwrap: ..."), a cgroup that cannot be made, a process
-that cannot be started. They say nothing about the program.
+that cannot be started. They say nothing about the program. An OOM kill in the sandbox's
+memory cgroup is the program's "memory_limit" whatever else failed.
 
-Fork bombs. RLIMIT_NPROC is the one bound on processes short of cgroups, and the kernel ignores
-it for root (it checks the real uid): one more reason root hands commands to another user. As
-that uid is the sandbox's own, the limit counts exactly the sandbox's processes. A trainer not
-running as root runs bubblewrap in a fresh user namespace, and Linux >= 5.14 counts per user
-namespace, so again concurrent sandboxes do not starve each other and the user's own processes
-do not count (older kernels count all of the user's processes: there the limit is left unset).
-What a bomb makes meanwhile dies with its PID namespace.
+Fork bombs. The pids cgroup bounds the sandbox's own tasks, and nothing else's. Without it,
+RLIMIT_NPROC is the one bound, and the kernel ignores it for root (it checks the real uid): one
+more reason root hands commands to another user. As that uid is the sandbox's own, and not
+given to a new sandbox while anything of its last one remains (_take_uid), the limit counts
+exactly the sandbox's processes. A trainer not running as root runs bubblewrap in a fresh user
+namespace, and Linux >= 5.14 counts per user namespace, so again concurrent sandboxes do not
+starve each other and the user's own processes do not count (older kernels count all of the
+user's processes: there the limit is left unset). What a bomb makes meanwhile dies with its PID
+namespace.
 
 Without bubblewrap (not installed, or user namespaces blocked, as in a Docker container run as
 root) check() and run() raise Unavailable: model-written code is never run unisolated unless the
@@ -108,6 +126,7 @@ import select
 import selectors
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import tempfile
@@ -121,6 +140,7 @@ OUTPUT_LIMIT = 1 * MiB     # bytes of stdout (and of stderr) before "output_limi
 FILE_SIZE = 16 * MiB       # the largest file a command may write, unless run() is told otherwise
 TMPFS_SIZE = 64 * MiB      # the size of the sandbox's /work and of its /tmp
 SHM_SIZE = 16 * MiB        # the size of its /dev/shm (POSIX shared memory, semaphores)
+DIRS_SIZE = 256 * MiB      # the size of each writable directory run() is given (a compiler's output)
 OPEN_FILES = 256           # the JVM opens its modules file, jars and a few sockets
 PROCESSES = 32             # tasks (threads count) per sandbox by default: the JVM starts 14
 WALL_FACTOR, WALL_SLACK = 3, 2.0  # wall clock = 3 x the CPU time + 2 s: room for a busy machine
@@ -135,10 +155,15 @@ SEARCH_PATH = os.pathsep.join(["/usr/local/bin", "/usr/bin", "/bin", os.environ.
 # Every sandbox's runtime also holds these, where they exist: the loader's cache (libraries are
 # found without probing directories) and glibc's locale for the LANG that _environment sets.
 SYSTEM_FILES = ("/etc/ld.so.cache", "/usr/lib/locale/C.utf8", "/usr/lib/locale/locale-archive")
-# The seccomp filter's numbers, per machine: the kernel's AUDIT_ARCH and the system call numbers
-# of unshare, clone and clone3 (unshare and clone take their flags as the first argument).
-SECCOMP_ARCHES = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
+# The seccomp filter's numbers, per machine: the kernel's AUDIT_ARCH, the system call numbers
+# of unshare, clone and clone3 (unshare and clone take their flags as the first argument), and
+# those of the kernel's keyrings: add_key, request_key, keyctl.
+SECCOMP_ARCHES = {"x86_64": (0xC000003E, 272, 56, 435, (248, 249, 250)),
+                  "aarch64": (0xC00000B7, 97, 220, 435, (217, 218, 219))}
 CLONE_NEWUSER = 0x10000000
+# The number of read(), by which _wait_until_blocked sees a sandbox wait at bubblewrap's --block-fd.
+READ_SYSCALL = {"x86_64": 0, "aarch64": 63}
+DEVICES = ("null", "zero", "full", "random", "urandom")  # the sandbox's /dev (with /dev/shm and /dev/fd)
 
 
 class Unavailable(RuntimeError):
@@ -161,6 +186,7 @@ _lock = threading.Lock()
 MODE = None              # "bwrap" or "reduced", decided by check() at first use
 _reduced_allowed = False
 _uids = set()            # a root trainer's sandboxes running now: their uids
+_remains = {}            # uid -> pidfd of a sandbox's PID 1 that another process has yet to reap
 _cgroup_names = itertools.count()
 
 
@@ -248,7 +274,7 @@ def _bwrap_problem(bwrap_name):
 # ----------------------------------------------------------------------------- run
 
 def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROCESSES, file_size=FILE_SIZE,
-        env=(), dirs=(), read_only=(), runtime=None):
+        env=(), dirs=(), read_only=(), runtime=None, dirs_size=DIRS_SIZE, copy_limit=FILE_SIZE):
     """Runs argv in a fresh sandbox and returns a Result. Raises Unavailable (see check).
 
     runtime: the host paths (executables, files, directories) that are the command's system:
@@ -257,8 +283,12 @@ def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROC
     construction); reduced isolation cannot restrict them. argv[0] is an absolute path. In argv
     and in env's values, "{prog}" stands for the directory that holds `files` ([(host path,
     name)], copied read-only) and "{name}" for each of `dirs` ([(name, host directory)],
-    writable: a compiler's output) and of `read_only` (the same, read-only). env: [(name, value)]
-    added to a scrubbed environment. timeout: seconds of CPU time, all of the sandbox's processes
+    writable: a compiler's output) and of `read_only` (the same, read-only). Each of `dirs` is a
+    tmpfs of the sandbox, `dirs_size` bytes at most (and in its memory), that holds a copy of
+    the host directory's files; when the command ends, the regular files it holds are copied
+    back, `copy_limit` bytes at most in all (a file that would pass the bound is left out), so
+    that a command reaches the host disk through that copy alone. env: [(name, value)] added to
+    a scrubbed environment. timeout: seconds of CPU time, all of the sandbox's processes
     together where a cgroup counts them (the wall clock allows WALL_FACTOR times more); memory:
     the whole sandbox's memory where a cgroup holds it, and each process's address space;
     processes: the most tasks (threads count) at once."""
@@ -267,17 +297,18 @@ def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROC
         raise TypeError("sandbox.run() needs runtime=(host paths): the interpreter or compiler files the "
                         "command may use; nothing else of the system is mounted")
     try:
-        cgroup = _make_cgroup(memory) if USE_CGROUP else {}
+        cgroup = _make_cgroup(memory, processes) if USE_CGROUP else {}
     except OSError as error:
         return Result("infra_error", b"", f"sandbox.py: cannot make the sandbox's cgroup: {error}".encode(), None)
     uid = _take_uid() if os.geteuid() == 0 else None
     try:
-        limits = _limits(memory, timeout, file_size, processes if uid is not None or (
-            mode == "bwrap" and _nproc_counts_per_namespace()) else None)
+        # the pids cgroup counts the sandbox's tasks alone; RLIMIT_NPROC counts its uid's (see "Fork bombs")
+        nproc = "pids" not in cgroup and (uid is not None or (mode == "bwrap" and _nproc_counts_per_namespace()))
+        limits = _limits(memory, timeout, file_size, processes if nproc else None)
         cpu = (timeout, functools.partial(_cpu_seconds, cgroup["cpu"])) if "cpu" in cgroup else None
         if mode == "bwrap":
             status, code, out, err = _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup,
-                                                uid, cpu, runtime)
+                                                uid, cpu, runtime, dirs_size, copy_limit)
         else:
             status, code, out, err = _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup,
                                                   uid, cpu)
@@ -289,6 +320,8 @@ def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROC
                 _uids.discard(uid)
     if status == "cpu_time":  # the whole sandbox's CPU time ran out (an exit code: not the wall clock)
         return Result("timeout", out, err, code)
+    if status == "infra_error" and out_of_memory:  # the OOM killer acted on what the command did
+        return Result("memory_limit", out, err, None)
     killed_by_us = status is not None
     if status is None:  # it ended by itself; bubblewrap says "killed by signal n" as 128 + n
         # Out of CPU time: SIGXCPU at the soft limit, or SIGKILL at the hard one (the sandbox's
@@ -299,28 +332,43 @@ def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROC
     return Result(status, out, err, None if killed_by_us else code)
 
 
-def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid, cpu, runtime):
+def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid, cpu, runtime, dirs_size,
+               copy_limit):
     paths = {"{prog}": "/prog", **{"{%s}" % name: f"/{name}" for name, _ in [*dirs, *read_only]}}
-    for _, host in dirs:
-        if uid is not None:
-            _give(host, uid)
-    binds = [("--bind", host, f"/{name}") for name, host in dirs]
-    binds += [("--ro-bind", host, f"/{name}") for name, host in read_only]
+    binds = [("--ro-bind", host, f"/{name}") for name, host in read_only]
     if not argv[0].startswith("{"):  # a host program (not one in /prog): part of the runtime
         runtime = (*runtime, argv[0])
     fds = [os.open(host, os.O_RDONLY | os.O_CLOEXEC) for host, _ in files]
     seccomp = _seccomp_file()
     passed = fds + ([seccomp] if seccomp is not None else [])
+    sandbox = {"dirs": []}  # its PID 1 (a pidfd) and its writable directories (fds), once it exists
+
+    def start(pid, block_fd):  # the sandbox is made, its command not started yet
+        sandbox["pid"] = os.pidfd_open(pid)
+        _join_cgroup(cgroup, pid)
+        if dirs:
+            _wait_until_blocked(pid, block_fd)
+            for name, host in dirs:
+                sandbox["dirs"].append(os.open(f"/proc/{pid}/root/{name}", os.O_RDONLY | os.O_DIRECTORY))
+                _copy_in(host, sandbox["dirs"][-1], uid)
+
     try:
         bwrap = shutil.which(BWRAP, path=SEARCH_PATH)
-        full = (_in_cgroup(cgroup) + _bwrap_argv(bwrap, list(zip(fds, (f"/prog/{name}" for _, name in files))),
-                                                 binds, uid, runtime, seccomp)
+        tmpfs = [(f"/{name}", dirs_size) for name, _ in dirs]
+        full = (_bwrap_argv(bwrap, list(zip(fds, (f"/prog/{name}" for _, name in files))), binds, uid, runtime,
+                            seccomp, tmpfs)
                 + limits + list(fill(argv, paths)))
-        return _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, passed,
-                      _environment(dict(_fill_pairs(env, paths))), bwrap, cpu=cpu)
+        result = _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, passed,
+                        _environment(dict(_fill_pairs(env, paths))), bwrap, cpu=cpu, start=start)
+        budget = copy_limit
+        for (_, host), directory in zip(dirs, sandbox["dirs"]):
+            budget = _copy_out(directory, host, budget)
+        return result
     finally:
-        for fd in passed:
+        for fd in passed + sandbox["dirs"]:
             os.close(fd)
+        if "pid" in sandbox:
+            _reap(sandbox["pid"], uid)
 
 
 def _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup, uid, cpu):
@@ -349,14 +397,92 @@ def _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgro
 
 
 def _take_uid():
-    """A uid that no user and no other sandbox has: this process's sandboxes are told apart by
-    a slot, other processes' by their pid (two trainers clash only if their pids agree modulo
-    a million)."""
+    """A uid that no user and no other sandbox has, nor anything left of one (see _reap): this
+    process's sandboxes are told apart by a slot, other processes' by their pid (two trainers
+    clash only if their pids agree modulo a million)."""
     with _lock:
-        slot = min(set(range(999)) - {uid % 1000 for uid in _uids})  # (999: check()'s probe)
+        for left, pidfd in list(_remains.items()):
+            try:
+                signal.pidfd_send_signal(pidfd, 0)
+            except ProcessLookupError:  # reaped at last: its uid is free
+                os.close(_remains.pop(left))
+        taken = {uid % 1000 for uid in (*_uids, *_remains)}
+        slot = min(set(range(999)) - taken)  # (999: check()'s probe)
         uid = SANDBOX_UID_BASE + (os.getpid() % 1_000_000) * 1000 + slot
         _uids.add(uid)
     return uid
+
+
+def _reap(pidfd, uid):
+    """Ends the sandbox's PID 1 (the pidfd) if anything is left of it once bubblewrap is gone:
+    bubblewrap reaps it, but if bubblewrap itself died first, it goes to the nearest
+    subreaper, which may be this process (a trainer that is PID 1 of a container, or a
+    subreaper): then it is reaped here, as a zombie would otherwise stay for good. Its pid
+    namespace dies with it, so nothing else of the sandbox remains. Elsewhere (another reaper
+    has it) its uid is not given to a new sandbox until it is gone (_take_uid)."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+    except ProcessLookupError:  # gone: bubblewrap reaped it
+        pass
+    except ChildProcessError:  # not ours to reap
+        if uid is not None:
+            with _lock:
+                _remains[uid] = pidfd
+            return
+    os.close(pidfd)
+
+
+def _wait_until_blocked(pid, block_fd):
+    """Waits (PROBE_TIMEOUT seconds at most) until the sandbox's PID 1 reads bubblewrap's
+    --block-fd: its mounts are all made, and its command has not started."""
+    read = READ_SYSCALL.get(os.uname().machine)
+    if read is None:
+        raise OSError(f"no read system call number known for a {os.uname().machine} machine")
+    blocked, deadline = f"{read} {hex(block_fd)} ", time.monotonic() + PROBE_TIMEOUT
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/syscall") as file:
+            if file.read().startswith(blocked):
+                return
+        time.sleep(0.0005)
+    raise OSError("the sandbox was not ready in time")
+
+
+def _copy_in(host, directory, uid):
+    """Copies the files under the host directory into the sandbox's writable directory (the fd
+    `directory`, before the command starts), as the command's own files."""
+    target = f"/proc/self/fd/{directory}"
+    shutil.copytree(host, target, symlinks=True, dirs_exist_ok=True)
+    if uid is not None:
+        for root, subdirectories, names in os.walk(target):
+            os.chown(root, uid, uid)
+            for name in subdirectories + names:
+                os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
+
+
+def _copy_out(directory, host, budget):
+    """Copies the regular files of the sandbox's writable directory (the fd `directory`, once
+    the command ended: nothing can change them now) back to the host directory, `budget` bytes
+    at most (a file that would pass it is left out, as are links, pipes and the like).
+    Returns what is left of the budget."""
+    for root, subdirectories, names, root_fd in os.fwalk(".", dir_fd=directory):
+        os.makedirs(os.path.join(host, root), exist_ok=True)
+        for name in sorted(names):
+            info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > budget:
+                continue
+            budget -= info.st_size
+            source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=root_fd)
+            try:
+                with open(os.path.join(host, root, name), "wb") as target:
+                    os.chmod(target.fileno(), info.st_mode & 0o755)
+                    copied = 0
+                    while copied < info.st_size and (sent := os.sendfile(target.fileno(), source, copied,
+                                                                         info.st_size - copied)):
+                        copied += sent
+            finally:
+                os.close(source)
+    return budget
 
 
 def _kill_uid(uid):
@@ -415,13 +541,14 @@ def _limits(memory, timeout, file_size, processes):
     return [shutil.which("prlimit", path=SEARCH_PATH), *limits, "--"]
 
 
-def _bwrap_argv(bwrap, files, binds, uid, runtime, seccomp):
+def _bwrap_argv(bwrap, files, binds, uid, runtime, seccomp, writable=()):
     """bubblewrap's command line, up to the limits and the command: files [(fd, path)] are
     copied into the sandbox, binds: bubblewrap's words that mount directories, runtime: the host
     paths that make up the system it sees (see _system_mounts), seccomp: the fd of the filter, or
-    None. uid: where a root trainer runs it, bubblewrap runs as root without a user namespace (so
-    it can mount what only root reaches, a toolchain under /root) and hands the command to `uid`;
-    anyone else runs it in a user namespace of their own."""
+    None, writable: [(path, size)] of further tmpfs (run()'s dirs). uid: where a root trainer
+    runs it, bubblewrap runs as root without a user namespace (so it can mount what only root
+    reaches, a toolchain under /root) and hands the command to `uid`; anyone else runs it in a
+    user namespace of their own."""
     namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     if uid is None:
         namespaces += ["--unshare-user", "--cap-drop", "ALL"]
@@ -438,9 +565,18 @@ def _bwrap_argv(bwrap, files, binds, uid, runtime, seccomp):
         _trees.cache_clear()
         _system_mounts.cache_clear()
     argv += _system_mounts(tuple(sorted({*runtime, *machinery, *SYSTEM_FILES})))
-    argv += ["--proc", "/proc", "--dev", "/dev", "--dir", "/prog"]
+    # A /dev of its own holding the devices that never block (bubblewrap's --dev would add a
+    # terminal and a pseudo-terminal multiplexer, whose reads wait for ever): a compiler told to
+    # read one (`#include "/dev/ptmx"`) finds nothing to wait on.
+    argv += ["--proc", "/proc", "--tmpfs", "/dev"]
+    for device in DEVICES:
+        argv += ["--dev-bind", f"/dev/{device}", f"/dev/{device}"]
+    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        argv += ["--symlink", target, f"/dev/{link}"]
+    argv += ["--dir", "/prog"]
     sized = "--size" in _bwrap_options(bwrap)
-    for directory, size in (("/tmp", TMPFS_SIZE), ("/work", TMPFS_SIZE), ("/dev/shm", SHM_SIZE)):
+    for directory, size in (("/tmp", TMPFS_SIZE), ("/work", TMPFS_SIZE), ("/dev/shm", SHM_SIZE), *writable):
         argv += (["--size", str(size)] if sized else []) + ["--tmpfs", directory]
         if uid is not None:
             argv += ["--chmod", "1777", directory]  # (made by root: writable by the command's uid)
@@ -634,12 +770,15 @@ def _seccomp_program():
     """The seccomp filter (classic BPF, as bubblewrap's --seccomp reads it) for this machine, or
     None where SECCOMP_ARCHES does not know it. unshare() and clone() with CLONE_NEWUSER in their
     flags fail with EPERM; clone3() fails with ENOSYS, as on a kernel without it, since its flags
-    lie in memory a filter cannot read (libc then falls back to clone); system calls of another
-    ABI (i386 through int 0x80, x86-64's x32: their numbers differ) fail with ENOSYS; the rest
-    are allowed."""
+    lie in memory a filter cannot read (libc then falls back to clone); add_key(), request_key()
+    and keyctl() fail with EPERM, as container runtimes' default profiles have them: the
+    kernel's keyrings belong to a uid, not to a sandbox, so a key would outlive its sandbox and
+    reach the next one of that uid (or any, opened to all); system calls of another ABI (i386
+    through int 0x80, x86-64's x32: their numbers differ) fail with ENOSYS; the rest are
+    allowed."""
     if os.uname().machine not in SECCOMP_ARCHES:
         return None
-    arch, unshare, clone, clone3 = SECCOMP_ARCHES[os.uname().machine]
+    arch, unshare, clone, clone3, (add_key, request_key, keyctl) = SECCOMP_ARCHES[os.uname().machine]
     load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|JGE|JSET|K, BPF_RET|K
     allow, eperm, enosys = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38  # SECCOMP_RET_ALLOW, _ERRNO | errno
     program = [  # (code, jump if true, jump if false, k); jumps count the instructions skipped
@@ -651,12 +790,16 @@ def _seccomp_program():
         (ret, 0, 0, enosys),              # 5
         (jeq, 0, 1, clone3),              # 6
         (ret, 0, 0, enosys),              # 7
-        (jeq, 1, 0, unshare),             # 8: -> 10
-        (jeq, 0, 3, clone),               # 9: -> 10, else 13
-        (load, 0, 0, 16),                 # 10: the low 32 bits of args[0], the flags
-        (jset, 0, 1, CLONE_NEWUSER),      # 11
-        (ret, 0, 0, eperm),               # 12
-        (ret, 0, 0, allow),               # 13
+        (jeq, 2, 0, add_key),             # 8: -> 11
+        (jeq, 1, 0, request_key),         # 9: -> 11
+        (jeq, 0, 1, keyctl),              # 10: -> 11, else 12
+        (ret, 0, 0, eperm),               # 11
+        (jeq, 1, 0, unshare),             # 12: -> 14
+        (jeq, 0, 3, clone),               # 13: -> 14, else 17
+        (load, 0, 0, 16),                 # 14: the low 32 bits of args[0], the flags
+        (jset, 0, 1, CLONE_NEWUSER),      # 15
+        (ret, 0, 0, eperm),               # 16
+        (ret, 0, 0, allow),               # 17
     ]
     return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
 
@@ -679,19 +822,27 @@ def _cgroup_parent():
     """(version, directory) in which this process can make a memory cgroup per sandbox, or None.
     cgroup v2: a directory "oorl-sandbox" beside the root's children, where the root offers the
     memory controller and lets us enable it (as root on a host; a container's or a user's own
-    cgroup holds processes, so it cannot). cgroup v1: a child of our own memory cgroup."""
+    cgroup holds processes, so it cannot), and the pids controller with it where offered.
+    cgroup v1: a child of our own memory cgroup."""
     try:
         for fields in _cgroup_mounts():
             mount_point, fstype = fields[4], fields[fields.index("-") + 1]
             if fstype == "cgroup2":
                 with open(os.path.join(mount_point, "cgroup.controllers")) as file:
-                    if "memory" not in file.read().split():
-                        continue
+                    offered = file.read().split()
+                if "memory" not in offered:
+                    continue
                 parent = os.path.join(mount_point, "oorl-sandbox")
                 os.makedirs(parent, exist_ok=True)
                 for directory in (mount_point, parent):
                     with open(os.path.join(directory, "cgroup.subtree_control"), "w") as file:
                         file.write("+memory")
+                    try:  # (the pids controller is welcome, not needed: see _pids_cgroup_parent)
+                        if "pids" in offered:
+                            with open(os.path.join(directory, "cgroup.subtree_control"), "w") as file:
+                                file.write("+pids")
+                    except OSError:
+                        pass
                 return 2, parent
     except (OSError, ValueError, IndexError):
         return None
@@ -708,6 +859,19 @@ def _cpu_cgroup_parent():
     if memory and memory[0] == 2:
         return memory
     parent = _v1_parent("cpuacct")
+    return (1, parent) if parent else None
+
+
+@functools.lru_cache(maxsize=None)
+def _pids_cgroup_parent():
+    """(version, directory) in which this process can make a cgroup per sandbox that bounds its
+    number of tasks, or None: on cgroup v2 the memory cgroup's parent where it enabled pids, on
+    cgroup v1 a child of our own cgroup of the pids controller."""
+    memory = _cgroup_parent()
+    if memory and memory[0] == 2:
+        with open(os.path.join(memory[1], "cgroup.subtree_control")) as file:
+            return memory if "pids" in file.read().split() else None
+    parent = _v1_parent("pids")
     return (1, parent) if parent else None
 
 
@@ -733,35 +897,52 @@ def _cgroup_mounts():
         return [line.split() for line in file]
 
 
-def _make_cgroup(memory):
-    """{"memory": (version, path), "cpu": (version, path)}: the fresh cgroups of one sandbox (one
-    directory for both on cgroup v2), the memory one holding `memory` bytes at most, swap
-    included, the CPU one counting its CPU time; without the ones this process cannot make.
-    Raises OSError (having removed what it made) where making one fails."""
+def _make_cgroup(memory, processes):
+    """{"memory": (version, path), "cpu": ..., "pids": ...}: the fresh cgroups of one sandbox (one
+    directory for all on cgroup v2), the memory one holding `memory` bytes at most, swap
+    included, the CPU one counting its CPU time, the pids one holding `processes` tasks at most;
+    without the ones this process cannot make. Raises OSError (having removed what it made)
+    where making one fails."""
     name, made = f"sandbox-{os.getpid()}-{next(_cgroup_names)}", {}
     try:
-        for kind, found in (("memory", _cgroup_parent()), ("cpu", _cpu_cgroup_parent())):
+        for kind, found in (("memory", _cgroup_parent()), ("cpu", _cpu_cgroup_parent()),
+                            ("pids", _pids_cgroup_parent())):
             if found:
                 version, parent = found
                 made[kind] = version, os.path.join(parent, name)
-                if kind == "memory" or made[kind] != made.get("memory"):
+                if made[kind] not in [made[other] for other in made if other != kind]:
                     os.mkdir(made[kind][1])
+        settings = []
         if "memory" in made:
             version, path = made["memory"]
-            settings = ({"memory.max": memory, "memory.swap.max": 0} if version == 2 else
-                        {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory})
-            for setting, value in settings.items():
-                if os.path.exists(os.path.join(path, setting)):  # swap accounting may be off
-                    with open(os.path.join(path, setting), "w") as file:
-                        file.write(str(value))
+            settings += [(path, setting, value) for setting, value in (
+                {"memory.max": memory, "memory.swap.max": 0} if version == 2 else
+                {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory}).items()]
+        if "pids" in made:
+            settings.append((made["pids"][1], "pids.max", processes))
+        for path, setting, value in settings:
+            if os.path.exists(os.path.join(path, setting)):  # swap accounting may be off
+                with open(os.path.join(path, setting), "w") as file:
+                    file.write(str(value))
     except OSError:
         _remove_cgroup(made)
         raise
     return made
 
 
+def _join_cgroup(cgroup, pid):
+    """Moves the process `pid` (the sandbox's PID 1, before its command starts) into the
+    sandbox's cgroups: what it starts is born there. bubblewrap's monitor, its parent, stays
+    out, so that nothing the command does to its cgroups (filling its memory with pages no
+    process owns, so that the OOM killer picks the smallest process) can kill the monitor."""
+    for path in sorted({path for _, path in cgroup.values()}):
+        with open(os.path.join(path, "cgroup.procs"), "w") as file:
+            file.write(str(pid))
+
+
 def _in_cgroup(cgroup):
-    """The words that move the rest of a command line into the cgroups before it starts."""
+    """The words that move the rest of a command line into the cgroups before it starts (reduced
+    isolation: no monitor to keep out of them)."""
     if not cgroup:
         return []
     procs = " ".join(sorted({os.path.join(path, "cgroup.procs") for _, path in cgroup.values()}))
@@ -824,26 +1005,29 @@ def _fill_pairs(pairs, mapping):
     return [(name, fill((value,), mapping)[0]) for name, value in pairs]
 
 
-def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/", cpu=None):
+def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/", cpu=None, start=None):
     """Runs argv in a new session (its own process group) with a wall-clock timeout and capped
     output. cpu: (seconds, a function that reads the CPU seconds the sandbox used) or None.
     Returns (status, returncode, stdout, stderr); status is None if it ended by itself, else
     "timeout" (the wall clock), "cpu_time" (the CPU seconds), "output_limit", or "infra_error"
     (it never started the command: no process, or bubblewrap's own setup failed).
 
-    bubblewrap (the word `bwrap` of argv, after the words that set the cgroup and the user)
-    gets a status fd through which it tells the pid of the sandbox's PID 1 and, with
-    --json-status-fd, the command's exit code: the latter only once the command itself started,
-    so its absence tells bubblewrap's failures from the command's. On a timeout PID 1 is killed,
-    which ends its whole PID namespace, and bwrap reaps it and exits. (Killing bwrap first
-    would orphan it: a zombie for whoever is PID 1, which in a container may be the trainer
-    itself, and it never reaps.)"""
+    bubblewrap (the word `bwrap` of argv) gets a status fd through which it tells the pid of
+    the sandbox's PID 1 and, with --json-status-fd, the command's exit code: the latter only
+    once the command itself started, so its absence tells bubblewrap's failures from the
+    command's. PID 1 waits at --block-fd, its sandbox made, until start(pid, fd number) has
+    run (moved it into its cgroups, say); a start that raises OSError is the sandbox's failure.
+    On a timeout PID 1 is killed, which ends its whole PID namespace, and bwrap reaps it and
+    exits. (Killing bwrap first would orphan it: a zombie for whoever is PID 1, which in a
+    container may be the trainer itself, and it never reaps.)"""
     info_read, info_write = os.pipe() if bwrap else (-1, -1)
+    block_read, block_write = os.pipe() if bwrap else (-1, -1)
     json_status = bwrap and "--json-status-fd" in _bwrap_options(bwrap)  # (bubblewrap >= 0.5)
     if bwrap:
         at = argv.index(bwrap) + 1
         option = "--json-status-fd" if json_status else "--info-fd"
-        argv, pass_fds = [*argv[:at], option, str(info_write), *argv[at:]], [*pass_fds, info_write]
+        argv = [*argv[:at], option, str(info_write), "--block-fd", str(block_read), *argv[at:]]
+        pass_fds = [*pass_fds, info_write, block_read]
     stdin_file = os.memfd_create("stdin")  # a file, not a pipe: no deadlock on a large input
     os.write(stdin_file, stdin)
     os.lseek(stdin_file, 0, os.SEEK_SET)
@@ -852,15 +1036,26 @@ def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/", cpu=None):
                                 cwd=cwd, env=env, pass_fds=pass_fds, start_new_session=True)
     except OSError as error:  # the machine refused a process (pids, memory, file descriptors)
         if bwrap:
-            os.close(info_read)
+            for fd in (info_read, block_write):
+                os.close(fd)
         return "infra_error", None, b"", f"sandbox.py: cannot start the sandbox: {error}".encode()
     finally:
         os.close(stdin_file)
         if bwrap:
-            os.close(info_write)
+            for fd in (info_write, block_read):
+                os.close(fd)
     out, err, exited = proc.stdout.fileno(), proc.stderr.fileno(), os.pidfd_open(proc.pid)
     output = {out: bytearray(), err: bytearray(), info_read: bytearray()}
-    status, deadline, has_exited = None, time.monotonic() + wall_clock, False
+    status, failure = None, b""
+    if bwrap:
+        try:
+            _start_sandbox(proc, info_read, output[info_read], block_read, start)
+        except OSError as error:  # (bubblewrap failing meanwhile, its PID 1 gone, included: it says why below)
+            failure = f"sandbox.py: cannot start the sandbox: {error}\n".encode()
+            _kill_sandbox(proc, output[info_read])
+        finally:
+            os.close(block_write)
+    deadline, has_exited = time.monotonic() + wall_clock, False
     with selectors.DefaultSelector() as selector:
         for fd in (out, err, exited) + ((info_read,) if bwrap else ()):
             selector.register(fd, selectors.EVENT_READ)
@@ -888,10 +1083,7 @@ def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/", cpu=None):
                     status = "output_limit"
                 else:
                     output[key.fd] += data
-        if status and bwrap:  # bwrap writes the pid as soon as the sandbox exists
-            while (b"child-pid" not in output[info_read] and info_read in selector.get_map()
-                   and select.select([info_read], [], [], 1.0)[0] and (data := os.read(info_read, 4096))):
-                output[info_read] += data
+        if status in ("timeout", "cpu_time", "output_limit") and bwrap:
             _kill_sandbox(proc, output[info_read])
     try:  # the whole group, before reaping (its id cannot be reused while the leader is a zombie)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -903,9 +1095,35 @@ def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/", cpu=None):
         os.close(info_read)
     proc.stdout.close()
     proc.stderr.close()
-    if bwrap and status is None and (b'"exit-code"' if json_status else b'"child-pid"') not in output[info_read]:
+    if failure or bwrap and status is None and (b'"exit-code"' if json_status else b'"child-pid"') not in output[info_read]:
         status = "infra_error"
-    return status, proc.returncode, bytes(output[out]), bytes(output[err])
+    return status, proc.returncode, bytes(output[out]), failure + bytes(output[err])
+
+
+def _start_sandbox(proc, info_read, info, block_fd, start):
+    """Reads bubblewrap's status fd until it tells the pid of the sandbox's PID 1 (bubblewrap
+    writes it as soon as the sandbox exists; end of file: bubblewrap failed first, which the
+    caller finds out), checks that it is bubblewrap's child, and runs start on it."""
+    deadline = time.monotonic() + PROBE_TIMEOUT
+    while b"child-pid" not in info:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise OSError("bubblewrap did not say which process is the sandbox's")
+        if select.select([info_read], [], [], remaining)[0]:
+            data = os.read(info_read, 4096)
+            if not data:
+                return
+            info += data
+    while not re.search(rb'"child-pid":\s*\d+\D', info):  # (the number whole)
+        if not select.select([info_read], [], [], 1.0)[0] or not (data := os.read(info_read, 4096)):
+            break
+        info += data
+    pid = int(re.search(rb'"child-pid":\s*(\d+)', info).group(1))
+    with open(f"/proc/{pid}/status") as file:
+        if int(re.search(r"PPid:\s+(\d+)", file.read()).group(1)) != proc.pid:
+            raise OSError("the sandbox's PID 1 is not bubblewrap's child")
+    if start:
+        start(pid, block_fd)
 
 
 def _kill_sandbox(proc, info):
@@ -934,14 +1152,25 @@ def first_lines(text, n):
 
 if __name__ == "__main__":
     mode = check()
-    memory, cpu = (_cgroup_parent(), _cpu_cgroup_parent()) if USE_CGROUP else (None, None)
+    memory, cpu, pids = ((_cgroup_parent(), _cpu_cgroup_parent(), _pids_cgroup_parent()) if USE_CGROUP
+                         else (None, None, None))
+    bwrap = mode == "bwrap"
     print(f"sandbox: {mode}, commands run as {_who()}")
     print("memory cgroup per sandbox: " + (f"v{memory[0]}, under {memory[1]}" if memory else
                                             "none (bounded by the address-space limit x the process cap)"))
     print("CPU budget for the whole sandbox: " + (f"v{cpu[0]} cgroup, under {cpu[1]}" if cpu else
                                                   "UNAVAILABLE (no cgroup counts CPU time: RLIMIT_CPU per process)"))
-    print("minimal mount set (one runtime per sandbox): " + ("active" if mode == "bwrap" else
+    print("process cap for the whole sandbox: " + (f"v{pids[0]} pids cgroup, under {pids[1]}" if pids else
+                                                   "RLIMIT_NPROC (counts its uid's processes)"))
+    print("bubblewrap's monitor outside the sandbox's cgroups (its PID 1 joins them before the command starts): "
+          + ("active" if bwrap else "no monitor (reduced isolation)"))
+    print("minimal mount set (one runtime per sandbox): " + ("active" if bwrap else
                                                              "UNAVAILABLE (reduced isolation has no mount namespace)"))
-    print("seccomp filter (no nested user namespaces): " + (
-        f"active ({os.uname().machine})" if mode == "bwrap" and _seccomp_program() else
-        "UNAVAILABLE (reduced isolation)" if mode != "bwrap" else f"UNAVAILABLE (no filter for {os.uname().machine})"))
+    print(f"/dev: {', '.join(DEVICES)}, shm, fd (no terminal)" if bwrap else "/dev: the host's (reduced isolation)")
+    print("writable directories (dirs): " + ("a tmpfs of the sandbox each, its regular files copied back, bounded"
+                                             if bwrap and os.uname().machine in READ_SYSCALL else
+                                             "the host's, copied (reduced isolation)" if not bwrap else
+                                             f"UNAVAILABLE (no read system call number for {os.uname().machine})"))
+    print("seccomp filter (no nested user namespaces, no kernel keyrings): " + (
+        f"active ({os.uname().machine})" if bwrap and _seccomp_program() else
+        "UNAVAILABLE (reduced isolation)" if not bwrap else f"UNAVAILABLE (no filter for {os.uname().machine})"))

@@ -516,7 +516,7 @@ def test_an_infrastructure_failure_is_a_verdict_of_its_own_and_never_cached(fail
         monkeypatch.setattr(sandbox, "_system_mounts",
                             lambda runtime: [*mounts(runtime), "--ro-bind", f"/oorl-missing-{TOKEN}", "/x"])
     else:
-        def refuse(memory):
+        def refuse(memory, processes):
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(sandbox, "_make_cgroup", refuse)

@@ -247,7 +247,7 @@ def test_no_sandbox_makes_a_nested_user_namespace():
     CLONE_NEWUSER (and clone3, whose flags it cannot read)."""
     if os.uname().machine not in sandbox.SECCOMP_ARCHES:
         pytest.skip(f"no seccomp filter for {os.uname().machine}")
-    _, _, clone, clone3 = sandbox.SECCOMP_ARCHES[os.uname().machine]
+    _, _, clone, clone3, _ = sandbox.SECCOMP_ARCHES[os.uname().machine]
     result = sandbox.run([PYTHON, "-c", NESTED_USER_NAMESPACES, str(clone), str(clone3)], runtime=RUNTIME)
     assert result.status == "ok", result
     assert result.stdout.decode().splitlines() == ["unshare Operation not permitted", "clone Operation not permitted",
@@ -293,7 +293,7 @@ def test_only_the_sandboxs_own_failures_are_infra_errors(monkeypatch):
     assert broken.status == "infra_error" and broken.exit_code is None and b"bwrap" in broken.stderr, broken
     monkeypatch.undo()
 
-    def refuse(memory):
+    def refuse(memory, processes):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(sandbox, "_make_cgroup", refuse)
@@ -309,3 +309,128 @@ def test_a_mechanism_the_machine_lacks_is_named_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sandbox.check() == "bwrap"
+
+
+# ----------------------------------------------------------------------------- the machinery out of the program's reach
+
+# Fills every writable tmpfs (/tmp, /work: pages that belong to no process) in 4 KiB writes
+# until refused: a program far smaller than bubblewrap's monitor, so that the OOM killer of a
+# cgroup holding both would pick the monitor.
+FILL_TMPFS = r"""
+#include <fcntl.h>
+#include <unistd.h>
+static char page[4096];
+int main(void) {
+    const char *names[] = {"/tmp/a", "/tmp/b", "/tmp/c", "/tmp/d", "/work/a", "/work/b", "/work/c", "/work/d"};
+    for (int i = 0; i < 8; i++) {
+        int fd = open(names[i], O_WRONLY | O_CREAT, 0600);
+        while (write(fd, page, sizeof page) == sizeof page)
+            ;
+        close(fd);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tmpfs_filler():
+    """FILL_TMPFS built static (it needs no library in the sandbox)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        with open(os.path.join(scratch, "fill.c"), "w") as file:
+            file.write(FILL_TMPFS)
+        subprocess.run(["gcc", "-static", "-O1", "-o", os.path.join(scratch, "fill"), os.path.join(scratch, "fill.c")],
+                       check=True)
+        yield os.path.join(scratch, "fill")
+
+
+def test_a_program_cannot_make_its_verdict_an_infra_error(tmpfs_filler):
+    """A program that fills its memory cgroup with pages no process owns, being smaller than
+    bubblewrap's monitor, gets its own verdict: the monitor is not in its cgroup."""
+    for _ in range(3):
+        result = sandbox.run(["{prog}/fill"], [(tmpfs_filler, "fill")], timeout=2.0, memory=32 * sandbox.MiB,
+                             runtime=())
+        assert result.status == ("memory_limit" if sandbox._cgroup_parent() else "ok"), result
+
+
+KEY_SYSCALLS = {"x86_64": (248, 249, 250), "aarch64": (217, 218, 219)}  # add_key, request_key, keyctl
+KEYS = ("import ctypes, os, sys\n"  # add_key, request_key, keyctl(KEYCTL_READ), as sys.argv says
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "add_key, request_key, keyctl = map(int, sys.argv[1:4])\n"
+        "def said(result):\n"
+        "    return str(result) if result >= 0 else os.strerror(ctypes.get_errno())\n"
+        "if sys.argv[4] == 'add':\n"
+        "    secret = b'oorl-secret'\n"
+        "    key = libc.syscall(add_key, b'user', b'oorl-left', secret, len(secret), -4)\n"  # the user keyring
+        "    print('add_key', said(key))\n"
+        "    if key >= 0:\n"
+        "        print('setperm', said(libc.syscall(keyctl, 5, key, 0x3f3f3f3f)))\n"  # KEYCTL_SETPERM: all
+        "else:\n"
+        "    key = libc.syscall(request_key, b'user', b'oorl-left', None, 0)\n"
+        "    print('request_key', said(key))\n"
+        "    buffer = ctypes.create_string_buffer(64)\n"
+        "    print('read', said(libc.syscall(keyctl, 11, key, buffer, 64)), buffer.value)\n")  # KEYCTL_READ
+HONEST_THREADS = ("import threading\n"  # 4 tasks at once: the interpreter and 3 threads
+                  "done = []\n"
+                  "threads = [threading.Thread(target=done.append, args=(i,)) for i in range(3)]\n"
+                  "for thread in threads:\n    thread.start()\n"
+                  "for thread in threads:\n    thread.join()\n"
+                  "print(sorted(done))\n")
+SUBREAPER_TRAINER = """
+import ctypes, json, sys
+import sandbox
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: as a trainer that is PID 1 of a container
+python, stdlib, filler, keys, honest, numbers = sys.argv[1:]
+statuses = [sandbox.run(["{prog}/fill"], [(filler, "fill")], timeout=2.0, memory=32 << 20, processes=6,
+                        runtime=()).status for _ in range(8)]
+added = sandbox.run([python, "-c", keys, *numbers.split(), "add"], processes=6, runtime=(stdlib,))
+found = sandbox.run([python, "-c", keys, *numbers.split(), "find"], processes=6, runtime=(stdlib,))
+after = sandbox.run([python, "-c", honest], processes=6, runtime=(stdlib,))
+print(json.dumps([statuses, added.stdout.decode(), found.stdout.decode(), after.status, after.stdout.decode()]))
+"""
+
+
+def test_nothing_of_a_sandbox_reaches_the_next_one(tmpfs_filler):
+    """In a trainer that is a subreaper (orphans come to it, as to PID 1 of a container), eight
+    sandboxes that fill their memory, then one that leaves a key in its user's keyring (opened
+    to all), then an honest program of 4 tasks in the same slot, with 6 tasks allowed: no
+    zombie counts against it, and the key was never made."""
+    numbers = " ".join(map(str, KEY_SYSCALLS[os.uname().machine]))
+    done = subprocess.run([PYTHON, "-c", SUBREAPER_TRAINER, PYTHON, STDLIB, tmpfs_filler, KEYS, HONEST_THREADS,
+                           numbers], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    statuses, added, found, status, printed = json.loads(done.stdout)
+    assert "infra_error" not in statuses, statuses
+    assert added.split("\n")[0] == "add_key Operation not permitted", added
+    assert "oorl-secret" not in found and found.split("\n")[0] == "request_key Operation not permitted", found
+    assert (status, printed) == ("ok", "[0, 1, 2]\n")
+
+
+def test_a_compilers_output_reaches_the_host_disk_only_through_the_bounded_copy():
+    """rustc writes its object file beside its output: a program of one large static array
+    makes it write hundreds of MiB. The output directory is a tmpfs of the sandbox, and what
+    comes back to the host directory is bounded (copy_limit, by default FILE_SIZE)."""
+    with tempfile.TemporaryDirectory() as out:
+        with open(os.path.join(out, "main.rs"), "w") as file:
+            file.write("static BIG: [u8; 200 << 20] = [1; 200 << 20];\nfn main() { println!(\"{}\", BIG[12345]); }\n")
+        reached, done = 0, threading.Event()
+
+        def sample():
+            nonlocal reached
+            while not done.is_set():
+                reached = max(reached, sum(os.path.getsize(os.path.join(out, name)) for name in os.listdir(out)
+                                           if os.path.isfile(os.path.join(out, name))))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = sandbox.run([reward._tool("rustc"), "-C", "opt-level=0", "-o", "{out}/main", "{out}/main.rs"],
+                                 timeout=30, memory=2 << 30, processes=64, file_size=1 << 30,
+                                 dirs=[("out", out)], runtime=reward._runtime("rust", "check"))
+        finally:
+            done.set()
+            sampler.join()
+        print(f"{result.status}: the host directory reached {reached / sandbox.MiB:.0f} MiB")
+        assert reached <= sandbox.FILE_SIZE, f"{reached / sandbox.MiB:.0f} MiB reached the host disk"
+        assert os.path.exists(os.path.join(out, "main.rs"))  # (what was there stays)
