@@ -384,7 +384,7 @@ def _naive_rewards(completions, batch, compile_per_test, workers):
     case also compiles the program again (no cache at all); else once per completion."""
     import os, shutil, subprocess, tempfile
     from concurrent.futures import ThreadPoolExecutor
-    import reward, tasks
+    import languages, reward, tasks
 
     def words(command, directory, name):
         if command[-1] == "Javac":  # the plain compiler, one program per call
@@ -396,11 +396,11 @@ def _naive_rewards(completions, batch, compile_per_test, workers):
             command = command[:at] + command[at + 2:]
         filled = [w.replace("{src}", f"{directory}/{name}").replace("{prog}", directory).replace("{out}", directory)
                   .replace("{cache}", directory) for w in command]
-        return [filled[0] if "/" in filled[0] else reward._tool(filled[0]) or filled[0]] + filled[1:]  # (rustup's proxy: its rustc)
+        return [filled[0] if "/" in filled[0] else languages.tool(filled[0]) or filled[0]] + filled[1:]  # (rustup's proxy: its rustc)
 
     def one(i):
         lang, task = batch[i]["tgt_lang"], batch[i]
-        spec, program = reward.LANGUAGES[lang], tasks.harness(completions[i], lang, task["n_args"])
+        spec, program = languages.LANGUAGES[lang], tasks.harness(completions[i], lang, task["n_args"])
         name = spec.source
         env = {**os.environ, **dict(spec.env)}
         directory = None
@@ -436,9 +436,9 @@ def _timed(fn):
     """(result, wall seconds, CPU seconds of the child processes: compilers, sandboxes, programs,
     {"compile": s, "run": s}: seconds inside sandboxes that compile (or check the syntax) and
     inside sandboxes that run a program, summed over the workers, so up to `cores` times the wall
-    clock; a sandbox given reward.COMPILE_TIMEOUT or more is a compile)."""
+    clock; a sandbox given languages.COMPILE_TIMEOUT or more is a compile)."""
     import resource, threading
-    import reward, sandbox
+    import languages, sandbox
     inside, lock, run_for_real = {"compile": 0.0, "run": 0.0}, threading.Lock(), sandbox.run
 
     def timed_run(argv, files=(), stdin=b"", timeout=2.0, *args, **kwargs):
@@ -447,7 +447,7 @@ def _timed(fn):
             return run_for_real(argv, files, stdin, timeout, *args, **kwargs)
         finally:
             with lock:
-                inside["compile" if timeout >= reward.COMPILE_TIMEOUT else "run"] += time.perf_counter() - start
+                inside["compile" if timeout >= languages.COMPILE_TIMEOUT else "run"] += time.perf_counter() - start
 
     before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     sandbox.run = timed_run
@@ -465,19 +465,19 @@ def _cold_score(completions, batch):
     (g++'s precompiled header, javac's class archive: a training run makes them once) are made
     before the clock starts."""
     import shutil, tempfile
-    import reward
+    import languages, reward
     cache, reward._cache_dir = reward._cache_dir, tempfile.mkdtemp(prefix="bench-cache-")
     reward._memory_cache.clear()
-    reward._warmed_up.clear()
+    languages._warmed_up.clear()
     try:
         for lang in sorted({task["tgt_lang"] for task in batch}):
-            reward.execute(reward.HELLO[lang], lang)
+            reward.execute(languages.HELLO[lang], lang)
         return _timed(lambda: reward.score(completions, batch))
     finally:
         shutil.rmtree(reward._cache_dir)
         reward._cache_dir = cache
         reward._memory_cache.clear()
-        reward._warmed_up.clear()
+        languages._warmed_up.clear()
 
 
 def bench_reward(langs=None, baseline_sample=8, cores=2):
@@ -503,7 +503,7 @@ def bench_reward(langs=None, baseline_sample=8, cores=2):
 
 
 def _bench_reward_languages(langs, baseline_sample, cores):
-    import reward, sandbox, tasks
+    import languages, reward, sandbox, tasks
     completions, _ = _reward_batch("python")
     print(f"reward: {cores} cores; batch: {len(completions)} completions for 16 tasks, {len(set(completions))} "
           f"distinct; sandbox: {sandbox.check()}; compile s, run s: inside sandboxes, summed over workers")
@@ -523,7 +523,7 @@ def _bench_reward_languages(langs, baseline_sample, cores):
         row = {"reward_score": (len(completions) / wall, cpu / len(completions), inside["compile"], inside["run"])}
         sample, sample_batch = completions[:baseline_sample], batch[:baseline_sample]
         for name, compile_per_test in (("naive", True), ("naive_compile_once", False)):
-            if name == "naive_compile_once" and not reward.LANGUAGES[lang].compiled:
+            if name == "naive_compile_once" and not languages.LANGUAGES[lang].compiled:
                 row[name] = row["naive"]  # nothing to compile: the same baseline
                 continue
             naive, wall, cpu, _ = _timed(lambda: _naive_rewards(sample, sample_batch, compile_per_test, cores))

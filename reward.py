@@ -1,7 +1,8 @@
 """
 reward.py: the binary reward of eq. 4 (1 if a completion is well formed, compiles inside its
 task's harness and prints every test's expected output, else 0) and the Verdict that says why;
-then how each language is compiled and run (in sandbox.py's sandbox), and the compile cache.
+the Scorer, the compile cache and the verdicts kept on disk. How each language is compiled and
+run is languages.py's table.
 
     from reward import execute, score, score_details
     score(completions, tasks)          # [1.0, 0.0, ...]: eq. 4 for a batch
@@ -14,50 +15,38 @@ then how each language is compiled and run (in sandbox.py's sandbox), and the co
     python reward.py      # how programs are isolated here, and which languages work
 
 A batch pays a tool's start-up once where the tool allows, never by sharing a sandbox between
-programs. A program is scored once however often it comes, and a Scorer keeps its verdicts on
-disk beside the compile cache: another run's Scorer (an evaluation of the same checkpoint family,
-an ablation's next row) does not run the same program on the same tests again. A language's
-programs are compiled (interpreted ones: syntax-checked) together where the toolchain can do it
-in one start (javac in one JVM, Go's in one `go build`, Python's and JavaScript's checks in one
-process, bash's and PHP's in one sandbox), each program on its own, with its own verdict and
-message. Then every program runs in a sandbox of its own.
+programs: a language's programs are compiled (interpreted ones: syntax-checked) together where
+its toolchain can (languages.py), each with its own verdict and message; then every program
+runs in a sandbox of its own. A program is scored once however often it comes, and a Scorer
+keeps its verdicts on disk beside the compile cache: another run's Scorer (an evaluation of the
+same checkpoint family, an ablation's next row) does not run the same program on the same
+tests again.
 
-Each language is a check (a compiler, or a syntax check for interpreted languages) and a run
-command, both run in the sandbox with per-language limits: the JVM, V8 and Go reserve far more
-address space than they use, compilers need more memory and time than programs. Time limits are
-CPU time (sandbox.py), so a busy machine does not turn a correct program into a timeout.
-
-Compilers read untrusted source but never run it: programs are compiled in the same sandbox, as
-the same unprivileged user as the programs (so `#include "/etc/shadow"` fails), with more
-memory and time. Compiled programs (and the syntax checks of interpreted languages) are cached
-by (language, source) in memory and in a private directory under the system temp dir, written
-atomically (built in a staging directory, then renamed) so that threads and several trainer
-processes share it. Failures are cached too, compile timeouts included: the same source fails
-the same way, and a compile bomb the policy keeps sampling costs one timeout. The cache also
-keeps, per language, what makes its compiler start faster, mounted read-only into compiles: the
-harness headers precompiled for g++; for Java the batch compiler and an archive of the classes
-its JVM loads.
+Compiled programs (and the syntax checks of interpreted languages) are cached by (language,
+source) in memory and in a private directory under the system temp dir, written atomically
+(built in a staging directory, then renamed) so that threads and several trainer processes
+share it. Failures are cached too, compile timeouts included: the same source fails the same
+way, and a compile bomb the policy keeps sampling costs one timeout. The same directory keeps,
+per language, what the language's warm-up makes (languages.warm_up).
 """
 import collections
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import os
-import re
-import shlex
 import shutil
 import sqlite3
 import stat
-import subprocess
 import tempfile
 import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import languages
 import sandbox
+from languages import LANGUAGES, InfraError
 from tasks import EOT, defines_f, harness
 
 MiB = 1 << 20
@@ -66,8 +55,6 @@ RUN_TIMEOUT = 0.5          # seconds of CPU time for one run (all of a task's te
                            # executes at most tasks.MAX_STEPS statements, so every reference runs in
                            # < 0.2 s of CPU, the JVM's start included (RESULTS.md); a program stuck in
                            # a loop holds a worker this long, and there are a few in every RL step
-COMPILE_TIMEOUT = 60.0     # seconds of CPU time for a compiler or syntax check
-COMPILE_PROCESSES = 128    # tasks (threads count) of a compile: `go build` runs several multi-threaded tools
 ERROR_LINES = 20           # lines of a compiler error kept for logging
 WORKERS = len(os.sched_getaffinity(0))  # score() runs this many programs at once (share_cores)
 CACHE_ENTRIES = 20000      # compiled programs kept on disk (the least recently used go first)
@@ -91,10 +78,6 @@ class Verdict:
     error: str     # the first lines of the compiler's message or of stderr ("" if none)
     first_failure: str = ""  # the first test it failed, "input '3 4': expected '7', got '8'" ("" if
                              # none, or it never ran)
-
-
-class InfraError(RuntimeError):
-    """The machinery failed (a sandbox that did not start, a cgroup, the disk), not the program."""
 
 
 # ----------------------------------------------------------------------------- the reward (eq. 4)
@@ -331,18 +314,13 @@ def execute(program, lang, stdin="", timeout=RUN_TIMEOUT):
 
 
 def _execute(program, lang, stdin, timeout):
-    spec = LANGUAGES[lang]
-    command = sandbox.fill(spec.run, {"{src}": "{prog}/" + spec.source})
     try:
         for attempt in range(2):
             directory, error = _artifact(lang, program)
             if error is not None:
                 return Execution("compile_error", "", error)
             try:
-                prog = os.path.join(directory, "prog")
-                files = [(os.path.join(prog, name), name) for name in sorted(os.listdir(prog))]
-                result = _in_sandbox(command, files, stdin.encode(), timeout, spec.memory, spec.env,
-                                     _runtime(lang, "run"))
+                result = languages.run(lang, os.path.join(directory, "prog"), stdin.encode(), timeout)
                 break
             except FileNotFoundError:  # another process pruned the entry just now: compile it again
                 with _lock:
@@ -355,243 +333,6 @@ def _execute(program, lang, stdin, timeout):
     return Execution(status, result.stdout.decode("utf-8", "replace"), result.stderr.decode("utf-8", "replace"))
 
 
-# ----------------------------------------------------------------------------- languages
-
-# JVM start-up dominates a tiny program: C1 only, the serial GC, class-data sharing, no perf file.
-JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto", "-XX:-UsePerfData",
-             "-Xss8m", "-Xmx256m", "-XX:ReservedCodeCacheSize=32m", "-XX:MaxMetaspaceSize=128m",
-             "-XX:CompressedClassSpaceSize=64m")
-JAVAC_JVM_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xmx512m")
-CPP_FLAGS = ("-O1", "-std=c++17")
-# GNU gold links a small program in ~0.01 s where the default linker (ld.bfd) takes ~0.04 s, a
-# third of a C++ program's compile (RESULTS.md); without gold in binutils, the default linker.
-LINK_FLAGS = ("-fuse-ld=gold",) if shutil.which("ld.gold", path=sandbox.SEARCH_PATH) else ()
-
-# The checks of a batched language (Language.batched) take the programs' directories. In each
-# one they leave error.txt (the message) if the program fails, then an empty file "done".
-# javac's own JVM compiles each program alone, as the javac command would, one after another:
-# the JVM starts once and javac's code is warm after the first program.
-JAVAC_MANY = """\
-import java.io.*;
-import javax.tools.*;
-
-class Javac {
-    public static void main(String[] dirs) throws IOException {
-        JavaCompiler javac = ToolProvider.getSystemJavaCompiler();
-        for (String dir : dirs) {
-            ByteArrayOutputStream said = new ByteArrayOutputStream();
-            if (javac.run(null, said, said, "-proc:none", "-encoding", "UTF-8", "-nowarn",
-                          "-d", dir + "/prog", dir + "/Main.java") != 0)
-                try (OutputStream error = new FileOutputStream(dir + "/error.txt")) { said.writeTo(error); }
-            new FileOutputStream(dir + "/done").close();
-        }
-    }
-}
-"""
-PYTHON_CHECK_MANY = """\
-import sys, traceback
-for d in sys.argv[1:]:
-    try:
-        compile(open(d + '/prog/main.py', 'rb').read(), d + '/prog/main.py', 'exec')
-    except Exception as error:
-        open(d + '/error.txt', 'w').write(''.join(traceback.format_exception_only(error)))
-    open(d + '/done', 'w').close()
-"""
-# as `node --check` does: the source compiled as the body of CommonJS's module function
-JAVASCRIPT_CHECK_MANY = """\
-const fs = require("fs"), vm = require("vm");
-for (const dir of process.argv.slice(1)) {
-    const file = dir + "/prog/main.js";
-    try {
-        vm.compileFunction(fs.readFileSync(file, "utf8"), ["exports", "require", "module", "__filename", "__dirname"],
-                           {filename: file});
-    } catch (error) {
-        fs.writeFileSync(dir + "/error.txt", String(error.stack).split("\\n    at ")[0]);
-    }
-    fs.writeFileSync(dir + "/done", "");
-}
-"""
-# `bash -n` and `php -l` check one file: one child per program, without a shell (none is in the sandbox)
-BASH_CHECK_MANY = 'for d; do e=$("$BASH" -n "$d/prog/main.sh" 2>&1) || printf "%s\\n" "$e" > "$d/error.txt"; : > "$d/done"; done'
-PHP_CHECK_MANY = """\
-foreach (array_slice($argv, 1) as $dir) {
-    $lint = proc_open([PHP_BINARY, "-n", "-l", "$dir/prog/main.php"], [1 => ["pipe", "w"], 2 => ["pipe", "w"]], $pipes);
-    $said = stream_get_contents($pipes[2]) . stream_get_contents($pipes[1]);
-    if (proc_close($lint) != 0) file_put_contents("$dir/error.txt", $said);
-    touch("$dir/done");
-}
-"""
-# go stops a whole build at a program it cannot load (an unknown import), and builds a package
-# that is not main without making a program: `go list` finds those first, and the others are
-# built by one `go build`, whose messages come under a "# <package>" line each. A program given
-# neither a binary nor a message is left to a build of its own.
-GO_BUILD_MANY = """\
-package main
-
-import (
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-)
-
-func main() {
-	os.Chdir(filepath.Dir(os.Args[1])) // the programs' directories are siblings
-	list := []string{"list", "-e", "-json"}
-	for _, dir := range os.Args[1:] {
-		list = append(list, "./"+filepath.Base(dir))
-	}
-	said, _ := exec.Command("go", list...).Output()
-	decoder, dirOf := json.NewDecoder(strings.NewReader(string(said))), map[string]string{}
-	build := []string{"build", "-ldflags=-s -w", "-o", "bin/"} // -s -w: no symbol table nor DWARF to link
-	for decoder.More() {
-		var found struct {
-			Dir, ImportPath, Name string
-			Error           *struct{ Err string }
-			DepsErrors      []struct{ Err string }
-		}
-		if decoder.Decode(&found) != nil {
-			return
-		}
-		dir := filepath.Base(found.Dir)
-		if found.Error != nil {
-			finish(dir, found.Error.Err+"\\n")
-		} else if len(found.DepsErrors) > 0 {
-			finish(dir, found.DepsErrors[0].Err+"\\n")
-		} else if found.Name != "main" { // go build would make no program of it
-			finish(dir, "package "+found.Name+" is not a main package\\n")
-		} else {
-			dirOf[found.ImportPath] = dir
-			build = append(build, "./"+dir)
-		}
-	}
-	if len(dirOf) == 0 {
-		return
-	}
-	said, _ = exec.Command("go", build...).CombinedOutput()
-	messages, owner := map[string]string{}, ""
-	for _, line := range strings.SplitAfter(string(said), "\\n") {
-		if header := strings.TrimPrefix(line, "# "); header != line {
-			owner = dirOf[strings.TrimSpace(header)]
-		} else if owner != "" {
-			messages[owner] += strings.TrimPrefix(line, owner+"/")
-		}
-	}
-	left := false
-	for _, dir := range dirOf {
-		if os.Rename(filepath.Join("bin", dir), filepath.Join(dir, "prog", "main")) == nil {
-			finish(dir, "")
-		} else if message, failed := messages[dir]; failed {
-			finish(dir, message)
-		} else {
-			left = true
-		}
-	}
-	if left { // go's words name no program: alone, a program fails with them
-		os.Stderr.Write(said)
-		os.Exit(1)
-	}
-}
-
-func finish(dir, message string) {
-	if message != "" {
-		os.WriteFile(filepath.Join(dir, "error.txt"), []byte(message), 0o644)
-	}
-	os.WriteFile(filepath.Join(dir, "done"), nil, 0o644)
-}
-"""
-
-
-@dataclasses.dataclass(frozen=True)
-class Language:
-    """How one language is checked and run. A command's first word is a tool (looked up on
-    SEARCH_PATH) or a path. Placeholders: {src} the source file, {out} the compiler's output
-    directory, {prog} the directory of what runs (the compiled program, or the source), {cache}
-    a directory kept between compiles (read-only to them)."""
-    source: str                  # the source file's name (Java: the public class must be Main)
-    check: tuple                 # compile, or (interpreted languages) check the syntax
-    run: tuple
-    package: str                 # the Debian package that provides the toolchain
-    compiled: bool = True        # False: the check writes nothing and the source itself runs
-    batched: bool = False        # True: the check takes many programs' directories (see _compile)
-    memory: int = 256 * MiB      # address space of a run (small, so that a memory bomb fails fast)
-    compile_memory: int = 2048 * MiB
-    env: tuple = ()              # extra (name, value) pairs in the environment of both steps
-    warm_up: tuple = ()          # ({file: text}, ((command, products), ...)): run once per cache in
-                                 # {out}, which holds the files; after each command its products
-                                 # move to {cache}, where they make every check start faster
-
-
-LANGUAGES = {
-    # -S: no site module, the slower part of the interpreter's start (the harness needs only sys)
-    "python": Language("main.py", ("python3", "-I", "-S", "-c", PYTHON_CHECK_MANY), ("python3", "-I", "-S", "{src}"),
-                       "python3", compiled=False, batched=True),
-    "c": Language("main.c", ("gcc", "-O1", *LINK_FLAGS, "-o", "{out}/main", "{src}", "-lm"), ("{prog}/main",), "gcc"),
-    # Parsing <iostream> is most of g++'s time on a small program: the headers of tasks.harness
-    # are precompiled once and force-included. Not batched: g++ runs its compiler and its linker
-    # once per program however it is called, and one call for many measured no worthwhile gain.
-    "cpp": Language("main.cpp", ("g++", *CPP_FLAGS, *LINK_FLAGS, "-include", "{cache}/prelude.h", "-o", "{out}/main", "{src}"),
-                    ("{prog}/main",), "g++",
-                    warm_up=({"prelude.h": "#include <algorithm>\n#include <cstdlib>\n#include <iostream>\n"},
-                             ((("g++", *CPP_FLAGS, "-x", "c++-header", "-o", "{out}/prelude.h.gch", "{out}/prelude.h"),
-                               ("prelude.h", "prelude.h.gch")),))),
-    # The JVM's start-up is most of javac's time on a small program: JAVAC_MANY compiles a batch in
-    # one JVM. Its warm-up compiles it into a jar and archives the classes it loads (AppCDS), which
-    # halves that start-up again; a missing or stale archive is silently ignored.
-    "java": Language("Main.java", ("java", *JAVAC_JVM_FLAGS, "-XX:SharedArchiveFile={cache}/javac-many.jsa",
-                                   "-cp", "{cache}/javac-many.jar", "Javac"),
-                     ("java", *JVM_FLAGS, "-cp", "{prog}", "Main"), "default-jdk-headless", batched=True,
-                     memory=1536 * MiB, compile_memory=3072 * MiB,
-                     warm_up=({"Javac.java": JAVAC_MANY,
-                               "warm/Main.java": "public class Main { public static void main(String[] a) {} }\n"},
-                              ((("javac", *(f"-J{flag}" for flag in JAVAC_JVM_FLAGS), "-d", "{out}", "{out}/Javac.java"),
-                                ()),
-                               (("jar", *(f"-J{flag}" for flag in JAVAC_JVM_FLAGS), "--create", "--file",
-                                 "{out}/javac-many.jar", "-C", "{out}", "Javac.class"), ("javac-many.jar",)),
-                               (("java", *JAVAC_JVM_FLAGS, "-XX:ArchiveClassesAtExit={out}/javac-many.jsa", "-cp",
-                                 "{cache}/javac-many.jar", "Javac", "{out}/warm"), ("javac-many.jsa",))))),
-    "javascript": Language("main.js", ("node", "-e", JAVASCRIPT_CHECK_MANY),
-                           ("node", "--max-old-space-size=256", "{src}"), "nodejs", compiled=False, batched=True,
-                           memory=1536 * MiB),
-    "bash": Language("main.sh", ("bash", "-c", BASH_CHECK_MANY, "bash"), ("bash", "{src}"), "bash", compiled=False,
-                     batched=True),
-    # -n: no php.ini, nor the extensions it loads (the harness needs none)
-    "php": Language("main.php", ("php", "-n", "-r", PHP_CHECK_MANY),
-                    ("php", "-n", "-d", "display_errors=stderr", "-d", "memory_limit=256M", "{src}"), "php-cli",
-                    compiled=False, batched=True),
-    # opt-level=0 compiles in ~0.13 s of CPU against ~0.20 at 1 (RESULTS.md); with overflow checks
-    # and debug assertions off (opt-level 1's defaults) integers wrap on overflow at any level
-    "rust": Language("main.rs", ("rustc", "--edition", "2021", "-C", "opt-level=0", "-C", "overflow-checks=off",
-                                 "-C", "debug-assertions=off", "-C", "debuginfo=0", "-C", "strip=symbols",
-                                 "-o", "{out}/main", "{src}"), ("{prog}/main",), "rustc"),
-    # CGO_ENABLED=0: cgo would run the C compiler with flags taken from the source.
-    # GO_BUILD_MANY (built by the warm-up) links a batch's programs in one `go build`.
-    "go": Language("main.go", ("{cache}/go-build-many",), ("{prog}/main",), "golang-go", batched=True,
-                   memory=1024 * MiB,  # the Go runtime reserves ~700 MiB of address space at start
-                   env=(("CGO_ENABLED", "0"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local"),
-                        ("GOTELEMETRY", "off"), ("GO111MODULE", "off"), ("GOMAXPROCS", "2")),
-                   warm_up=({"go-build-many.go": GO_BUILD_MANY},
-                            ((("go", "build", "-o", "{out}/go-build-many", "{out}/go-build-many.go"), ("go-build-many",)),))),
-    "lua": Language("main.lua", ("luac5.4", "-p", "{src}"), ("lua5.4", "{src}"), "lua5.4", compiled=False),
-}
-TOOL_ALTERNATIVES = {"gcc": ("gcc", "clang"), "g++": ("g++", "clang++")}
-# Programs that print "ok": available() runs one per language in the sandbox, once.
-HELLO = {
-    "python": 'print("ok")\n',
-    "c": '#include <stdio.h>\nint main(void) { puts("ok"); return 0; }\n',
-    "cpp": '#include <iostream>\nint main() { std::cout << "ok" << std::endl; }\n',
-    "java": 'public class Main { public static void main(String[] a) { System.out.println("ok"); } }\n',
-    "javascript": 'console.log("ok");\n',
-    "bash": "echo ok\n",
-    "php": '<?php echo "ok\\n";\n',
-    "rust": 'fn main() { println!("ok"); }\n',
-    "go": 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("ok") }\n',
-    "lua": 'print("ok")\n',
-}
-SEARCH_PATH = sandbox.SEARCH_PATH  # where tools are looked up (system directories first)
-# Tools are asked where their files are with nothing of the trainer's environment, as the sandbox runs them.
-ASK_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"}
 
 # ----------------------------------------------------------------------------- toolchains
 
@@ -607,40 +348,20 @@ def _warn_once(message):
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _tool(name):
-    """The absolute path of a tool, or None. A rustup proxy is replaced by the real rustc of its
-    default toolchain, which needs no $HOME."""
-    if name not in _tool_paths:
-        found = (shutil.which(n, path=SEARCH_PATH) for n in TOOL_ALTERNATIVES.get(name, (name,)))
-        path = next(filter(None, found), None)
-        if path and os.path.basename(os.path.realpath(path)) == "rustup":
-            sysroot = subprocess.run([path, "--print", "sysroot"], capture_output=True, text=True).stdout.strip()
-            path = os.path.join(sysroot, "bin", name) if sysroot else None
-        _tool_paths[name] = path
-    return _tool_paths[name]
-
-
-def _tools(lang):
-    spec = LANGUAGES[lang]
-    commands = [spec.check, spec.run, *(command for command, _ in (spec.warm_up or ({}, ()))[1])]
-    return list(dict.fromkeys(command[0] for command in commands if command[0][0] != "{"))
-
-
 def available(lang):
     """True if `lang`'s toolchain is installed and a hello-world program runs in the sandbox.
     Otherwise warns once, naming the Debian package, and `execute` answers "unavailable"."""
-    if lang not in LANGUAGES:
-        raise ValueError(f"unknown language {lang!r}; known: {', '.join(LANGUAGES)}")
+    missing = languages.missing_tools(lang)  # (an unknown language: ValueError)
     with _lock:
         if lang in _availability:
             return _availability[lang]
-    package, missing = LANGUAGES[lang].package, [t for t in _tools(lang) if _tool(t) is None]
+    package = LANGUAGES[lang].package
     if missing:
         _warn_once(f"reward.py: {lang} is unavailable: {', '.join(missing)} not found. Install it with "
                    f"`apt-get install {package}`; until then every {lang} program gets status 'unavailable'.")
         works = False
     else:
-        hello = _execute(HELLO[lang], lang, "", COMPILE_TIMEOUT)
+        hello = _execute(languages.HELLO[lang], lang, "", languages.COMPILE_TIMEOUT)
         if "timed out" in hello.stderr or hello.status in ("timeout", "infra_error"):
             return True  # out of wall clock on a very busy machine, maybe, or the sandbox failed: ask again next time
         works = hello.status == "ok" and hello.stdout == "ok\n"
@@ -652,122 +373,11 @@ def available(lang):
     return works
 
 
-def _in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=None, cache_dir=None):
-    """Runs a Language command in a fresh sandbox that holds `runtime` (see _runtime): {src} is
-    the source among `files` ([(host path, name)]); out_dir, a host directory mounted writable at
-    {out}, and cache_dir, read-only at {cache}, are a compile's (which also gets more processes
-    and larger files)."""
-    tool = command[0] if command[0][0] == "{" else _tool(command[0])
-    dirs = [("out", out_dir)] if out_dir else []
-    read_only = [("cache", cache_dir)] if cache_dir else []
-    compiling = bool(dirs or read_only)
-    processes, file_size = (COMPILE_PROCESSES, 256 * MiB) if compiling else (sandbox.PROCESSES, sandbox.FILE_SIZE)
-    return sandbox.run((tool, *command[1:]), files, stdin, timeout, memory, processes, file_size, env, dirs,
-                       read_only, runtime)
-
-
-# ----------------------------------------------------------------------------- one runtime per sandbox
-
-# A sandbox holds its own language's runtime and nothing else executable (sandbox.run mounts
-# these paths, their shared libraries and nothing more of the system), so a program earns its
-# reward by being a translation: it cannot hand the source it was shown to another language's
-# interpreter or compiler. Each tool is asked where its files are, once per process.
-
-@functools.lru_cache(maxsize=None)
-def _runtime(lang, step):
-    """The host paths that `step` ("check" or "run") of `lang` may use in its sandbox: the
-    interpreter and what it loads, or the compiler's toolchain, or (a compiled program's run)
-    only the shared libraries that the toolchain links programs with."""
-    tool = _tool(getattr(LANGUAGES[lang], step)[0]) if getattr(LANGUAGES[lang], step)[0][0] != "{" else None
-    if lang == "python":  # the interpreter and its standard library: not even /bin/sh
-        return (tool, *_ask(tool, "-I", "-c", "import sysconfig; print(sysconfig.get_path('stdlib')); "
-                                              "print(sysconfig.get_path('platstdlib'))").split())
-    if lang == "bash":
-        # bash alone: tasks.harness reads with `read`, and the functions tasks.render writes use
-        # only `local`, `echo`, `[` and arithmetic, all builtins, so a translation needs no
-        # external command (a short named list would go here if it did)
-        return (tool,)
-    if lang in ("javascript", "lua"):  # node, lua5.4 (luac5.4 for the check): single executables
-        return (tool,)
-    if lang == "php":  # php -n reads no php.ini: php alone; else also its php.ini, the .ini files
-        # it scans, the extensions they load and the time zone database (Debian's PHP reads the
-        # system's for the default time zone)
-        if "-n" in getattr(LANGUAGES[lang], step):
-            return (tool,)
-        return (tool, *_ask(tool, "-r", 'echo php_ini_loaded_file(), "\\n", PHP_CONFIG_FILE_SCAN_DIR, "\\n", '
-                                        'ini_get("extension_dir");').split(), "/usr/share/zoneinfo")
-    if lang == "java":  # the JDK that the tool (java, javac) belongs to
-        return (tool, os.path.dirname(os.path.dirname(os.path.realpath(tool))))
-    if lang == "go":  # its GOROOT to build (CGO_ENABLED=0: no C toolchain); programs are static
-        return (_tool("go"), _ask(_tool("go"), "env", "GOROOT")) if step == "check" else ()
-    if lang == "rust":  # its sysroot (rustc, std, rust-lld) and the C compiler driver it links with, `cc`
-        linker, libraries = _rust_linker(_tool("rustc"))
-        files, shared = _cc_toolchain(linker, "c", libraries)
-        return (tool, _ask(tool, "--print", "sysroot"), *files) if step == "check" else shared
-    files, shared = _cc_toolchain(_tool(LANGUAGES[lang].check[0]), "c++" if lang == "cpp" else "c",
-                                  tuple(word for word in LANGUAGES[lang].check if word.startswith("-l")))
-    return files if step == "check" else shared
-
-
-def _ask(*argv):
-    """What a tool prints, or "" if it cannot run."""
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, env=ASK_ENVIRONMENT).stdout.strip()
-    except (OSError, TypeError):  # (TypeError: the tool is missing, its path None)
-        return ""
-
-
-@functools.lru_cache(maxsize=None)
-def _cc_toolchain(driver, language, libraries):
-    """(files, shared libraries) of a C or C++ compiler driver: itself, the programs it runs, its
-    header and library directories and what its linker reads; among the latter, the shared
-    libraries that a program it links loads. Found by linking an empty program on the host with
-    -v (which names the programs and the header directories) and the linker's -t (which names
-    each file it opens)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        source = os.path.join(scratch, "empty")
-        with open(source, "w") as file:
-            file.write("int main(void) { return 0; }\n")
-        try:
-            done = subprocess.run([driver, "-v", "-Wl,-t", "-x", language, source, "-o", f"{scratch}/a.out",
-                                   *libraries], capture_output=True, text=True, env=ASK_ENVIRONMENT)
-        except (OSError, TypeError):  # (TypeError: no driver here, its path None)
-            return (), ()
-    lines = (done.stdout + done.stderr).splitlines()
-    programs = [line.split()[0].strip('"') for line in lines if line.startswith((" /", ' "/'))]  # and header dirs
-    inputs = [path for line in lines if line.startswith(("/", "(/", "-l")) for path in re.findall(r"/[^\s()]+", line)]
-    # the link above ran the default linker, which reads the same files as gold; gold itself too
-    tools = [_ask(driver, f"-print-prog-name={name}") for name in ("as", "ld", *(("ld.gold",) if LINK_FLAGS else ()))]
-    files = [driver, *programs, *inputs, os.path.dirname(_ask(driver, "-print-libgcc-file-name")),
-             *(tool if os.path.isabs(tool) else shutil.which(tool, path=SEARCH_PATH) for tool in tools if tool)]
-    files = tuple(sorted({path for path in files if path and not path.startswith(scratch) and os.path.exists(path)}))
-    return files, tuple(path for path in files if ".so" in os.path.basename(path) and _is_elf(path))
-
-
-def _is_elf(path):
-    with open(path, "rb") as file:
-        return file.read(4) == b"\x7fELF"
-
-
-@functools.lru_cache(maxsize=None)
-def _rust_linker(rustc):
-    """(linker, its -l words) with which rustc links a program: from the command line it prints
-    (`--print link-args`) while building one on the host."""
-    with tempfile.TemporaryDirectory() as scratch:
-        with open(os.path.join(scratch, "main.rs"), "w") as file:
-            file.write("fn main() {}\n")
-        printed = _ask(rustc, "--print", "link-args", "-o", f"{scratch}/main", f"{scratch}/main.rs")
-    words = [word for word in shlex.split(printed) if "=" not in word or word.startswith("-")]
-    linker = shutil.which(words[0], path=SEARCH_PATH) if words else None
-    return linker or _tool("gcc"), tuple(word for word in words if word.startswith("-l"))
-
 
 # ----------------------------------------------------------------------------- compile once, cache
 
 _memory_cache = collections.OrderedDict()  # key -> (cache entry directory, compiler error or None)
 _compiling = {}                            # key -> Lock held by the one thread compiling it
-_warmed_up = set()                         # languages whose warm_up this process has seen to
-_warming = {}                              # language -> Lock held by the thread warming it up
 _cache_dir = None
 _new_entries = 0                           # entries this process added to the disk cache
 _new_bytes = 0                             # and their bytes since it last pruned it
@@ -827,68 +437,43 @@ def _artifact(lang, source):
 
 
 def _compile(lang, sources):
-    """Compiles (or checks) `sources` in one sandbox: all of them for a batched language, else a
-    list of one. Each program gets a directory of its own in a staging directory (its source,
-    prog/ with what runs, error.txt if it failed), renamed at once to its cache entry, so that
-    other threads and processes see a whole entry or none, failures included. Returns {source:
-    why} for the sources given no entry: the compiler ran out of wall clock, its warm-up failed,
-    or a batch stopped before them (a compile bomb used its CPU time, say). Raises InfraError (and
-    writes no entry) if the sandbox failed. A program over ARTIFACT_LIMIT is a cached failure."""
+    """Compiles (or checks) `sources` in one sandbox (languages.check): all of them for a batched
+    language, else a list of one, in a staging directory whose parts are renamed at once to
+    their cache entries, so that other threads and processes see a whole entry or none,
+    failures included. Returns {source: why} for the sources given no entry: the compiler ran
+    out of wall clock, or a batch stopped before them (a compile bomb used its CPU time, say).
+    Raises InfraError (and writes no entry) if the sandbox failed. A program over ARTIFACT_LIMIT
+    is a cached failure."""
     global _new_entries, _new_bytes
-    spec = LANGUAGES[lang]
-    cache_dir = None
-    if "{cache}" in " ".join(spec.check):
-        cache_dir = os.path.join(_cache_root(), f".{lang}")
-        os.makedirs(cache_dir, exist_ok=True)
-        if why := _warm_up(lang, cache_dir):
-            return dict.fromkeys(sources, why)
+    cache_dir = os.path.join(_cache_root(), f".{lang}")
+    os.makedirs(cache_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".staging-", dir=_cache_root())
     try:
-        name = spec.source if spec.compiled else "prog/" + spec.source  # prog/: what runs, the output or the source
-        for i, source in enumerate(sources):
-            os.makedirs(os.path.join(staging, str(i), "prog"))
-            with open(os.path.join(staging, str(i), name), "w") as file:
-                file.write(source)
-        if spec.batched:
-            command = (*spec.check, *(f"{{out}}/{i}" for i in range(len(sources))))
-        else:
-            command = sandbox.fill(spec.check, {"{out}": "{out}/0/prog", "{src}": "{out}/0/" + name})
-        result = _in_sandbox(command, [], b"", COMPILE_TIMEOUT, spec.compile_memory, spec.env,
-                             _runtime(lang, "check"), staging, cache_dir)
-        if result.status == "infra_error":  # the sandbox failed, not the compiler: nothing is cached
+        errors, result = languages.check(lang, sources, staging, cache_dir)
+        if result is not None and result.status == "infra_error":  # the sandbox failed, not the compiler
             raise InfraError(result.stderr.decode("utf-8", "replace").strip())
+        if result is None:  # the language's warm-up failed: every source's error, none cached
+            return dict(zip(sources, errors))
         left = {}
-        for i, source in enumerate(sources):
-            part = os.path.join(staging, str(i))
-            if os.path.exists(os.path.join(part, "done")):  # a batched check's verdict on this program
-                failed, error = os.path.exists(os.path.join(part, "error.txt")), ""
-                if failed:
-                    with open(os.path.join(part, "error.txt"), errors="replace") as file:
-                        error = file.read()
-            elif len(sources) > 1:
-                left[source] = "its batch stopped before it"
-                continue
-            elif result.status == "timeout" and result.exit_code is None:
+        for i, (source, error) in enumerate(zip(sources, errors)):
+            if error is None:
                 # out of wall clock, not of CPU time: a machine too busy, maybe; not cached
-                left[source] = f"the compiler timed out after {COMPILE_TIMEOUT * sandbox.WALL_FACTOR:.0f} s of wall clock"
+                left[source] = ("its batch stopped before it" if len(sources) > 1 else
+                                f"the compiler timed out after {languages.COMPILE_TIMEOUT * sandbox.WALL_FACTOR:.0f} s of wall clock")
                 continue
-            else:
-                # Failures are cached too, CPU-time timeouts included: a compile that ran out of CPU
-                # time will again (a compile bomb the policy keeps sampling costs a worker one timeout).
-                failed = result.status != "ok"
-                error = (f"the compiler ran out of CPU time ({COMPILE_TIMEOUT:.0f} s)" if result.status == "timeout"
-                         else (result.stderr + result.stdout).decode("utf-8", "replace"))
-            # the message names the program's files as if it had been compiled alone, wherever it was
-            error = sandbox.first_lines(error.replace(f"/out/{i}/prog/", "").replace(f"/out/{i}/", ""), ERROR_LINES)
+            # Failures are cached too, CPU-time timeouts included: a compile that ran out of CPU
+            # time will again (a compile bomb the policy keeps sampling costs a worker one timeout).
+            part = os.path.join(staging, str(i))
+            error = sandbox.first_lines(error, ERROR_LINES)
             prog = os.path.join(part, "prog")
             size = _tree_size(prog)
             if size > ARTIFACT_LIMIT:  # the verdict is cached, the artifact never is
                 shutil.rmtree(prog)
-                failed, error = True, (f"the compiled program is {size / MiB:.1f} MiB, over the "
-                                       f"{ARTIFACT_LIMIT / MiB:.0f} MiB limit")
-            if failed:
+                error = (f"the compiled program is {size / MiB:.1f} MiB, over the "
+                         f"{ARTIFACT_LIMIT / MiB:.0f} MiB limit")
+            if error:
                 with open(os.path.join(part, "error.txt"), "w") as file:
-                    file.write(error or f"the compiler failed ({result.status}, exit code {result.exit_code})")
+                    file.write(error)
             try:
                 os.rename(part, os.path.join(_cache_root(), _cache_key(lang, source)))
             except OSError:  # another process finished the same source first: its entry is as good
@@ -910,39 +495,6 @@ def _compile_many(lang, sources):
     missing = [s for s in dict.fromkeys(sources) if not os.path.isdir(os.path.join(_cache_root(), _cache_key(lang, s)))]
     for source in _compile(lang, missing) if len(missing) > 1 else missing:
         _artifact(lang, source)
-
-
-def _warm_up(lang, cache_dir):
-    """Runs the language's warm_up once per cache: not again in this process, nor where another
-    process made all its products. The other threads wait for it, as a check may need what it
-    makes. Returns why it failed, or None."""
-    files, steps = LANGUAGES[lang].warm_up or ({}, ())
-    products = [os.path.join(cache_dir, product) for _, made in steps for product in made]
-    with _lock:
-        lock = _warming.setdefault(lang, threading.Lock())
-    with lock:
-        if lang in _warmed_up or all(map(os.path.exists, products)):
-            _warmed_up.add(lang)
-            return None
-        staging = tempfile.mkdtemp(prefix=".staging-", dir=_cache_root())
-        try:
-            for name, text in files.items():
-                os.makedirs(os.path.dirname(os.path.join(staging, name)), exist_ok=True)
-                with open(os.path.join(staging, name), "w") as file:
-                    file.write(text)
-            for command, made in steps:
-                result = _in_sandbox(command, [], b"", COMPILE_TIMEOUT, LANGUAGES[lang].compile_memory,
-                                     LANGUAGES[lang].env, _runtime(lang, "check"), staging, cache_dir)
-                if result.status == "infra_error":
-                    raise InfraError(result.stderr.decode("utf-8", "replace").strip())
-                if result.status != "ok":
-                    return (f"preparing the {lang} compiler failed ({' '.join(command[:2])}: {result.status}): "
-                            + sandbox.first_lines((result.stderr + result.stdout).decode("utf-8", "replace"), 5))
-                for product in made:
-                    os.replace(os.path.join(staging, product), os.path.join(cache_dir, product))
-            _warmed_up.add(lang)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _prune_cache():
@@ -987,3 +539,4 @@ if __name__ == "__main__":
         start = time.time()
         works = available(language)
         print(f"{language:>10}: {'works' if works else 'UNAVAILABLE'} ({time.time() - start:.2f} s for hello world)")
+

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import languages
 import reward
 import sandbox
 import tasks
@@ -41,7 +42,7 @@ def timed_execute(program, lang, stdin="", timeout=2.0):
     result = reward.execute(program, lang, stdin, timeout)
     elapsed = time.monotonic() - start
     print(f"{lang:>10}: {result.status:<14} {elapsed:5.2f} s (timeout {timeout} s)")
-    assert elapsed < timeout + reward.COMPILE_TIMEOUT + SLACK, f"{lang} took {elapsed:.1f} s: something hangs"
+    assert elapsed < timeout + languages.COMPILE_TIMEOUT + SLACK, f"{lang} took {elapsed:.1f} s: something hangs"
     return result
 
 
@@ -545,7 +546,7 @@ def test_compilers_cannot_read_root_only_files():
 def test_compile_failures_are_cached_timeouts_included(monkeypatch):
     """A compile that runs out of CPU time fails again, so it is compiled once: a compile bomb
     that the policy keeps sampling costs one timeout."""
-    monkeypatch.setattr(reward, "COMPILE_TIMEOUT", 1.0)
+    monkeypatch.setattr(languages, "COMPILE_TIMEOUT", 1.0)
     bomb = ("constexpr long spin() {\n    long s = 0;\n"
             "    for (long i = 0; i < 200000; ++i)\n        for (long j = 0; j < 200000; ++j) s += i ^ j;\n"
             "    return s;\n}\n"
@@ -594,7 +595,7 @@ def test_several_processes_share_the_cache_safely():
 
 
 def test_missing_toolchain_is_unavailable_with_one_warning(monkeypatch):
-    monkeypatch.setattr(reward, "_tool_paths", {**reward._tool_paths, "lua5.4": None})
+    monkeypatch.setattr(languages, "_tool_paths", {**languages._tool_paths, "lua5.4": None})
     monkeypatch.setattr(reward, "_availability", {})
     monkeypatch.setattr(reward, "_warned", set())
     with pytest.warns(RuntimeWarning, match=r"apt-get install lua5\.4") as caught:
@@ -638,7 +639,7 @@ def fresh_cache(monkeypatch, directory):
     os.makedirs(directory, mode=0o700)
     monkeypatch.setattr(reward, "_cache_dir", str(directory))
     monkeypatch.setattr(reward, "_memory_cache", collections.OrderedDict())
-    monkeypatch.setattr(reward, "_warmed_up", set())
+    monkeypatch.setattr(languages, "_warmed_up", set())
 
 
 def counting_compiles(monkeypatch):
@@ -667,9 +668,9 @@ def test_a_program_that_fails_in_a_batch_compile_fails_alone(monkeypatch):
 def test_what_a_batch_left_unfinished_is_compiled_alone(monkeypatch):
     """A batched check that stops early (as after a compile bomb took its CPU time) leaves the
     programs it did not reach to be compiled one by one: each still gets its own verdict."""
-    spec = reward.LANGUAGES["python"]
+    spec = languages.LANGUAGES["python"]
     stops = spec.check[:-1] + (spec.check[-1] + "    raise SystemExit(1)  # after the first program\n",)
-    monkeypatch.setitem(reward.LANGUAGES, "python", dataclasses.replace(spec, check=stops))
+    monkeypatch.setitem(languages.LANGUAGES, "python", dataclasses.replace(spec, check=stops))
     batch = [make_task(seed, "python")[0] for seed in range(3)]
     completions = [task["reference"] + f"\n# {TOKEN}" for task in batch]
     completions[1] += "\n)("
@@ -735,7 +736,7 @@ def test_a_go_program_that_stops_a_whole_go_build_fails_alone(tmp_path, monkeypa
     """An import go cannot find stops `go build` before it builds anything, and a package that is
     not main builds to no program: go-build-many leaves them out of the shared build, and every
     program (one without main, good ones too) gets the verdict it gets built alone."""
-    hello = reward.HELLO["go"]
+    hello = languages.HELLO["go"]
     programs = [hello, hello.replace('"fmt"', '"fmt"\nimport "no/such/package"'), hello.replace("package main", "package other"),
                 hello.replace("func main", "func start"), hello.replace('"ok"', '"ok, too"')]
     assert reward.available("go")
@@ -813,7 +814,7 @@ def test_cache_pruning_survives_entries_vanishing_under_it(tmp_path, monkeypatch
 
 def test_an_oversized_program_is_a_compile_error_and_never_reaches_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(reward, "_cache_dir", str(tmp_path))  # a cache of its own, to walk
-    monkeypatch.setattr(reward, "_warmed_up", set())
+    monkeypatch.setattr(languages, "_warmed_up", set())
     task, _ = make_task(TASK_SEED, "cpp")
     completion = f"char big[60 << 20] = {{1}};  // {TOKEN}\n\n" + task["reference"]  # a 60 MiB binary
     verdict = reward.score_details([completion], [task])[0]

@@ -16,7 +16,7 @@ import warnings
 
 import pytest
 
-import reward
+import languages
 import sandbox
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +48,7 @@ def test_works_for_an_unprivileged_user():
         if os.geteuid() == 0:
             os.chown(home, NOBODY, NOBODY)
             user = dict(user=NOBODY, group=NOBODY, extra_groups=[])
-        runtimes = json.dumps([RUNTIME, reward._runtime("c", "check"), reward._runtime("c", "run")])
+        runtimes = json.dumps([RUNTIME, languages.runtime("c", "check"), languages.runtime("c", "run")])
         done = subprocess.run([PYTHON, "-c", script, FORK_BOMB, runtimes], cwd=home, capture_output=True, text=True,
                               env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home}, **user)
         assert done.returncode == 0, done.stderr
