@@ -38,7 +38,14 @@ import threading
 import sandbox
 
 MiB = 1 << 20
-COMPILE_TIMEOUT = 60.0     # seconds of CPU time for a compiler or syntax check
+# A check's budget: seconds of CPU time for one program, and for each further program of a
+# batched check; its wall clock is sandbox.WALL_FACTOR times more (seconds, not minutes: a
+# compiler told to read what never ends, `#include "/dev/stdout"`, holds a worker that long).
+# A program's check takes a small fraction of it (RESULTS.md).
+COMPILE_TIMEOUT = 10.0
+BATCH_TIMEOUT = 0.5
+CHECK_OUTPUT = 32 * MiB    # bytes a check hands back to the host disk per program (its compiled program)
+WARM_UP_OUTPUT = 128 * MiB # and a warm-up step (a precompiled header, a class archive)
 COMPILE_PROCESSES = 128    # tasks (threads count) of a compile: `go build` runs several multi-threaded tools
 
 
@@ -317,10 +324,11 @@ def missing_tools(lang):
     return [name for name in tools(lang) if tool(name) is None]
 
 
-def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=None, cache_dir=None):
+def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=None, cache_dir=None, copy_limit=0):
     """Runs a Language command in a fresh sandbox that holds `runtime` (see runtime): {src} is
-    the source among `files` ([(host path, name)]); out_dir, a host directory mounted writable at
-    {out}, and cache_dir, read-only at {cache}, are a compile's (which also gets more processes
+    the source among `files` ([(host path, name)]); out_dir, a host directory copied into a
+    tmpfs of the sandbox at {out} (as large as its memory) and `copy_limit` bytes of it copied
+    back, and cache_dir, read-only at {cache}, are a compile's (which also gets more processes
     and larger files)."""
     executable = command[0] if command[0][0] == "{" else tool(command[0])
     dirs = [("out", out_dir)] if out_dir else []
@@ -328,8 +336,7 @@ def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=Non
     compiling = bool(dirs or read_only)
     processes, file_size = (COMPILE_PROCESSES, 256 * MiB) if compiling else (sandbox.PROCESSES, sandbox.FILE_SIZE)
     return sandbox.run((executable, *command[1:]), files, stdin, timeout, memory, processes, file_size, env, dirs,
-                       read_only, runtime)
-
+                       read_only, runtime, dirs_size=memory, copy_limit=copy_limit)
 
 
 # ----------------------------------------------------------------------------- one runtime per sandbox
@@ -440,7 +447,8 @@ def check(lang, sources, staging, cache_dir=None):
     list of one. Each program gets staging/<i>/ with its source, and prog/ with what runs (the
     compiled program, or the source itself). Returns (errors, result): errors[i] is the
     compiler's message on sources[i] ("" if it compiled), or None where the check gave no
-    verdict on it (a batch stopped before it; the sandbox ran out of wall clock); result is the
+    verdict on it (a batch stopped before it, or made more than it may copy back; the sandbox
+    ran out of wall clock); result is the
     sandbox's sandbox.Result. A language whose check reads {cache} is warmed up first (the
     warm-up's failure is every source's error)."""
     spec = LANGUAGES[lang]
@@ -456,12 +464,14 @@ def check(lang, sources, staging, cache_dir=None):
         command = (*spec.check, *(f"{{out}}/{i}" for i in range(len(sources))))
     else:
         command = sandbox.fill(spec.check, {"{out}": "{out}/0/prog", "{src}": "{out}/0/" + name})
-    result = in_sandbox(command, [], b"", COMPILE_TIMEOUT, spec.compile_memory, spec.env, runtime(lang, "check"),
-                        staging, cache_dir)
+    result = in_sandbox(command, [], b"", COMPILE_TIMEOUT + BATCH_TIMEOUT * (len(sources) - 1), spec.compile_memory,
+                        spec.env, runtime(lang, "check"), staging, cache_dir, CHECK_OUTPUT * len(sources))
     errors = []
     for i in range(len(sources)):
         part = os.path.join(staging, str(i))
-        if os.path.exists(os.path.join(part, "done")):  # a batched check's verdict on this program
+        if result.status == "output_limit" and len(sources) > 1:
+            error = None  # what the batch made, too large to copy back whole: each program alone says whose
+        elif os.path.exists(os.path.join(part, "done")):  # a batched check's verdict on this program
             try:
                 with open(os.path.join(part, "error.txt"), errors="replace") as file:
                     error = file.read() or "the compiler failed"
@@ -512,7 +522,7 @@ def warm_up(lang, cache_dir):
                     file.write(text)
             for command, made in steps:
                 result = in_sandbox(command, [], b"", COMPILE_TIMEOUT, LANGUAGES[lang].compile_memory,
-                                     LANGUAGES[lang].env, runtime(lang, "check"), staging, cache_dir)
+                                    LANGUAGES[lang].env, runtime(lang, "check"), staging, cache_dir, WARM_UP_OUTPUT)
                 if result.status == "infra_error":
                     raise InfraError(result.stderr.decode("utf-8", "replace").strip())
                 if result.status != "ok":

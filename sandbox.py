@@ -173,7 +173,8 @@ class Unavailable(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Result:
     status: str         # "ok" (exit 0), "runtime_error" (any other exit), "timeout" (CPU time or wall
-                        # clock), "output_limit", "memory_limit" (the sandbox's memory cgroup was full),
+                        # clock), "output_limit" (stdout or stderr, or the files to copy back, over
+                        # their bound), "memory_limit" (the sandbox's memory cgroup was full),
                         # "infra_error" (the sandbox itself failed: stderr says how; nothing ran)
     stdout: bytes       # at most OUTPUT_LIMIT bytes
     stderr: bytes
@@ -286,8 +287,9 @@ def run(argv, files=(), stdin=b"", timeout=2.0, memory=256 * MiB, processes=PROC
     writable: a compiler's output) and of `read_only` (the same, read-only). Each of `dirs` is a
     tmpfs of the sandbox, `dirs_size` bytes at most (and in its memory), that holds a copy of
     the host directory's files; when the command ends, the regular files it holds are copied
-    back, `copy_limit` bytes at most in all (a file that would pass the bound is left out), so
-    that a command reaches the host disk through that copy alone. env: [(name, value)] added to
+    back, `copy_limit` bytes at most in all, so that a command reaches the host disk through
+    that copy alone (a file that would pass the bound is left out, and the status is then
+    "output_limit"). env: [(name, value)] added to
     a scrubbed environment. timeout: seconds of CPU time, all of the sandbox's processes
     together where a cgroup counts them (the wall clock allows WALL_FACTOR times more); memory:
     the whole sandbox's memory where a cgroup holds it, and each process's address space;
@@ -360,14 +362,21 @@ def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup
                 + limits + list(fill(argv, paths)))
         result = _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, passed,
                         _environment(dict(_fill_pairs(env, paths))), bwrap, cpu=cpu, start=start)
-        budget = copy_limit
+        if "pid" in sandbox and not _reap(sandbox.pop("pid"), uid) and dirs:
+            return "infra_error", None, b"", b"sandbox.py: the sandbox's PID 1 outlived it\n"
+        budget, left_out = copy_limit, []
         for (_, host), directory in zip(dirs, sandbox["dirs"]):
-            budget = _copy_out(directory, host, budget)
+            budget = _copy_out(directory, host, budget, left_out)
+        if left_out:  # more than the command may hand back: its own doing, as an output flood is
+            status, code, out, err = result
+            return "output_limit", code, out, err + (
+                f"sandbox.py: not copied back, over the {copy_limit / MiB:.1f} MiB the command may hand back: "
+                + ", ".join(left_out[:5]) + "\n").encode()
         return result
     finally:
         for fd in passed + sandbox["dirs"]:
             os.close(fd)
-        if "pid" in sandbox:
+        if "pid" in sandbox:  # (an error on the way)
             _reap(sandbox["pid"], uid)
 
 
@@ -414,23 +423,31 @@ def _take_uid():
 
 
 def _reap(pidfd, uid):
-    """Ends the sandbox's PID 1 (the pidfd) if anything is left of it once bubblewrap is gone:
-    bubblewrap reaps it, but if bubblewrap itself died first, it goes to the nearest
-    subreaper, which may be this process (a trainer that is PID 1 of a container, or a
-    subreaper): then it is reaped here, as a zombie would otherwise stay for good. Its pid
-    namespace dies with it, so nothing else of the sandbox remains. Elsewhere (another reaper
-    has it) its uid is not given to a new sandbox until it is gone (_take_uid)."""
+    """Ends the sandbox's PID 1 (the pidfd) if anything is left of it once bubblewrap is gone,
+    and waits (PROBE_TIMEOUT seconds at most) for its end, which empties its pid namespace.
+    bubblewrap reaps it, but if bubblewrap itself died first, it goes to the nearest subreaper,
+    which may be this process (a trainer that is PID 1 of a container, or a subreaper): then it
+    is reaped here, as a zombie would otherwise stay for good. Elsewhere (another reaper has
+    it) its uid is not given to a new sandbox until it is gone (_take_uid). Returns whether
+    it ended (nothing of the sandbox runs any more)."""
     try:
         signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
     except ProcessLookupError:  # gone: bubblewrap reaped it
-        pass
+        os.close(pidfd)
+        return True
+    ended = bool(select.select([pidfd], [], [], PROBE_TIMEOUT)[0])  # (a pidfd reads once its process ended)
+    try:
+        if ended and os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG):
+            os.close(pidfd)
+            return True
     except ChildProcessError:  # not ours to reap
-        if uid is not None:
-            with _lock:
-                _remains[uid] = pidfd
-            return
-    os.close(pidfd)
+        pass
+    if uid is not None:
+        with _lock:
+            _remains[uid] = pidfd
+    else:
+        os.close(pidfd)
+    return ended
 
 
 def _wait_until_blocked(pid, block_fd):
@@ -460,19 +477,22 @@ def _copy_in(host, directory, uid):
                 os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
 
 
-def _copy_out(directory, host, budget):
+def _copy_out(directory, host, budget, left_out):
     """Copies the regular files of the sandbox's writable directory (the fd `directory`, once
     the command ended: nothing can change them now) back to the host directory, `budget` bytes
-    at most (a file that would pass it is left out, as are links, pipes and the like).
-    Returns what is left of the budget."""
+    at most: a file that would pass it is left out (its path and size appended to left_out), as are
+    links, pipes and the like. Returns what is left of the budget."""
     for root, subdirectories, names, root_fd in os.fwalk(".", dir_fd=directory):
         os.makedirs(os.path.join(host, root), exist_ok=True)
         for name in sorted(names):
             info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > budget:
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            if info.st_size > budget:
+                left_out.append(f"{os.path.normpath(os.path.join(root, name))} ({info.st_size / MiB:.1f} MiB)")
                 continue
             budget -= info.st_size
-            source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=root_fd)
+            source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=root_fd)
             try:
                 with open(os.path.join(host, root, name), "wb") as target:
                     os.chmod(target.fileno(), info.st_mode & 0o755)
@@ -1095,7 +1115,8 @@ def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/", cpu=None, sta
         os.close(info_read)
     proc.stdout.close()
     proc.stderr.close()
-    if failure or bwrap and status is None and (b'"exit-code"' if json_status else b'"child-pid"') not in output[info_read]:
+    reported = b'"exit-code"' if json_status else b'"child-pid"'
+    if failure or bwrap and status is None and reported not in output[info_read]:
         status = "infra_error"
     return status, proc.returncode, bytes(output[out]), failure + bytes(output[err])
 

@@ -1,6 +1,6 @@
 """
 Tests for sandbox.py: isolation alone, with system tools (python3, gcc) as the commands (gcc's
-runtime as reward.py finds it); the attacks in every language are in tests/test_reward.py.
+runtime as languages.py finds it); the attacks in every language are in tests/test_reward.py.
 
     python -m pytest tests/test_sandbox.py
 """
@@ -425,9 +425,9 @@ def test_a_compilers_output_reaches_the_host_disk_only_through_the_bounded_copy(
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            result = sandbox.run([reward._tool("rustc"), "-C", "opt-level=0", "-o", "{out}/main", "{out}/main.rs"],
+            result = sandbox.run([languages.tool("rustc"), "-C", "opt-level=0", "-o", "{out}/main", "{out}/main.rs"],
                                  timeout=30, memory=2 << 30, processes=64, file_size=1 << 30,
-                                 dirs=[("out", out)], runtime=reward._runtime("rust", "check"))
+                                 dirs=[("out", out)], runtime=languages.runtime("rust", "check"))
         finally:
             done.set()
             sampler.join()
