@@ -39,13 +39,13 @@ import sandbox
 
 MiB = 1 << 20
 # A check's budget: seconds of CPU time for one program, and for each further program of a
-# batched check; its wall clock is sandbox.WALL_FACTOR times more (seconds, not minutes: a
-# compiler told to read what never ends, `#include "/dev/stdout"`, holds a worker that long).
-# A program's check takes a small fraction of it (RESULTS.md).
+# batched check; its wall clock is sandbox.WALL_FACTOR times more, seconds rather than minutes,
+# as a compiler made to wait on what never ends holds a worker that long. A program's check
+# takes a small fraction of it (RESULTS.md).
 COMPILE_TIMEOUT = 10.0
 BATCH_TIMEOUT = 0.5
-CHECK_OUTPUT = 32 * MiB    # bytes a check hands back to the host disk per program (its compiled program)
-WARM_UP_OUTPUT = 128 * MiB # and a warm-up step (a precompiled header, a class archive)
+CHECK_OUTPUT = 32 * MiB     # bytes a check hands back to the host disk per program (its compiled program)
+WARM_UP_OUTPUT = 128 * MiB  # and a warm-up step (a precompiled header, a class archive)
 COMPILE_PROCESSES = 128    # tasks (threads count) of a compile: `go build` runs several multi-threaded tools
 
 
@@ -448,9 +448,8 @@ def check(lang, sources, staging, cache_dir=None):
     compiled program, or the source itself). Returns (errors, result): errors[i] is the
     compiler's message on sources[i] ("" if it compiled), or None where the check gave no
     verdict on it (a batch stopped before it, or made more than it may copy back; the sandbox
-    ran out of wall clock); result is the
-    sandbox's sandbox.Result. A language whose check reads {cache} is warmed up first (the
-    warm-up's failure is every source's error)."""
+    ran out of wall clock); result is the sandbox's sandbox.Result. A language whose check
+    reads {cache} is warmed up first (the warm-up's failure is every source's error)."""
     spec = LANGUAGES[lang]
     if "{cache}" in " ".join(spec.check):
         if why := warm_up(lang, cache_dir):

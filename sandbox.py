@@ -370,7 +370,7 @@ def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup
         if left_out:  # more than the command may hand back: its own doing, as an output flood is
             status, code, out, err = result
             return "output_limit", code, out, err + (
-                f"sandbox.py: not copied back, over the {copy_limit / MiB:.1f} MiB the command may hand back: "
+                f"sandbox.py: not copied back (the command may hand back {copy_limit / MiB:.1f} MiB): "
                 + ", ".join(left_out[:5]) + "\n").encode()
         return result
     finally:
@@ -480,13 +480,23 @@ def _copy_in(host, directory, uid):
 def _copy_out(directory, host, budget, left_out):
     """Copies the regular files of the sandbox's writable directory (the fd `directory`, once
     the command ended: nothing can change them now) back to the host directory, `budget` bytes
-    at most: a file that would pass it is left out (its path and size appended to left_out), as are
-    links, pipes and the like. Returns what is left of the budget."""
-    for root, subdirectories, names, root_fd in os.fwalk(".", dir_fd=directory):
-        os.makedirs(os.path.join(host, root), exist_ok=True)
+    at most: a file that would pass it is left out (its path and why appended to left_out), as
+    is one the host cannot take (a directory where the host has a file); links, pipes and the
+    like are skipped. A file the host has as it was copied in (its size and time, as copytree
+    keeps them) is not copied again. Returns what is left of the budget."""
+    for root, _, names, root_fd in os.fwalk(".", dir_fd=directory):
         for name in sorted(names):
-            info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            path, info = os.path.join(host, root, name), os.stat(name, dir_fd=root_fd, follow_symlinks=False)
             if not stat.S_ISREG(info.st_mode):
+                continue
+            try:
+                kept = os.stat(path, follow_symlinks=False)
+                if (kept.st_size, kept.st_mtime_ns) == (info.st_size, info.st_mtime_ns):
+                    continue
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                left_out.append(f"{os.path.normpath(os.path.join(root, name))} ({error.strerror})")
                 continue
             if info.st_size > budget:
                 left_out.append(f"{os.path.normpath(os.path.join(root, name))} ({info.st_size / MiB:.1f} MiB)")
@@ -494,12 +504,15 @@ def _copy_out(directory, host, budget, left_out):
             budget -= info.st_size
             source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=root_fd)
             try:
-                with open(os.path.join(host, root, name), "wb") as target:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as target:
                     os.chmod(target.fileno(), info.st_mode & 0o755)
                     copied = 0
                     while copied < info.st_size and (sent := os.sendfile(target.fileno(), source, copied,
                                                                          info.st_size - copied)):
                         copied += sent
+            except OSError as error:
+                left_out.append(f"{os.path.normpath(os.path.join(root, name))} ({error.strerror})")
             finally:
                 os.close(source)
     return budget
