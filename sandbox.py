@@ -456,12 +456,13 @@ def _wait_until_blocked(pid, block_fd):
     read = READ_SYSCALL.get(os.uname().machine)
     if read is None:
         raise OSError(f"no read system call number known for a {os.uname().machine} machine")
-    blocked, deadline = f"{read} {hex(block_fd)} ", time.monotonic() + PROBE_TIMEOUT
+    blocked, deadline, pause = f"{read} {hex(block_fd)} ", time.monotonic() + PROBE_TIMEOUT, 0.0005
     while time.monotonic() < deadline:
         with open(f"/proc/{pid}/syscall") as file:
             if file.read().startswith(blocked):
                 return
-        time.sleep(0.0005)
+        time.sleep(pause)
+        pause = min(2 * pause, 0.008)  # (a sandbox is made in milliseconds; more on a busy machine)
     raise OSError("the sandbox was not ready in time")
 
 
