@@ -12,8 +12,8 @@ kernel: naive log_softmax, torch.compile of it, logprobs.fused_logprobs's chunke
 Triton kernel, and Liger-Kernel's and Cut Cross-Entropy's fused losses when they are installed
 (pip install liger-kernel cut-cross-entropy), at a large vocabulary's shape (on a GPU GPT-2's:
 N=16384, d=768, V=50304) and at this project's (an RL step's batch of the device's preset, config/);
-time and peak memory, forward and forward + backward, of each method whose log-probs and gradients agree with float64 ones
-(logprobs.disagreement). gpu_compile: registers, spills and shared memory of every Triton launch
+time and peak memory, forward and forward + backward, of each method whose log-probs and gradients
+agree with float64 ones (logprobs.disagreement). gpu_compile: registers, spills and shared memory of every Triton launch
 (logprobs.gpu_launches) for sm_80 and sm_90 (runs on any machine). rollout: decoded tokens per
 second. reward: programs per second against the naive way. run_budget: the CPU seconds of a run of
 each language's references, against reward.RUN_TIMEOUT. step: seconds of each phase of OORL steps
@@ -296,7 +296,8 @@ def _compile_one(capability, name, fn, dtype, signature, constexprs, options):
     registers = re.search(r"Used (\d+) registers", text)
     spills = [int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", text)]
     shared = compiled.metadata.shared
-    return dict(kernel=name, dtype=dtype, target=f"sm_{capability}", registers=int(registers.group(1)) if registers else None,
+    return dict(kernel=name, dtype=dtype, target=f"sm_{capability}",
+                registers=int(registers.group(1)) if registers else None,
                 spills=sum(spills), shared=shared, fits=shared <= SHARED_MEMORY_PER_BLOCK[capability],
                 cubin_bytes=len(compiled.asm["cubin"]))
 
@@ -318,40 +319,45 @@ def bench_gpu_compile(capabilities=(80, 90)):
 
 # ----------------------------------------------------------------------------- reward
 
+def _task_and_completions(name, lang):
+    """A generated task in lang and four completions of it: the reference, the same with a trailing
+    blank line (a distinct program that passes), a wrong answer and a syntax error."""
+    program, tests = tasks.generate(name)
+    reference = tasks.render(program, lang)
+    wrong = reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1)
+    if lang == "rust":  # it returns its last line's value
+        body, tail, close = reference.rstrip().rsplit("\n", 2)
+        wrong = f"{body}\n    1 + {tail.strip()}\n{close}\n"
+    task = {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
+    return task, (reference, reference + "\n", wrong, reference + "\n)(\n")
+
+
 def _reward_batch(lang, n_tasks=16):
     """64 completions for 16 tasks as a rollout with G = 4 gives them, duplicates included: per
     task the reference twice, a wrong answer and a syntax error (48 distinct programs)."""
     completions, batch = [], []
     for seed in range(n_tasks):
-        program, tests = tasks.generate(f"bench-{seed}")
-        reference = tasks.render(program, lang)
-        wrong = reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1)
-        if lang == "rust":  # it returns its last line's value
-            body, tail, close = reference.rstrip().rsplit("\n", 2)
-            wrong = f"{body}\n    1 + {tail.strip()}\n{close}\n"
-        task = {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
-        for completion in (reference, reference, wrong, reference + "\n)(\n"):
-            completions.append(completion)
-            batch.append(task)
+        task, (reference, _, wrong, syntax_error) = _task_and_completions(f"bench-{seed}", lang)
+        completions += [reference, reference, wrong, syntax_error]
+        batch += [task] * 4
     return completions, batch
 
 
 def _reward_step_batch(langs):
-    """An RL step's completions at the CPU preset's prompts_per_step x group_size, the languages
-    in turn: per group the reference five times and once with a trailing blank line (a distinct
-    program that passes), a wrong answer and a syntax error (4 distinct programs per group of 8),
-    as many of them as a group holds."""
-    completions, batch, group_size = [], [], preset("cpu")["group_size"]
-    for seed in range(preset("cpu")["prompts_per_step"]):
-        lang = langs[seed % len(langs)]
-        program, tests = tasks.generate(f"bench-step-{seed}")
-        reference = tasks.render(program, lang)
-        wrong = reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1)
-        task = {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
-        group = [reference] * 5 + [reference + "\n", wrong, reference + "\n)(\n"]
-        completions += group[:group_size]
-        batch += [task] * group_size
-    return completions, batch
+    """An RL step's completions, the CPU preset's prompts_per_step groups of group_size, the
+    languages in turn: a group is the reference five times, once with a trailing blank line, a
+    wrong answer and a syntax error (4 distinct programs), over and over to its size. Also the
+    rewards they should get."""
+    completions, batch, expected, workload = [], [], [], preset("cpu")
+    for seed in range(workload["prompts_per_step"]):
+        task, (reference, blank, wrong, syntax_error) = _task_and_completions(f"bench-step-{seed}",
+                                                                              langs[seed % len(langs)])
+        group = [(reference, 1.0)] * 5 + [(blank, 1.0), (wrong, 0.0), (syntax_error, 0.0)]
+        for i in range(workload["group_size"]):
+            completions.append(group[i % len(group)][0])
+            expected.append(group[i % len(group)][1])
+        batch += [task] * workload["group_size"]
+    return completions, batch, expected
 
 
 def _naive_rewards(completions, batch, compile_per_test, workers):
@@ -379,9 +385,9 @@ def _naive_rewards(completions, batch, compile_per_test, workers):
                     directory = tempfile.mkdtemp(prefix="bench-naive-")
                     with open(os.path.join(directory, name), "w") as file:
                         file.write(program)
-                    if spec.compiled and subprocess.run(words(languages.plain_compile(lang), directory, name), cwd=directory,
-                                                        capture_output=True, env={**env, "GOCACHE": directory,
-                                                                                 "HOME": directory}).returncode:
+                    compile_env = {**env, "GOCACHE": directory, "HOME": directory}
+                    if spec.compiled and subprocess.run(words(languages.plain_compile(lang), directory, name),
+                                                        cwd=directory, capture_output=True, env=compile_env).returncode:
                         return 0.0
                 try:
                     run = subprocess.run(words(spec.run, directory, name), input=line + "\n", cwd=directory,
@@ -488,11 +494,9 @@ def _bench_reward_languages(langs, baseline_sample, cores):
               f"{ours[0] / naive[0]:.1f}x, {naive[1] / ours[1]:.1f}x "
               f"(vs compile once {ours[0] / once[0]:.1f}x, {once[1] / ours[1]:.1f}x)", flush=True)
     if step_langs:
-        completions, batch = _reward_step_batch(step_langs)
+        completions, batch, expected = _reward_step_batch(step_langs)
         rewards, wall, cpu, inside = _cold_score(completions, batch)
-        group_size = preset("cpu")["group_size"]
-        assert rewards == ([1.0] * 6 + [0.0] * 2)[:group_size] * (len(rewards) // group_size), \
-            "the references should pass, the rest fail"
+        assert rewards == expected, "the references should pass, the rest fail"
         figures["step"] = dict(seconds=wall, programs_per_s=len(completions) / wall, cpu_per_program=cpu / len(completions),
                                compile_s=inside["compile"], run_s=inside["run"])
         print(f"RL step ({len(completions)} completions, {len(set(completions))} distinct, "
@@ -533,11 +537,11 @@ def bench_run_budget(n_programs=50, langs=None):
 
 # ----------------------------------------------------------------------------- rollout
 
-def bench_rollout(size=None, reps=3, threads=None):
+def bench_rollout(size_overrides=None, reps=3, threads=None):
     """Decoded tokens per second of rollout.py with random weights and no early stop: the model
     and a step's prompts x completions of the CPU preset (config/cpu.py) on a CPU, of the GPU
     preset on CUDA (under bf16 autocast, as train.py runs it); prompts of PROMPT_TOKENS, every
-    row decoding NEW_TOKENS. size: overrides of n_layer, n_head, n_embd, vocab_size, prompts,
+    row decoding NEW_TOKENS. size_overrides: of n_layer, n_head, n_embd, vocab_size, prompts,
     group_size, prompt_len, new_tokens (e.g. tiny ones for a test). Also reports
     tokens per CPU-second of this process (CPU only), which a busy machine disturbs less."""
     from model import GPT, GPTConfig, device_setup
@@ -546,8 +550,9 @@ def bench_rollout(size=None, reps=3, threads=None):
     if threads:
         torch.set_num_threads(threads)
     run = preset("gpu" if device == "cuda" else "cpu")
-    size = {**{key: run[key] for key in ("n_layer", "n_head", "n_embd", "group_size")}, "prompts": run["prompts_per_step"],
-            "vocab_size": VOCAB_SIZE, "prompt_len": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, **(size or {})}
+    size = dict(n_layer=run["n_layer"], n_head=run["n_head"], n_embd=run["n_embd"], prompts=run["prompts_per_step"],
+                group_size=run["group_size"], vocab_size=VOCAB_SIZE, prompt_len=PROMPT_TOKENS, new_tokens=NEW_TOKENS)
+    size.update(size_overrides or {})
     torch.manual_seed(0)
     gpt = GPT(GPTConfig(block_size=size["prompt_len"] + size["new_tokens"], vocab_size=size["vocab_size"],
                         n_layer=size["n_layer"], n_head=size["n_head"], n_embd=size["n_embd"], bias=False))

@@ -61,7 +61,7 @@ def test_kernel_part_times_only_methods_that_agree_with_float64(monkeypatch, cap
 
 def test_rollout_part_runs_on_a_tiny_model():
     tiny = dict(n_layer=1, n_head=2, n_embd=16, vocab_size=50, prompts=2, group_size=2, prompt_len=5, new_tokens=6)
-    figures = bench.bench_rollout(size=tiny, reps=1)
+    figures = bench.bench_rollout(size_overrides=tiny, reps=1)
     assert figures["tokens_per_s"] > 0 and figures["tokens_per_cpu_s"] > 0
 
 
