@@ -585,7 +585,8 @@ def bench_rollout(size=None, reps=3, threads=None):
     CPU preset's size on a CPU and the GPU preset's on CUDA (under bf16 autocast, as train.py
     runs it). size: overrides of the defaults below (e.g. tiny ones for a test). Also reports
     tokens per CPU-second of this process (CPU only), which a busy machine disturbs less."""
-    from model import GPT, GPTConfig, device_setup
+    from ddp import device_setup
+    from model import GPT, GPTConfig
     from rollout import rollout
     device, autocast = device_setup("auto")
     if threads:
