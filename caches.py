@@ -61,11 +61,10 @@ class KVCache:
         return out
 
 
-
 def left_padded(model, prompts, new_tokens):
-    """(idx, valid, cache) for B prompts of token ids: the prompts left-padded, so that every one
-    ends at the same slot (built on the host, sent at once), and a KV cache with room for
-    new_tokens more."""
+    """(idx, valid, cache) for B prompts of token ids and the GPT that will read them: the prompts
+    left-padded, so that every one ends at the same slot (built on the host, sent at once), and a
+    KV cache with room for new_tokens more, on the model's device."""
     device = model.lm_head.weight.device
     prompt_len = max(len(p) for p in prompts)
     assert prompt_len + new_tokens <= model.config.block_size, (
