@@ -544,7 +544,8 @@ def bench_rollout(size_overrides=None, reps=3, threads=None):
     row decoding NEW_TOKENS. size_overrides: of n_layer, n_head, n_embd, vocab_size, prompts,
     group_size, prompt_len, new_tokens (e.g. tiny ones for a test). Also reports
     tokens per CPU-second of this process (CPU only), which a busy machine disturbs less."""
-    from model import GPT, GPTConfig, device_setup
+    from ddp import device_setup
+    from model import GPT, GPTConfig
     from rollout import rollout
     device, autocast = device_setup("auto")
     if threads:

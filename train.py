@@ -34,6 +34,7 @@ import time
 
 import torch
 
+import checkpoints
 import ddp
 import gepo
 import logprobs
@@ -43,7 +44,7 @@ import sandbox
 import tasks
 import tokenizer
 from configurator import configure, fill_unset, read_file, snapshot
-from model import GPT, GPTConfig, device_setup, load_checkpoint, pack
+from model import GPT, GPTConfig, pack
 from rollout import rollout
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -114,7 +115,7 @@ ckpt_path = os.path.join(out_dir, "ckpt.pt")
 resumed = None           # the checkpoint a resumed run continues from
 if resume and os.path.exists(ckpt_path):
     try:
-        resumed = load_checkpoint(ckpt_path)
+        resumed = checkpoints.load(ckpt_path)
     except ValueError as error:
         raise SystemExit(f"resume: {error}")
     fill_unset(globals(), resumed["config"], was_set | {"resume"}, ckpt_path, strict=False)
@@ -175,10 +176,9 @@ validate_settings()
 
 # ----------------------------------------------------------------------------- set-up
 try:
-    device, autocast = device_setup(device, dtype)
+    rank, world_size, device, autocast = ddp.setup(device, dtype)
 except ValueError as error:
     raise SystemExit(str(error))
-rank, world_size, device = ddp.setup(device)
 master = rank == 0  # rank 0 alone prints, logs and writes checkpoints
 torch.manual_seed(seed)
 
@@ -222,42 +222,27 @@ def read_jsonl(name):
 def read_checkpoint(path):
     """A checkpoint of this run's tokenizer: anything else would read token ids that mean other text."""
     try:
-        checkpoint = load_checkpoint(path)
+        checkpoint = checkpoints.load(path)
+        checkpoints.check_tokenizer(checkpoint, tok.record(), path)
     except ValueError as error:
         raise SystemExit(str(error))
-    if checkpoint.get("tokenizer") != tok.record():
-        raise SystemExit(f"{path} was trained with another tokenizer than this run's "
-                         f"(data_dir={data_dir}, init_from={init_from}): pass the settings it was trained with")
     return checkpoint
 
 
 def check_resumed_run(saved):
-    """Refuse to resume into a different run: another model shape, data, tokenizer or number of
-    ranks would silently change what the checkpoint means. Other changes are allowed, and said."""
-    fixed = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "init_from", "data_dir", "sft_ckpt")
-    differ = [k for k in fixed if saved["config"].get(k) != config[k]]
-    if differ:
-        raise SystemExit("resume: these settings differ from the saved run's and would change the model or its "
-                         "data: " + ", ".join(f"{k} (saved {saved['config'].get(k)!r}, now {config[k]!r})"
-                                              for k in differ) + "; start a new out_dir instead")
-    if saved["world_size"] != world_size:
-        raise SystemExit(f"resume: the saved run had {saved['world_size']} ranks, this one {world_size}: "
-                         f"resume with the same torchrun --nproc_per_node")
-    if saved["tokenizer"] != tok.record():
-        raise SystemExit("resume: the tokenizer differs from the saved run's (was data/ regenerated?)")
-    changed = [k for k in CONFIG_KEYS if k != "resume" and saved["config"].get(k) != config[k]]
+    """Refuse to resume into a different run (checkpoints.check_resume); other changes are allowed, and said."""
+    try:
+        changed = checkpoints.check_resume(saved, config, world_size, tok.record(), ckpt_path)
+    except ValueError as error:
+        raise SystemExit(f"resume: {error}")
     if changed:
         log("resume: changed settings: " + ", ".join(f"{k}={config[k]!r}" for k in changed))
 
 
 def save_checkpoint(path, model, **contents):
-    """Atomic (a crash while writing leaves the previous checkpoint intact); tensors and plain
-    data only, so that loading it runs no code (torch.load with weights_only=True)."""
+    """Rank 0 writes it (checkpoints.save: atomic, loads without running code), with this run's record."""
     if master:
-        contents.update(model=model.state_dict(), model_args=vars(model.config), config=config,
-                        tokenizer=tok.record(), world_size=world_size)
-        torch.save(contents, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        checkpoints.save(path, model, config=config, tokenizer=tok.record(), world_size=world_size, **contents)
 
 
 def save_training_state(stage, step, model, optimizer, rng, generator):
