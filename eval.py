@@ -52,13 +52,14 @@ from contextlib import nullcontext
 
 import torch
 
+import checkpoints
 import ddp
 import gepo
 import reward
 import tasks
 import tokenizer
 from configurator import configure, snapshot
-from model import GPT, device_setup, load_checkpoint
+from model import GPT
 from rollout import rollout
 from stats import budget_table, paired, pass_at_k, summarize  # noqa: F401 (eval.pass_at_k: DESIGN.md's public name)
 
@@ -89,9 +90,9 @@ plot = ""                # plot a train.py metrics.jsonl (training curves) and e
 # ----------------------------------------------------------------------------- loading and sharding
 
 def read_checkpoint(path):
-    """model.load_checkpoint, its error (missing, random bytes, not a checkpoint) as one line."""
+    """checkpoints.load, its error (missing, random bytes, not a checkpoint) as one line."""
     try:
-        return load_checkpoint(path)
+        return checkpoints.load(path)
     except ValueError as e:
         raise SystemExit(f"eval.py: {e}") from None
 
@@ -117,8 +118,7 @@ def distributed_setup(device_request):
     (NCCL on CUDA, one GPU per rank; gloo on CPU, the cores split between the ranks), and each
     rank's reward workers get its share of the cores, so that N ranks on one machine do not run N
     times the programs the cores can take."""
-    device_name, autocast = device_setup(device_request)
-    rank, world, device_name = ddp.setup(device_name)
+    rank, world, device_name, autocast = ddp.setup(device_request)
     reward.share_cores(ddp.local_world_size())
     return rank, world, device_name, autocast
 

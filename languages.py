@@ -273,6 +273,13 @@ LANGUAGES = {
                             ((("go", "build", "-o", "{out}/go-build-many", "{out}/go-build-many.go"), ("go-build-many",)),))),
     "lua": Language("main.lua", ("luac5.4", "-p", "{src}"), ("lua5.4", "{src}"), "lua5.4", compiled=False),
 }
+# The command a user would type to compile one program, where the table's check does more: no
+# batch, nothing from a warm-up (plain_compile). The benchmarks' naive baseline runs them.
+PLAIN_COMPILES = {
+    "cpp": ("g++", *CPP_FLAGS, *LINK_FLAGS, "-o", "{out}/main", "{src}"),
+    "java": ("javac", "-d", "{out}", "{src}"),
+    "go": ("go", "build", "-o", "{out}/main", "{src}"),
+}
 TOOL_ALTERNATIVES = {"gcc": ("gcc", "clang"), "g++": ("g++", "clang++")}
 # Programs that print "ok": available() runs one per language in the sandbox, once.
 HELLO = {
@@ -315,6 +322,14 @@ def tools(lang):
     spec = LANGUAGES[lang]
     commands = [spec.check, spec.run, *(command for command, _ in (spec.warm_up or ({}, ()))[1])]
     return list(dict.fromkeys(command[0] for command in commands if command[0][0] != "{"))
+
+
+def plain_compile(lang):
+    """The command a user would type to compile one program of a compiled language `lang` ({src}
+    the source, {out} the output directory): PLAIN_COMPILES', or the table's check."""
+    if not LANGUAGES[lang].compiled:
+        raise ValueError(f"{lang} is not compiled: its source runs as it is")
+    return PLAIN_COMPILES.get(lang, LANGUAGES[lang].check)
 
 
 def missing_tools(lang):
@@ -438,7 +453,7 @@ def _rust_linker(rustc):
 
 # ----------------------------------------------------------------------------- check and run
 
-_warmed_up = set()   # languages whose warm_up this process has seen to
+_warmed_up = set()   # (language, cache directory) whose warm_up this process has seen to
 _warming = {}        # language -> Lock held by the thread warming it up
 
 
@@ -510,8 +525,8 @@ def warm_up(lang, cache_dir):
     with _lock:
         lock = _warming.setdefault(lang, threading.Lock())
     with lock:
-        if lang in _warmed_up or all(map(os.path.exists, products)):
-            _warmed_up.add(lang)
+        if (lang, cache_dir) in _warmed_up or all(map(os.path.exists, products)):
+            _warmed_up.add((lang, cache_dir))
             return None
         staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(cache_dir))
         try:
@@ -529,7 +544,7 @@ def warm_up(lang, cache_dir):
                             + sandbox.first_lines((result.stderr + result.stdout).decode("utf-8", "replace"), 5))
                 for product in made:
                     os.replace(os.path.join(staging, product), os.path.join(cache_dir, product))
-            _warmed_up.add(lang)
+            _warmed_up.add((lang, cache_dir))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

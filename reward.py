@@ -429,6 +429,26 @@ def _cache_root():
     return _cache_dir
 
 
+@contextlib.contextmanager
+def fresh_cache(directory):
+    """Within the block, programs are compiled, warmed up for and judged as if for the first time:
+    the compile cache and the kept verdicts are in `directory` (empty, yours, mode 700), and what
+    this process remembers of the usual ones is set aside until the block ends. For measuring what
+    a run pays once (bench.py), with no other thread scoring meanwhile."""
+    global _cache_dir
+    with _lock:
+        usual, remembered = _cache_dir, collections.OrderedDict(_memory_cache)
+        _cache_dir = directory
+        _memory_cache.clear()
+    try:
+        yield directory
+    finally:
+        with _lock:
+            _cache_dir = usual
+            _memory_cache.clear()
+            _memory_cache.update(remembered)
+
+
 def _cache_key(lang, source):
     # CACHE_FORMAT is part of the key: an entry written under other rules (compilers running as
     # the trainer's user, failures not cached, compilers seeing the whole system) is never read back

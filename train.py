@@ -34,6 +34,8 @@ import time
 
 import torch
 
+import checkpoints
+import curriculum
 import ddp
 import gepo
 import logprobs
@@ -43,7 +45,7 @@ import sandbox
 import tasks
 import tokenizer
 from configurator import configure, fill_unset, read_file, snapshot
-from model import GPT, GPTConfig, device_setup, load_checkpoint, pack
+from model import GPT, GPTConfig, pack
 from rollout import rollout
 
 PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -78,6 +80,8 @@ sft_batch_size = 32
 sft_lr = 2e-3
 sft_ir_share = 0.15      # share of SFT batches made of C -> IR pairs
 sft_warmup_frac = 0.03   # share of SFT steps spent warming the learning rate up
+sft_eval_interval = 250  # SFT steps between validation losses on held-out pairs (and at the end)
+sft_eval_examples = 256  # held-out translation pairs, and as many C -> IR pairs, in each
 # stage 2: OORL
 rl_steps = 14
 prompts_per_step = 32    # B prompts per step ...
@@ -88,7 +92,11 @@ top_k = None             # None, or sample among the top_k tokens only
 top_p = None             # None, or nucleus sampling with this probability mass
 ppo_epochs = 2           # gradient steps on each batch of rollouts (eq. 5's ratio is 1 on the first)
 clip_eps = 0.2           # eq. 5
-beta_kl = 0.01           # KL to the SFT model (eq. 1)
+epsilon_high = None      # DAPO's clip-higher: eq. 5's upper clip is 1 + epsilon_high (None: clip_eps)
+beta_kl = 0.01           # KL to the SFT model (eq. 1); 0: no KL term and no reference forward
+filter_groups = False    # DAPO's dynamic sampling: keep the groups whose rewards differ, refill (curriculum.py)
+max_num_gen_batches = 3  # ... sampling at most this many rounds of prompts_per_step prompts a step
+replay_successes = False # a stored success replaces one sample of an all-fail group (RLEP; curriculum.py)
 adv_estimator = "reinforce++"  # "reinforce++" (the paper's) | "grpo"
 rl_lr = 3e-5
 rl_warmup_frac = 0.03    # share of OORL steps spent warming the learning rate up (paper: 3%)
@@ -114,7 +122,7 @@ ckpt_path = os.path.join(out_dir, "ckpt.pt")
 resumed = None           # the checkpoint a resumed run continues from
 if resume and os.path.exists(ckpt_path):
     try:
-        resumed = load_checkpoint(ckpt_path)
+        resumed = checkpoints.load(ckpt_path)
     except ValueError as error:
         raise SystemExit(f"resume: {error}")
     fill_unset(globals(), resumed["config"], was_set | {"resume"}, ckpt_path, strict=False)
@@ -141,9 +149,9 @@ def validate_settings():
     the minutes of SFT that come before the first use of most of them."""
     for key in ("n_layer", "n_head", "n_embd", "block_size", "sft_batch_size", "prompts_per_step", "group_size",
                 "max_new_tokens", "ppo_epochs", "gepo_groups_per_step", "ckpt_interval", "probe_groups",
-                "micro_batch_tokens"):
+                "micro_batch_tokens", "max_num_gen_batches", "sft_eval_examples"):
         check(globals()[key] >= 1, key, "an integer >= 1")
-    for key in ("sft_steps", "rl_steps", "probe_interval"):
+    for key in ("sft_steps", "rl_steps", "probe_interval", "sft_eval_interval"):
         check(globals()[key] >= 0, key, "an integer >= 0")
     for key in ("sft_lr", "rl_lr", "temperature", "clip_eps", "grad_clip", "gepo_beta"):
         check(globals()[key] > 0, key, "a number > 0")
@@ -152,6 +160,10 @@ def validate_settings():
     for key in ("sft_ir_share", "sft_warmup_frac", "rl_warmup_frac", "max_infra_share"):
         check(0 <= globals()[key] <= 1, key, "a share between 0 and 1")
     check(0 <= dropout < 1, "dropout", "0 <= dropout < 1")
+    check(epsilon_high is None or (isinstance(epsilon_high, (int, float)) and epsilon_high > 0), "epsilon_high",
+          "None or a number > 0")
+    for key in ("filter_groups", "replay_successes"):
+        check(isinstance(globals()[key], bool), key, "True or False")
     check(n_embd % n_head == 0, "n_embd", f"a multiple of n_head={n_head}")
     check(top_k is None or (isinstance(top_k, int) and top_k >= 1), "top_k", "None or an integer >= 1")
     check(top_p is None or (isinstance(top_p, (int, float)) and 0 < top_p <= 1), "top_p", "None or a number in (0, 1]")
@@ -175,10 +187,9 @@ validate_settings()
 
 # ----------------------------------------------------------------------------- set-up
 try:
-    device, autocast = device_setup(device, dtype)
+    rank, world_size, device, autocast = ddp.setup(device, dtype)
 except ValueError as error:
     raise SystemExit(str(error))
-rank, world_size, device = ddp.setup(device)
 master = rank == 0  # rank 0 alone prints, logs and writes checkpoints
 torch.manual_seed(seed)
 
@@ -222,42 +233,27 @@ def read_jsonl(name):
 def read_checkpoint(path):
     """A checkpoint of this run's tokenizer: anything else would read token ids that mean other text."""
     try:
-        checkpoint = load_checkpoint(path)
+        checkpoint = checkpoints.load(path)
+        checkpoints.check_tokenizer(checkpoint, tok.record(), path)
     except ValueError as error:
         raise SystemExit(str(error))
-    if checkpoint.get("tokenizer") != tok.record():
-        raise SystemExit(f"{path} was trained with another tokenizer than this run's "
-                         f"(data_dir={data_dir}, init_from={init_from}): pass the settings it was trained with")
     return checkpoint
 
 
 def check_resumed_run(saved):
-    """Refuse to resume into a different run: another model shape, data, tokenizer or number of
-    ranks would silently change what the checkpoint means. Other changes are allowed, and said."""
-    fixed = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "init_from", "data_dir", "sft_ckpt")
-    differ = [k for k in fixed if saved["config"].get(k) != config[k]]
-    if differ:
-        raise SystemExit("resume: these settings differ from the saved run's and would change the model or its "
-                         "data: " + ", ".join(f"{k} (saved {saved['config'].get(k)!r}, now {config[k]!r})"
-                                              for k in differ) + "; start a new out_dir instead")
-    if saved["world_size"] != world_size:
-        raise SystemExit(f"resume: the saved run had {saved['world_size']} ranks, this one {world_size}: "
-                         f"resume with the same torchrun --nproc_per_node")
-    if saved["tokenizer"] != tok.record():
-        raise SystemExit("resume: the tokenizer differs from the saved run's (was data/ regenerated?)")
-    changed = [k for k in CONFIG_KEYS if k != "resume" and saved["config"].get(k) != config[k]]
+    """Refuse to resume into a different run (checkpoints.check_resume); other changes are allowed, and said."""
+    try:
+        changed = checkpoints.check_resume(saved, config, world_size, tok.record(), ckpt_path)
+    except ValueError as error:
+        raise SystemExit(f"resume: {error}")
     if changed:
         log("resume: changed settings: " + ", ".join(f"{k}={config[k]!r}" for k in changed))
 
 
 def save_checkpoint(path, model, **contents):
-    """Atomic (a crash while writing leaves the previous checkpoint intact); tensors and plain
-    data only, so that loading it runs no code (torch.load with weights_only=True)."""
+    """Rank 0 writes it (checkpoints.save: atomic, loads without running code), with this run's record."""
     if master:
-        contents.update(model=model.state_dict(), model_args=vars(model.config), config=config,
-                        tokenizer=tok.record(), world_size=world_size)
-        torch.save(contents, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        checkpoints.save(path, model, config=config, tokenizer=tok.record(), world_size=world_size, **contents)
 
 
 def save_training_state(stage, step, model, optimizer, rng, generator):
@@ -365,6 +361,43 @@ def sft_datasets(model_block_size):
             [e for e in irs if len(e[0]) + len(e[1]) <= model_block_size])
 
 
+def sft_validation_sets(model_block_size):
+    """Held-out pairs for the validation losses: translations of the val split's tasks and the
+    winners of the held-out IR groups, sft_eval_examples of each spread over the file (the val
+    split lists a program's pairs together), the same at every evaluation."""
+    def spread(examples):
+        fitting = [e for e in examples if len(e[0]) + len(e[1]) <= model_block_size]
+        return fitting[::max(1, len(fitting) // sft_eval_examples)][:sft_eval_examples]
+    translations = [(tok.encode(t["prompt"]), tok.encode(t["reference"]) + [tok.eot])
+                    for t in read_jsonl("tasks_val.jsonl")]
+    ir_val = os.path.join(data_dir, "ir_groups_val.jsonl")
+    irs = ([(tok.encode(g["prompt"]), tok.encode(ir) + [tok.eot]) for g in read_jsonl("ir_groups_val.jsonl")
+            for ir in g["winners"]] if os.path.exists(ir_val) else [])
+    return spread(translations), spread(irs)
+
+
+@torch.no_grad()
+def validation_loss(policy, examples):
+    """The next-token loss over the completion tokens of held-out examples (nanoGPT's
+    estimate_loss, on fixed examples), every rank a share; None without examples. The training
+    batch's loss cannot show overfitting, nor the IR pairs apart from the translations."""
+    if not examples:
+        return None
+    policy.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, tokens
+    share = ddp.shard(examples)
+    for i in range(0, len(share), sft_batch_size):
+        chunk = share[i:i + sft_batch_size]
+        idx, targets, mask = pack([p for p, _ in chunk], [c for _, c in chunk], pad_id=tok.eot)
+        with autocast:
+            _, loss = policy(idx.to(device), targets=targets.masked_fill(~mask, -1).to(device))
+        tokens = mask.sum().item()
+        total += torch.tensor([loss.item() * tokens, tokens], dtype=torch.float64, device=device)
+    policy.train()
+    total = ddp.all_sum(total)
+    return (total[0] / total[1]).item()
+
+
 def sft_batch(rng, sft_examples, ir_examples):
     """This rank's share of a global batch, as right-padded inputs and targets (-1 where there
     is nothing to predict: prompt and padding). A batch is all C -> IR (with probability
@@ -379,6 +412,7 @@ def sft_batch(rng, sft_examples, ir_examples):
 
 def run_sft(policy):
     sft_examples, ir_examples = sft_datasets(policy.config.block_size)
+    val_examples, val_ir_examples = sft_validation_sets(policy.config.block_size)
     optimizer = policy.configure_optimizers(0.1, sft_lr, (0.9, 0.95), device)
     rng, generator = random.Random(seed), torch.default_generator
     start = restore_training_state("sft", optimizer, rng, generator)
@@ -399,15 +433,21 @@ def run_sft(policy):
         loss.backward()
         sum_gradients_and_clip(policy)
         optimizer.step()
-        if step % 10 == 0 or step == sft_steps - 1:  # the only host syncs: a GPU is never kept waiting
+        validate = step == sft_steps - 1 or (sft_eval_interval > 0 and step % sft_eval_interval == 0)
+        if step % 10 == 0 or validate:  # the only host syncs: a GPU is never kept waiting
             loss_value = ddp.all_sum(loss.detach().float()).item()
             dt = (time.time() - t_log) / (step - logged)  # seconds per step since the last line
             computed = ddp.all_sum_float(idx.numel())  # every position runs through the model, padding too
             row = dict(step=step, stage="sft", loss=loss_value, lr=lr, tokens_per_s=computed / dt)
             if torch.device(device).type == "cuda":
                 row["mfu"] = policy.estimate_mfu(idx.numel(), dt, seq_len=idx.size(1))
+            if validate:
+                row.update(val_loss=validation_loss(policy, val_examples),
+                           val_loss_ir=validation_loss(policy, val_ir_examples))
             log(f"sft step {step} | loss {loss_value:.4f} | lr {lr:.2e} | {row['tokens_per_s']:.0f} tok/s"
                 + (f" | mfu {100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "")
+                + (f" | val loss {row['val_loss']:.4f}" if validate else "")
+                + (f" ir {row['val_loss_ir']:.4f}" if row.get("val_loss_ir") is not None else "")
                 + f" | {progress('sft', step, sft_steps, t_start, start)}")
             log_metrics(row)
             t_log, logged = time.time(), step
@@ -456,6 +496,8 @@ class Experience:
     groups: list             # IR groups of the preference loss, with their reference log-probs
     ref_chosen: torch.Tensor = None
     ref_rejected: torch.Tensor = None
+    replayed: list = dataclasses.field(default_factory=list)  # rows holding a replayed success
+    gen_batches: int = 1     # rounds of sampling this step took (filter_groups)
     times: dict = dataclasses.field(default_factory=dict)
 
 
@@ -484,23 +526,47 @@ def logprobs_of(model, batches):
         return [model.completion_logprobs(b.prompts, b.completions, group_size, temperature) for b in batches]
 
 
-def collect(step, policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache):
-    """prompts -> rollout -> reward -> log-probs -> advantages, and the step's IR groups."""
+def sample_and_score(policy, chosen, generator, replay, times):
+    """G completions of each (task, prompt ids) of chosen, and their verdicts; the successes
+    stored for replay_successes. Adds its seconds to times."""
     t0 = time.time()
-    batch, prompt_ids = zip(*ddp.shard(rng.sample(rl_tasks, prompts_per_step)))
-    row_tasks = [t for t in batch for _ in range(group_size)]
+    row_tasks = [t for t, _ in chosen for _ in range(group_size)]
     # eq. 4: compile and run every completion's unit tests (cut-off ones get 0): each row as soon
     # as it has ended, while the rest decode (score_while_decoding), or all of them after decoding
     with reward.Scorer(row_tasks) as scorer, autocast:
         hand_over = lambda rows, ids, cut: scorer.submit(rows, list(map(tok.decode, ids)), cut)
-        out = rollout(policy, list(prompt_ids), group_size, max_new_tokens, tok.eot, temperature, top_k, top_p,
-                      generator, on_end=hand_over if score_while_decoding else None)
+        out = rollout(policy, [ids for _, ids in chosen], group_size, max_new_tokens, tok.eot, temperature, top_k,
+                      top_p, generator, on_end=hand_over if score_while_decoding else None)
         t1 = time.time()
         if not score_while_decoding:
             hand_over(range(len(row_tasks)), out.completion_lists(), out.truncated.tolist())
-    verdicts = scorer.verdicts
+    verdicts = list(scorer.verdicts)
+    if replay_successes:
+        replay.record(row_tasks, out.completion_lists(with_eot=True), verdicts)
+    times["time_rollout"] += t1 - t0
+    times["time_reward"] += time.time() - t1
+    return out, verdicts
+
+
+def collect(step, policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache, replay):
+    """prompts -> rollout -> reward -> log-probs -> advantages, and the step's IR groups."""
+    times = dict(time_rollout=0.0, time_reward=0.0)
+    chosen = ddp.shard(rng.sample(rl_tasks, prompts_per_step))
+    rounds = [(chosen, *sample_and_score(policy, chosen, generator, replay, times))]
+    # DAPO's dynamic sampling: more rounds of prompts until this rank's share holds as many groups
+    # whose rewards differ; drawn by a generator of the step's own, so that rng draws the first
+    # round's prompts as a run without it does (the ablation's rows see common prompts)
+    refill = random.Random(f"{seed} {step} refill")
+    while filter_groups and len(rounds) < max_num_gen_batches and sum(curriculum.with_spread(
+            [v.reward for _, _, verdicts in rounds for v in verdicts], group_size)) < len(chosen):
+        more = ddp.shard(refill.sample(rl_tasks, prompts_per_step))
+        rounds.append((more, *sample_and_score(policy, more, generator, replay, times)))
+    chosen, out, verdicts = curriculum.fill_with_spread(rounds, group_size, len(chosen)) if filter_groups else rounds[0]
+    batch, prompt_ids = zip(*chosen)
+    row_tasks = [t for t in batch for _ in range(group_size)]
+    # RLEP: a stored success in each group that failed G times (its advantage then has a spread)
+    replayed = replay.fill(row_tasks, out, verdicts, tok.eot) if replay_successes else []
     completions = out.completion_lists(with_eot=True)  # end-of-text included: its probability counts
-    t2 = time.time()
     infra = torch.tensor([v.status == "infra_error" for v in verdicts])  # the machinery failed, not the program
     failed, judged = ddp.all_sum(torch.tensor([infra.sum(), len(infra)], dtype=torch.float64)).tolist()
     if failed > max_infra_share * judged:
@@ -510,14 +576,18 @@ def collect(step, policy, reference, rl_tasks, gepo_groups, rng, generator, ref_
         infra = infra.view(-1, group_size).any(1, keepdim=True).expand(-1, group_size).flatten()
     learn = (~infra).to(device)
     batches = micro_batches(prompt_ids, completions)
-    for b, (logp, mask) in zip(batches, logprobs_of(reference, batches)):
-        b.logp_ref, b.mask = logp, mask & learn[b.rows, None]
     t3 = time.time()
     # pi_old is what the training forward computes (the rollout's decode is another computation,
     # in bf16 under autocast), so that each step starts at ratio 1 and, at step 0, KL 0
-    for b, (logp, _) in zip(batches, logprobs_of(policy, batches)):
-        b.logp_old = logp
+    for b, (logp, mask) in zip(batches, logprobs_of(policy, batches)):
+        b.logp_old, b.mask = logp, mask & learn[b.rows, None]
     t4 = time.time()
+    # pi_ref only serves the KL term: without one (beta_kl = 0, as DAPO trains) its forward is
+    # skipped and pi_ref stands at pi_old, which makes every KL figure 0
+    for b, logp in zip(batches, [logp for logp, _ in logprobs_of(reference, batches)] if beta_kl > 0
+                       else [b.logp_old for b in batches]):
+        b.logp_ref = logp
+    t5 = time.time()
     # advantages in the rollout's layout, (rows, max_new_tokens), over the rows learnt from
     layout, rewards = out.mask[learn], torch.tensor([v.reward for v in verdicts], device=device)[learn]
     advantages = torch.zeros(out.mask.shape, device=device)
@@ -536,13 +606,13 @@ def collect(step, policy, reference, rl_tasks, gepo_groups, rng, generator, ref_
     groups = (ddp.shard(gepo.sample_groups(gepo_groups, gepo_groups_per_step, random.Random(f"{seed} {step}"),
                                            pairs=pref_loss == "dpo"))
               if pref_loss != "none" else [])
-    exp = Experience(row_tasks, verdicts, learn, out, batches, ddp.all_sum_float(layout.sum()), groups)
-    t5 = time.time()
+    exp = Experience(row_tasks, verdicts, learn, out, batches, ddp.all_sum_float(layout.sum()), groups,
+                     replayed=replayed, gen_batches=len(rounds))
+    t6 = time.time()
     if groups:
         with torch.no_grad(), autocast:  # the reference is frozen: each IR's log-prob is computed once a run
             exp.ref_chosen, exp.ref_rejected, _, _ = gepo.group_logps(reference, groups, device, ref_cache)
-    exp.times = dict(time_rollout=t1 - t0, time_reward=t2 - t1, time_reference=t3 - t2 + time.time() - t5,
-                     time_pi_old=t4 - t3)
+    exp.times = dict(times, time_reference=t5 - t4 + time.time() - t6, time_pi_old=t4 - t3)
     return exp
 
 
@@ -572,8 +642,8 @@ def update(policy, optimizer, exp):
         for b in exp.batches:
             with autocast:
                 logp, _ = policy.completion_logprobs(b.prompts, b.completions, group_size, temperature)
-            loss, onp = reinforce.policy_loss(logp, b.logp_old, b.advantages, b.mask, clip_eps, exp.n_tokens)
-            if adv_estimator == "grpo":  # GRPO puts the KL in the loss (k3 estimator)
+            loss, onp = reinforce.policy_loss(logp, b.logp_old, b.advantages, b.mask, clip_eps, exp.n_tokens, epsilon_high)
+            if adv_estimator == "grpo" and beta_kl > 0:  # GRPO puts the KL in the loss (k3 estimator)
                 loss = loss + beta_kl * reinforce.masked_mean(reinforce.kl_k3(logp, b.logp_ref, b.mask), b.mask, exp.n_tokens)
             (w_rl * loss).backward()
             loss_onp, clip_frac = loss_onp + loss.item(), clip_frac + onp["clip_frac"]
@@ -609,33 +679,40 @@ def log_step(step, lr, exp, stats, previous_grad, t_start, start, probe):
         by_lang[2 * langs.index(task["tgt_lang"]) + 1] += verdict.reward
     kl_sum = sum(((b.logp_old - b.logp_ref) * b.mask).sum().item() for b in exp.batches)  # eq. 1's KL, k1
     rewards = torch.tensor([v.reward for v in exp.verdicts])
+    sampled = out.mask.clone()
+    sampled[exp.replayed] = False  # a replayed success was not sampled now: it has no entropy of this policy's
     sums = ddp.all_sum(torch.tensor([
-        len(exp.verdicts), float(rewards.sum()), out.mask.sum().item(), (out.entropy * out.mask).sum().item(),
+        len(exp.verdicts), float(rewards.sum()), sampled.sum().item(), (out.entropy * sampled).sum().item(),
         float(out.truncated.sum()), reinforce.zero_advantage_share(rewards, group_size) * len(exp.verdicts) / group_size,
         sum(v.status == "infra_error" for v in exp.verdicts), kl_sum, learnt.sum().item(), stats["loss_onp"],
         stats["clip_frac"], stats["loss_gepo"], stats["gepo_margin"], stats["gepo_winner_var"], len(exp.groups),
-        *by_lang], dtype=torch.float64))
+        len(exp.replayed), exp.gen_batches, *by_lang], dtype=torch.float64))
     (n, reward_sum, tokens, entropy, truncated, zero_adv, infra, kl, learnt_tokens, loss_onp, clip_frac,
-     loss_gepo, margin, winner_var, n_groups), by_lang = sums[:15].tolist(), sums[15:].tolist()
+     loss_gepo, margin, winner_var, n_groups, replayed, gen_batches), by_lang = sums[:17].tolist(), sums[17:].tolist()
     grad = stats.pop("grad")
-    row = dict(step=step, stage="oorl", reward=reward_sum / n, kl=kl / max(learnt_tokens, 1), loss_onp=loss_onp,
+    row = dict(step=step, stage="oorl", reward=reward_sum / n, kl=kl / max(learnt_tokens, 1) if beta_kl > 0 else None,
+               loss_onp=loss_onp,
                loss_gepo=loss_gepo, lr=lr, entropy=entropy / tokens, clip_frac=clip_frac,
                pass_rate={lang: by_lang[2 * i + 1] / by_lang[2 * i] for i, lang in enumerate(langs) if by_lang[2 * i]},
                zero_adv_share=zero_adv / (n / group_size), truncated=truncated / n, infra_errors=int(infra),
                gepo_margin=margin / max(n_groups, 1), gepo_winner_var=winner_var / max(n_groups, 1),
                grad_norm=stats["grad_norm"], grad_cos=(torch.nn.functional.cosine_similarity(grad, previous_grad, dim=0).item()
                                                        if previous_grad is not None else None),
+               replayed=int(replayed), gen_batches=gen_batches / world_size,
                rollout_tok_per_s=tokens / exp.times["time_rollout"], **exp.times,
                **{k: stats[k] for k in ("time_policy", "time_preference", "time_optimizer")}, **probe)
     row["time_update"] = (row["time_reference"] + row["time_pi_old"] + sum(row["time_policy"])
                           + row["time_preference"] + row["time_optimizer"])
     log_metrics(row)
-    log(f"oorl step {step} | reward {row['reward']:.3f} | kl {row['kl']:.4f} | entropy {row['entropy']:.3f} | "
+    log(f"oorl step {step} | reward {row['reward']:.3f} | kl " + ("-" if row["kl"] is None else f"{row['kl']:.4f}")
+        + f" | entropy {row['entropy']:.3f} | "
         f"clip {clip_frac:.3f} | gepo {loss_gepo:.4f} margin {row['gepo_margin']:.3f}"
         + (f" probe {probe['probe_margin']:+.3f}" if probe else "")
         + f" | zero-adv {row['zero_adv_share']:.2f} | grad cos "
         + ("-" if row["grad_cos"] is None else f"{row['grad_cos']:.3f}")
-        + (f" | infra errors {int(infra)}" if infra else "") + " | "
+        + (f" | infra errors {int(infra)}" if infra else "")
+        + (f" | replayed {int(replayed)}" if replay_successes else "")
+        + (f" | sampling rounds {row['gen_batches']:.1f}" if filter_groups else "") + " | "
         + " ".join(f"{lang} {r:.2f}" for lang, r in row["pass_rate"].items())
         + f" | time rollout {row['time_rollout']:.1f}s reward after it {row['time_reward']:.1f}s update {row['time_update']:.1f}s"
         + f" | {progress('oorl', step, rl_steps, t_start, start)}")
@@ -651,9 +728,10 @@ def run_oorl(policy, reference, rl_tasks, gepo_groups, probe_set):
         f"adv_estimator={adv_estimator}")
     policy.eval()  # no dropout: pi_old, pi_theta and pi_ref must each be one policy
     t_start, previous_grad, ref_cache = time.time(), None, {}
+    replay = curriculum.SuccessReplay()  # (a resumed run starts it empty)
     for step in range(start, rl_steps):
         lr = set_learning_rate(optimizer, step, rl_steps, rl_lr, rl_warmup_frac)
-        exp = collect(step, policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache)
+        exp = collect(step, policy, reference, rl_tasks, gepo_groups, rng, generator, ref_cache, replay)
         stats = update(policy, optimizer, exp)
         probe = {}
         if probe_set and probe_interval and (step % probe_interval == 0 or step == rl_steps - 1):
