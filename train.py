@@ -7,6 +7,7 @@ Stage 2, OORL (paper eq. 10), one step as the loop body reads:
     exp = collect(...)   prompts -> rollout (G completions each) -> reward (eq. 4, unit tests)
                          -> pi_old and pi_ref log-probs -> advantages (REINFORCE++), computed once;
                          and a batch of static IR groups with their reference log-probs
+                         (filter_groups, replay_successes: which groups enter, curriculum.py)
     update(...)          L = w_rl * L_OnP (eq. 5, PPO epochs) + w_gepo * L_GEPO (eqs. 6-9, once)
     log_step(...)        one line and one metrics row                               => out/oorl.pt
 

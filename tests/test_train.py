@@ -290,7 +290,8 @@ def test_levers_dynamic_sampling_replay_clip_higher_and_no_kl_run_together(data_
     """filter_groups, replay_successes, epsilon_high and beta_kl = 0 in one run: the batch that
     reaches the advantages still holds prompts_per_step groups (the smoke model fails every
     program, so every round is sampled and the first round's groups make up the number), and
-    with beta_kl = 0 the frozen reference never runs a completion forward (with 0.01 it does)."""
+    with beta_kl = 0 (and no preference loss, whose reference log-probs are another matter) the
+    frozen reference never runs a completion forward; with 0.01 it does."""
     record = ["-c", "import atexit, runpy, sys, model, reinforce; original = model.GPT.completion_logprobs; "
                     "frozen = []; rows = []\n"
                     "def logprobs(self, *a, **k):\n"
@@ -301,7 +302,7 @@ def test_levers_dynamic_sampling_replay_clip_higher_and_no_kl_run_together(data_
                     "atexit.register(lambda: print('reference forwards:', sum(frozen), 'rows:', rows))\n"
                     "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
     common = [TRAIN, SMOKE, f"--data_dir={data_dir}", f"--sft_ckpt={smoke_run}/sft.pt", "--rl_steps=2",
-              "--probe_interval=0", "--prompts_per_step=2", "--group_size=4", "--filter_groups=True",
+              "--probe_interval=0", "--pref_loss=none", "--prompts_per_step=2", "--group_size=4", "--filter_groups=True",
               "--max_num_gen_batches=2", "--replay_successes=True", "--epsilon_high=0.28"]
     done = run(*common, "--beta_kl=0", f"--out_dir={tmp_path}/a", prefix=record)
     assert "reference forwards: 0 rows: [8, 8]" in done.stdout
