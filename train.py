@@ -80,7 +80,7 @@ sft_batch_size = 32
 sft_lr = 2e-3
 sft_ir_share = 0.15      # share of SFT batches made of C -> IR pairs
 sft_warmup_frac = 0.03   # share of SFT steps spent warming the learning rate up
-sft_eval_interval = 250  # SFT steps between validation losses on held-out pairs (and at the end)
+sft_eval_interval = 250  # SFT steps between validation losses on held-out pairs (and at the end; 0: the end only)
 sft_eval_examples = 256  # held-out translation pairs, and as many C -> IR pairs, in each
 # stage 2: OORL
 rl_steps = 14
