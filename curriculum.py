@@ -18,8 +18,8 @@ mask, truncated, entropy; a verdict: .reward), so this file imports no other pro
     groups = with_spread([v.reward for v in verdicts], G)        # [True, False, ...] per group
     prompts, out, verdicts = fill_with_spread(rounds, G, wanted)  # rounds: [(prompts, out, verdicts)]
     replay = SuccessReplay()
-    replayed_rows = replay.fill(tasks_of_rows, out, verdicts, eot_id)   # then:
-    replay.record(tasks_of_rows, out.completion_lists(with_eot=True), verdicts)
+    replay.record(tasks_of_rows, out.completion_lists(with_eot=True), verdicts)  # every round sampled
+    replayed_rows = replay.fill(tasks_of_rows, out, verdicts, eot_id)           # the step's batch
 
 Tests: python -m pytest tests/test_curriculum.py
 """

@@ -7,6 +7,7 @@ Stage 2, OORL (paper eq. 10), one step as the loop body reads:
     exp = collect(...)   prompts -> rollout (G completions each) -> reward (eq. 4, unit tests)
                          -> pi_old and pi_ref log-probs -> advantages (REINFORCE++), computed once;
                          and a batch of static IR groups with their reference log-probs
+                         (filter_groups, replay_successes: which groups enter, curriculum.py)
     update(...)          L = w_rl * L_OnP (eq. 5, PPO epochs) + w_gepo * L_GEPO (eqs. 6-9, once)
     log_step(...)        one line and one metrics row                               => out/oorl.pt
 
@@ -80,7 +81,7 @@ sft_batch_size = 32
 sft_lr = 2e-3
 sft_ir_share = 0.15      # share of SFT batches made of C -> IR pairs
 sft_warmup_frac = 0.03   # share of SFT steps spent warming the learning rate up
-sft_eval_interval = 250  # SFT steps between validation losses on held-out pairs (and at the end)
+sft_eval_interval = 250  # SFT steps between validation losses on held-out pairs (and at the end; 0: the end only)
 sft_eval_examples = 256  # held-out translation pairs, and as many C -> IR pairs, in each
 # stage 2: OORL
 rl_steps = 14

@@ -83,7 +83,7 @@ def test_smoke_runs_both_stages_and_resumes(data_dir, smoke_run, tmp_path):
 
 def test_sft_logs_validation_losses_on_held_out_pairs(data_dir, tmp_path):
     """SFT rows carry val_loss (held-out translation pairs) and val_loss_ir (held-out C -> IR
-    pairs) every sft_eval_interval steps and at the last step, and only there."""
+    pairs) every sft_eval_interval steps and at the last step, and only there (0: the last alone)."""
     run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--sft_steps=12", "--rl_steps=0",
         "--sft_eval_interval=5", "--sft_eval_examples=16")
     rows = [r for r in metrics(tmp_path) if r["stage"] == "sft"]
@@ -91,6 +91,13 @@ def test_sft_logs_validation_losses_on_held_out_pairs(data_dir, tmp_path):
     assert [r["step"] for r in validated] == [0, 5, 10, 11]
     assert all(0 < r["val_loss"] < 20 and 0 < r["val_loss_ir"] < 20 for r in validated)
     assert validated[-1]["val_loss"] < validated[0]["val_loss"]  # 12 steps from random weights learn something
+    # validating draws no random number and changes no weight: the training losses are those of a
+    # run that validates only at its last step
+    run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={tmp_path}/once", "--sft_steps=12", "--rl_steps=0",
+        "--sft_eval_interval=0", "--sft_eval_examples=16")
+    once = [r for r in metrics(tmp_path / "once") if r["stage"] == "sft"]
+    assert [r["step"] for r in once if "val_loss" in r] == [11]
+    assert [(r["step"], r["loss"]) for r in once] == [(r["step"], r["loss"]) for r in rows if r["step"] in (0, 10, 11)]
 
 
 @pytest.mark.slow
@@ -290,7 +297,8 @@ def test_levers_dynamic_sampling_replay_clip_higher_and_no_kl_run_together(data_
     """filter_groups, replay_successes, epsilon_high and beta_kl = 0 in one run: the batch that
     reaches the advantages still holds prompts_per_step groups (the smoke model fails every
     program, so every round is sampled and the first round's groups make up the number), and
-    with beta_kl = 0 the frozen reference never runs a completion forward (with 0.01 it does)."""
+    with beta_kl = 0 (and no preference loss, whose reference log-probs are another matter) the
+    frozen reference never runs a completion forward; with 0.01 it does."""
     record = ["-c", "import atexit, runpy, sys, model, reinforce; original = model.GPT.completion_logprobs; "
                     "frozen = []; rows = []\n"
                     "def logprobs(self, *a, **k):\n"
@@ -301,7 +309,7 @@ def test_levers_dynamic_sampling_replay_clip_higher_and_no_kl_run_together(data_
                     "atexit.register(lambda: print('reference forwards:', sum(frozen), 'rows:', rows))\n"
                     "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
     common = [TRAIN, SMOKE, f"--data_dir={data_dir}", f"--sft_ckpt={smoke_run}/sft.pt", "--rl_steps=2",
-              "--probe_interval=0", "--prompts_per_step=2", "--group_size=4", "--filter_groups=True",
+              "--probe_interval=0", "--pref_loss=none", "--prompts_per_step=2", "--group_size=4", "--filter_groups=True",
               "--max_num_gen_batches=2", "--replay_successes=True", "--epsilon_high=0.28"]
     done = run(*common, "--beta_kl=0", f"--out_dir={tmp_path}/a", prefix=record)
     assert "reference forwards: 0 rows: [8, 8]" in done.stdout
