@@ -21,17 +21,15 @@ filter (seccomp.py) refuses it nested user namespaces and the kernel's keyrings;
 the trainer's environment reaches it; its limits are rlimits (`prlimit`) and, where this process
 may make them, cgroups for the whole sandbox (cgroups.py). Its time is `timeout` seconds of CPU
 time (RLIMIT_CPU per process, and the cgroup's count for all of its processes, read every
-CPU_POLL seconds) and a wall clock of WALL_FACTOR x timeout + WALL_SLACK for a program that
+spawn.CPU_POLL seconds) and a wall clock of WALL_FACTOR x timeout + WALL_SLACK for a program that
 sleeps.
 
 The sandbox's PID 1 waits at bubblewrap's --block-fd until this process has moved it into its
-cgroups and filled its writable directories. bubblewrap's monitor, which reports the command's
-exit, stays out of those cgroups, so nothing the command does there can kill it. bubblewrap
-reports the exit code (--json-status-fd) only once the command started, so its own failures are
-told from the command's, and a program printing "bwrap: ..." cannot fake one. Such failures, a
-cgroup that cannot be made and a process that cannot be started are "infra_error": they say
-nothing of the program. An OOM kill in the sandbox's memory cgroup is the program's
-"memory_limit" whatever else failed.
+cgroups and filled its writable directories; bubblewrap's monitor, which reports the command's
+exit, stays out of those cgroups, so nothing the command does there can kill it. bubblewrap's
+own failures (spawn.py tells them from the command's), a cgroup that cannot be made and a
+process that cannot be started are "infra_error": they say nothing of the program. An OOM kill
+in the sandbox's memory cgroup is the program's "memory_limit" whatever else failed.
 
 A trainer running as root runs every command as a uid of the sandbox's own (no user has it):
 bubblewrap runs as root, so it can mount a toolchain under /root (rustup's) read-only, and
@@ -66,7 +64,6 @@ import math
 import os
 import re
 import select
-import selectors
 import shutil
 import signal
 import stat
@@ -79,6 +76,7 @@ import warnings
 import cgroups
 import mounts
 import seccomp
+import spawn
 
 MiB = 1 << 20
 OUTPUT_LIMIT = 1 * MiB     # bytes of stdout (and of stderr) before "output_limit"
@@ -87,9 +85,8 @@ TMPFS_SIZE = 64 * MiB      # the size of the sandbox's /work and of its /tmp
 SHM_SIZE = 16 * MiB        # the size of its /dev/shm (POSIX shared memory, semaphores)
 DIRS_SIZE = 256 * MiB      # the size of each writable directory run() is given (a compiler's output)
 OPEN_FILES = 256           # the JVM opens its modules file, jars and a few sockets
-PROCESSES = 32             # tasks (threads count) per sandbox by default: the JVM starts 14
+PROCESSES = 32             # tasks (threads count) per sandbox by default: room for the JVM's threads
 WALL_FACTOR, WALL_SLACK = 3, 2.0  # wall clock = 3 x the CPU time + 2 s: room for a busy machine
-CPU_POLL = 0.05            # seconds between two reads of a sandbox's CPU time (its cgroup's count)
 PROBE_TIMEOUT = 10.0       # seconds for the one-time check that bubblewrap works here
 SANDBOX_UID_BASE = 2_000_000_000  # a root trainer runs each sandbox as a uid of its own, from here
 BWRAP = "bwrap"            # the bubblewrap executable, looked up on SEARCH_PATH
@@ -198,7 +195,8 @@ def _bwrap_problem(bwrap_name):
         argv = _bwrap_argv(bwrap, [(true.fileno(), "/prog/true")], [], uid, (true_path,), seccomp_fd) + ["/prog/true"]
         passed = [true.fileno()] + ([seccomp_fd] if seccomp_fd is not None else [])
         try:
-            status, code, _, err = _spawn(argv, b"", PROBE_TIMEOUT, passed, _environment({}), bwrap)
+            status, code, _, err = spawn.run_watched(argv, b"", PROBE_TIMEOUT, passed, _environment({}), bwrap,
+                                                     OUTPUT_LIMIT, "--json-status-fd" in _bwrap_options(bwrap))
         finally:
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
@@ -295,8 +293,9 @@ def _run_bwrap(argv, files, stdin, timeout, limits, env, dirs, read_only, cgroup
         full = (_bwrap_argv(bwrap, list(zip(fds, (f"/prog/{name}" for _, name in files))), binds, uid, runtime,
                             seccomp_fd, tmpfs)
                 + limits + list(fill(argv, paths)))
-        result = _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, passed,
-                        _environment(dict(_fill_pairs(env, paths))), bwrap, cpu=cpu, start=start)
+        result = spawn.run_watched(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, passed,
+                                   _environment(dict(_fill_pairs(env, paths))), bwrap, OUTPUT_LIMIT,
+                                   "--json-status-fd" in _bwrap_options(bwrap), cpu=cpu, start=start)
         if "pid" in sandbox and not _reap(sandbox.pop("pid"), uid) and dirs:
             return "infra_error", None, b"", b"sandbox.py: the sandbox's PID 1 outlived it\n"
         budget, left_out = copy_limit, []
@@ -330,7 +329,8 @@ def _run_reduced(argv, files, stdin, timeout, limits, env, dirs, read_only, cgro
         environment = {**_environment(dict(_fill_pairs(env, paths))), "HOME": work, "TMPDIR": work}
         full = cgroups.join_words(cgroup) + _as_user(uid) + limits + list(fill(argv, paths))
         try:
-            return _spawn(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, [], environment, None, cwd=work, cpu=cpu)
+            return spawn.run_watched(full, stdin, timeout * WALL_FACTOR + WALL_SLACK, [], environment, None,
+                                     OUTPUT_LIMIT, cwd=work, cpu=cpu)
         finally:
             if uid is not None:
                 _kill_uid(uid)  # everything it started, setsid'd children too
@@ -397,7 +397,7 @@ def _wait_until_blocked(pid, block_fd):
             if file.read().startswith(blocked):
                 return
         time.sleep(pause)
-        pause = min(2 * pause, 0.008)  # (a sandbox is made in milliseconds; more on a busy machine)
+        pause = min(2 * pause, 0.008)  # (first reads soon, then fewer: a busy machine is slower)
     raise OSError("the sandbox was not ready in time")
 
 
@@ -561,7 +561,7 @@ def _bwrap_options(bwrap):
     return set(re.findall(r"--[a-z-]+", subprocess.run([bwrap, "--help"], capture_output=True, text=True).stdout))
 
 
-# ----------------------------------------------------------------------------- spawning and killing
+# ----------------------------------------------------------------------------- placeholders, messages
 
 def fill(words, mapping):
     """words with every placeholder of mapping ("{prog}": "/prog", ...) replaced (reward.py's too)."""
@@ -572,147 +572,6 @@ def fill(words, mapping):
 
 def _fill_pairs(pairs, mapping):
     return [(name, fill((value,), mapping)[0]) for name, value in pairs]
-
-
-def _spawn(argv, stdin, wall_clock, pass_fds, env, bwrap, cwd="/", cpu=None, start=None):
-    """Runs argv in a new session (its own process group) with a wall-clock timeout and capped
-    output. cpu: (seconds, a function that reads the CPU seconds the sandbox used) or None.
-    Returns (status, returncode, stdout, stderr); status is None if it ended by itself, else
-    "timeout" (the wall clock), "cpu_time" (the CPU seconds), "output_limit", or "infra_error"
-    (it never started the command: no process, or bubblewrap's own setup failed).
-
-    bubblewrap (the word `bwrap` of argv) gets a status fd through which it tells the pid of
-    the sandbox's PID 1 and, with --json-status-fd, the command's exit code: the latter only
-    once the command itself started, so its absence tells bubblewrap's failures from the
-    command's. PID 1 waits at --block-fd, its sandbox made, until start(pid, fd number) has
-    run (moved it into its cgroups, say); a start that raises OSError is the sandbox's failure.
-    On a timeout PID 1 is killed, which ends its whole PID namespace, and bwrap reaps it and
-    exits. (Killing bwrap first would orphan it: a zombie for whoever is PID 1, which in a
-    container may be the trainer itself, and it never reaps.)"""
-    info_read, info_write = os.pipe() if bwrap else (-1, -1)
-    block_read, block_write = os.pipe() if bwrap else (-1, -1)
-    json_status = bwrap and "--json-status-fd" in _bwrap_options(bwrap)  # (bubblewrap >= 0.5)
-    if bwrap:
-        at = argv.index(bwrap) + 1
-        option = "--json-status-fd" if json_status else "--info-fd"
-        argv = [*argv[:at], option, str(info_write), "--block-fd", str(block_read), *argv[at:]]
-        pass_fds = [*pass_fds, info_write, block_read]
-    stdin_file = os.memfd_create("stdin")  # a file, not a pipe: no deadlock on a large input
-    os.write(stdin_file, stdin)
-    os.lseek(stdin_file, 0, os.SEEK_SET)
-    try:
-        proc = subprocess.Popen(argv, stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=cwd, env=env, pass_fds=pass_fds, start_new_session=True)
-    except OSError as error:  # the machine refused a process (pids, memory, file descriptors)
-        if bwrap:
-            for fd in (info_read, block_write):
-                os.close(fd)
-        return "infra_error", None, b"", f"sandbox.py: cannot start the sandbox: {error}".encode()
-    finally:
-        os.close(stdin_file)
-        if bwrap:
-            for fd in (info_write, block_read):
-                os.close(fd)
-    out, err, exited = proc.stdout.fileno(), proc.stderr.fileno(), os.pidfd_open(proc.pid)
-    output = {out: bytearray(), err: bytearray(), info_read: bytearray()}
-    status, failure = None, b""
-    if bwrap:
-        try:
-            _start_sandbox(proc, info_read, output[info_read], block_read, start)
-        except OSError as error:  # (bubblewrap failing meanwhile, its PID 1 gone, included: it says why below)
-            failure = f"sandbox.py: cannot start the sandbox: {error}\n".encode()
-            _kill_sandbox(proc, output[info_read])
-        finally:
-            os.close(block_write)
-    deadline, has_exited = time.monotonic() + wall_clock, False
-    with selectors.DefaultSelector() as selector:
-        for fd in (out, err, exited) + ((info_read,) if bwrap else ()):
-            selector.register(fd, selectors.EVENT_READ)
-        while status is None and len(selector.get_map()) > (0 if has_exited else 1):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 and not has_exited:
-                status = "timeout"
-                break
-            if cpu and not has_exited and cpu[1]() > cpu[0]:
-                status = "cpu_time"
-                break
-            # After the exit only what is already in the pipes is read: a child that escaped
-            # (possible without namespaces) and holds them open must not hold us up.
-            events = selector.select(0 if has_exited else min(remaining, CPU_POLL) if cpu else remaining)
-            if not events and has_exited:
-                break
-            for key, _ in events:
-                if key.fd == exited:
-                    has_exited = True
-                    selector.unregister(exited)
-                elif not (data := os.read(key.fd, 65536)):
-                    selector.unregister(key.fd)
-                elif key.fd != info_read and len(output[key.fd]) + len(data) > OUTPUT_LIMIT:
-                    output[key.fd] += data[:OUTPUT_LIMIT - len(output[key.fd])]
-                    status = "output_limit"
-                else:
-                    output[key.fd] += data
-        if status in ("timeout", "cpu_time", "output_limit") and bwrap:
-            _kill_sandbox(proc, output[info_read])
-    try:  # the whole group, before reaping (its id cannot be reused while the leader is a zombie)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-    os.close(exited)
-    if bwrap:
-        os.close(info_read)
-    proc.stdout.close()
-    proc.stderr.close()
-    reported = b'"exit-code"' if json_status else b'"child-pid"'
-    if failure or bwrap and status is None and reported not in output[info_read]:
-        status = "infra_error"
-    return status, proc.returncode, bytes(output[out]), failure + bytes(output[err])
-
-
-def _start_sandbox(proc, info_read, info, block_fd, start):
-    """Reads bubblewrap's status fd until it tells the pid of the sandbox's PID 1 (bubblewrap
-    writes it as soon as the sandbox exists; end of file: bubblewrap failed first, which the
-    caller finds out), checks that it is bubblewrap's child, and runs start on it."""
-    deadline = time.monotonic() + PROBE_TIMEOUT
-    while b"child-pid" not in info:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise OSError("bubblewrap did not say which process is the sandbox's")
-        if select.select([info_read], [], [], remaining)[0]:
-            data = os.read(info_read, 4096)
-            if not data:
-                return
-            info += data
-    while not re.search(rb'"child-pid":\s*\d+\D', info):  # (the number whole)
-        if not select.select([info_read], [], [], 1.0)[0] or not (data := os.read(info_read, 4096)):
-            break
-        info += data
-    pid = int(re.search(rb'"child-pid":\s*(\d+)', info).group(1))
-    with open(f"/proc/{pid}/status") as file:
-        if int(re.search(r"PPid:\s+(\d+)", file.read()).group(1)) != proc.pid:
-            raise OSError("the sandbox's PID 1 is not bubblewrap's child")
-    if start:
-        start(pid, block_fd)
-
-
-def _kill_sandbox(proc, info):
-    """Kills the PID 1 of bwrap's sandbox (pid from bwrap's status fd) and lets bwrap reap it.
-    Through a pidfd, checked to be bwrap's child, so that a reused pid is never hit."""
-    try:
-        pid = int(re.search(rb'"child-pid":\s*(\d+)', info).group(1))
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, ProcessLookupError):
-        return  # bwrap failed before starting a sandbox, or it is gone already
-    try:
-        with open(f"/proc/{pid}/status") as file:
-            if int(re.search(r"PPid:\s+(\d+)", file.read()).group(1)) == proc.pid:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                proc.wait(timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        pass  # gone meanwhile, or bwrap is stuck: the caller kills its process group
-    finally:
-        os.close(pidfd)
 
 
 def first_lines(text, n):

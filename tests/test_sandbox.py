@@ -47,7 +47,7 @@ def test_works_for_an_unprivileged_user():
               "print(json.dumps([sandbox.check(), os.getuid()] + [[r.status, r.stdout.decode()] for r in (py, cc, bomb)]))\n")
     home = tempfile.mkdtemp()
     try:
-        for room in ("sandbox.py", "cgroups.py", "mounts.py", "seccomp.py"):
+        for room in ("sandbox.py", "cgroups.py", "mounts.py", "seccomp.py", "spawn.py"):
             shutil.copy(os.path.join(REPO, room), home)
         os.chmod(home, 0o755)
         user = {}
