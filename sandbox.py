@@ -513,7 +513,7 @@ def _limits(memory, timeout, file_size, processes):
 def _bwrap_argv(bwrap, files, binds, uid, runtime, seccomp_fd, writable=()):
     """bubblewrap's command line, up to the limits and the command: files [(fd, path)] are
     copied into the sandbox, binds: bubblewrap's words that mount directories, runtime: the host
-    paths that make up the system it sees (see mounts.system_mounts), seccomp_fd: the fd of the filter, or
+    paths that make up the system it sees (mounts.py), seccomp_fd: the fd of the filter, or
     None, writable: [(path, size)] of further tmpfs (run()'s dirs). uid: where a root trainer
     runs it, bubblewrap runs as root without a user namespace (so it can mount what only root
     reaches, a toolchain under /root) and hands the command to `uid`; anyone else runs it in a
