@@ -26,7 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import cgroups
 import languages
+import mounts
 import reward
 import sandbox
 import tasks
@@ -513,14 +515,14 @@ def test_an_infrastructure_failure_is_a_verdict_of_its_own_and_never_cached(fail
     program = task["reference"] + f"\n# {TOKEN} {failure}\n"  # a new source: its check is not cached yet
     assert reward.available("python")  # (bubblewrap probed, and python's hello-world run, before it fails)
     if failure == "bubblewrap":  # bubblewrap's own setup fails: a mount of a missing path
-        mounts = sandbox._system_mounts
-        monkeypatch.setattr(sandbox, "_system_mounts",
-                            lambda runtime: [*mounts(runtime), "--ro-bind", f"/oorl-missing-{TOKEN}", "/x"])
+        system_mounts = mounts.system_mounts
+        monkeypatch.setattr(mounts, "system_mounts", lambda runtime, loader: [
+            *system_mounts(runtime, loader), "--ro-bind", f"/oorl-missing-{TOKEN}", "/x"])
     else:
         def refuse(memory, processes):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(sandbox, "_make_cgroup", refuse)
+        monkeypatch.setattr(cgroups, "make", refuse)
     verdicts = reward.score_details([program, "no code at all"], [task] * 2)
     assert [(v.status, v.reward) for v in verdicts] == [("infra_error", 0.0), ("malformed", 0.0)], verdicts
     monkeypatch.undo()
