@@ -1,7 +1,7 @@
 """
 checkpoints.py: the files a run writes and reads back. sft.pt and oorl.pt hold a finished stage's
-model, ckpt.pt the training state a killed run resumes from (train.py adds its stage, step,
-optimizer and random states). Every one records the model's weights and model_args (GPTConfig's
+model, ckpt.pt the training state a killed run resumes from (its stage, step, optimizer and random
+states: training_state). Every one records the model's weights and model_args (GPTConfig's
 fields), the run's settings, its tokenizer and its number of ranks, so that what reads it can
 refuse what would silently mean something else: token ids of another tokenizer, a resume into
 another model, data or number of ranks.
@@ -15,9 +15,13 @@ loading a file runs no code, whoever made it.
     saved = checkpoints.load("out/sft.pt")                  # a ValueError naming the file if it is none
     checkpoints.check_tokenizer(saved, tok.record(), "out/sft.pt")
     changed = checkpoints.check_resume(saved, config, world_size, tok.record(), "out/ckpt.pt")
+    checkpoints.save("out/ckpt.pt", model, **checkpoints.training_state("oorl", 25, optimizer, rng, states), ...)
+    start = checkpoints.restore_training_state(saved, "oorl", optimizer, rng, generator, rank)
+    checkpoints.trim_metrics("out/metrics.jsonl", saved["stage"], saved["step"])
 
 Nothing to run here: tests/test_checkpoints.py tests it.
 """
+import json
 import os
 import warnings
 
@@ -79,3 +83,36 @@ def check_resume(saved, config, world_size, tokenizer_record, path):
                          f"resume with the same torchrun --nproc_per_node")
     check_tokenizer(saved, tokenizer_record, path)
     return [k for k in config if k != "resume" and saved["config"].get(k) != config[k]]
+
+
+def training_state(stage, step, optimizer, rng, generator_states):
+    """What ckpt.pt holds beside the model for a killed run to resume from: the stage and its
+    steps done, the optimizer, and every random state (the batches' random.Random, each rank's
+    torch generator state: CPU tensors, so that a CUDA run resumes too)."""
+    return dict(stage=stage, step=step, optimizer=optimizer.state_dict(), python_rng=rng.getstate(),
+                generator=generator_states)
+
+
+def restore_training_state(saved, stage, optimizer, rng, generator, rank):
+    """The step a stage starts from: 0, or, when saved is a training state of this stage, its
+    step, with the optimizer, rng and this rank's generator restored from it."""
+    if saved is None or saved["stage"] != stage:
+        return 0
+    optimizer.load_state_dict(saved["optimizer"])
+    rng.setstate(saved["python_rng"])
+    generator.set_state(saved["generator"][rank])
+    return saved["step"]
+
+
+def trim_metrics(path, stage, step):
+    """Drop the rows of the metrics file path logged after the training state a run resumes from
+    (stage, step): the resumed run logs those steps again."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    keep = [r for r in rows if (r["stage"] == "sft" and (stage == "oorl" or r["step"] < step))
+            or (stage == "oorl" and r["stage"] == "oorl" and r["step"] < step)]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in keep)
+    os.replace(path + ".tmp", path)

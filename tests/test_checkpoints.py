@@ -78,3 +78,35 @@ def test_resume_refuses_another_run_and_names_the_settings_that_changed():
         checkpoints.check_resume(saved, CONFIG, 1, RECORD, "ckpt.pt")
     with pytest.raises(ValueError, match="ckpt.pt was trained with another tokenizer"):
         checkpoints.check_resume(saved, CONFIG, 2, dict(RECORD, ranks="x"), "ckpt.pt")
+
+
+def test_a_saved_training_state_restores_the_optimizer_and_every_random_state(tmp_path):
+    import random
+    gpt, path = tiny_gpt(), str(tmp_path / "ckpt.pt")
+    optimizer = torch.optim.AdamW(gpt.parameters(), lr=1e-3)
+    gpt(torch.randint(0, 97, (2, 8)))[0].sum().backward()
+    optimizer.step()
+    rng, generator = random.Random(5), torch.Generator().manual_seed(7)
+    state = checkpoints.training_state("oorl", 3, optimizer, rng, [generator.get_state(), generator.get_state()])
+    checkpoints.save(path, gpt, **state)
+    expected = rng.random(), torch.rand(3, generator=generator)
+    saved = checkpoints.load(path)
+    fresh = torch.optim.AdamW(gpt.parameters(), lr=1e-3)
+    rng, generator = random.Random(0), torch.Generator().manual_seed(0)
+    assert checkpoints.restore_training_state(saved, "sft", fresh, rng, generator, rank=1) == 0  # another stage
+    assert checkpoints.restore_training_state(None, "oorl", fresh, rng, generator, rank=1) == 0
+    assert checkpoints.restore_training_state(saved, "oorl", fresh, rng, generator, rank=1) == 3
+    assert (rng.random(), torch.rand(3, generator=generator)[0].item()) == (expected[0], expected[1][0].item())
+    assert fresh.state_dict()["state"][0]["step"] == 1
+
+
+def test_trim_metrics_drops_the_rows_a_resumed_run_logs_again(tmp_path):
+    import json
+    path = str(tmp_path / "metrics.jsonl")
+    rows = [dict(stage="sft", step=s) for s in range(4)] + [dict(stage="oorl", step=s) for s in range(3)]
+    for stage, step, kept in [("oorl", 2, rows[:6]), ("sft", 2, rows[:2])]:
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        checkpoints.trim_metrics(path, stage, step)
+        assert [json.loads(line) for line in open(path)] == kept
+    checkpoints.trim_metrics(str(tmp_path / "none.jsonl"), "sft", 2)  # no metrics yet: nothing to trim

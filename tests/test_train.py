@@ -158,11 +158,27 @@ def test_preset_follows_the_device_the_run_uses(data_dir, tmp_path):
     ("--top_p=1.5", "top_p"), ("--n_embd=130", "n_embd"), ("--init_from=/no/such/dir", "init_from"),
     ("--dtype=float16", "dtype"), ("--rl_stpes=3", "rl_stpes"), ("--epsilon_high=0", "epsilon_high"),
     ("--max_num_gen_batches=0", "max_num_gen_batches"), ("--filter_groups=1", "filter_groups"),
+    ("--n_head=0", "n_head"), ("--device=foo", "device"), ("--preset=pretrained", "preset"),
 ])
 def test_bad_settings_fail_before_any_work(data_dir, tmp_path, setting, key):
     done = run(TRAIN, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *setting.split(), ok=False)
     assert done.returncode != 0 and key in done.stderr, done.stderr[-2000:]
     assert "sft step" not in done.stdout and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_every_key_train_py_leaves_to_the_preset_is_set_by_each_preset():
+    """A key marked "preset" in train.py holds a placeholder that no run may use: each preset that
+    uses it sets it (config/pretrained.py takes the model's shape from the pretrained model)."""
+    import re
+    from configurator import read_file
+    with open(TRAIN) as f:
+        marked = re.findall(r"^(\w+) = .*# preset\b", f.read(), flags=re.M)
+    shape = {"n_layer", "n_head", "n_embd", "block_size"}
+    assert shape < set(marked) and {"rl_steps", "prompts_per_step", "group_size"} < set(marked)
+    for name in ("cpu", "gpu", "pretrained"):
+        preset = read_file(os.path.join(ROOT, "config", f"{name}.py"))
+        for key in marked:
+            assert key in preset or (name == "pretrained" and key in shape), (name, key)
 
 
 def test_a_missing_data_dir_is_an_error_not_a_new_dataset(tmp_path):
