@@ -53,8 +53,6 @@ from configurator import configure, fill_unset, read_file, snapshot
 from model import GPT, GPTConfig
 from rollout import rollout
 
-PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
-
 # ----------------------------------------------------------------------------- settings
 # A key marked "preset" is set by every preset that uses it (config/cpu.py, config/gpu.py,
 # config/pretrained.py): its value here is never used, and only gives the key its type (the type
@@ -618,6 +616,7 @@ def validate_settings():
 
 # ----------------------------------------------------------------------------- set-up
 was_set = configure(globals(), sys.argv[1:])
+PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))  # (defined after the settings: not one of them)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 resumed = None           # the checkpoint a resumed run continues from
 if resume and os.path.exists(ckpt_path):

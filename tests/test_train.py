@@ -159,6 +159,7 @@ def test_preset_follows_the_device_the_run_uses(data_dir, tmp_path):
     ("--dtype=float16", "dtype"), ("--rl_stpes=3", "rl_stpes"), ("--epsilon_high=0", "epsilon_high"),
     ("--max_num_gen_batches=0", "max_num_gen_batches"), ("--filter_groups=1", "filter_groups"),
     ("--n_head=0", "n_head"), ("--device=foo", "device"), ("--preset=pretrained", "preset"),
+    ("--PROJECT_DIR=/tmp", "PROJECT_DIR"),  # where train.py lives is no setting a run records
 ])
 def test_bad_settings_fail_before_any_work(data_dir, tmp_path, setting, key):
     done = run(TRAIN, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *setting.split(), ok=False)
