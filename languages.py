@@ -69,9 +69,10 @@ import javax.tools.*;
 class Javac {
     public static void main(String[] dirs) throws IOException {
         JavaCompiler javac = ToolProvider.getSystemJavaCompiler();
+        String classPath = System.getProperty("javac.classpath", "");  // a benchmark harness's libraries
         for (String dir : dirs) {
             ByteArrayOutputStream said = new ByteArrayOutputStream();
-            if (javac.run(null, said, said, "-proc:none", "-encoding", "UTF-8", "-nowarn",
+            if (javac.run(null, said, said, "-proc:none", "-encoding", "UTF-8", "-nowarn", "-cp", classPath,
                           "-d", dir + "/prog", dir + "/Main.java") != 0)
                 try (OutputStream error = new FileOutputStream(dir + "/error.txt")) { said.writeTo(error); }
             new FileOutputStream(dir + "/done").close();
@@ -212,6 +213,8 @@ class Language:
     warm_up: tuple = ()          # ({file: text}, ((command, products), ...)): run once per cache in
                                  # {out}, which holds the files; after each command its products
                                  # move to {cache}, where they make every check start faster
+    runtime_extra: tuple = ()    # more of the system in both steps' sandboxes: tools (by name) and
+                                 # host paths (a benchmark harness's libraries and commands)
 
 
 LANGUAGES = {
@@ -266,6 +269,127 @@ LANGUAGES = {
                             ((("go", "build", "-o", "{out}/go-build-many", "{out}/go-build-many.go"), ("go-build-many",)),))),
     "lua": Language("main.lua", ("luac5.4", "-p", "{src}"), ("lua5.4", "{src}"), "lua5.4", compiled=False),
 }
+
+# ----------------------------------------------------------------------------- the benchmarks' table
+
+# Public benchmarks (benchmarks.py) are judged as their reference harnesses judge them, with the
+# libraries and commands those harnesses have: MultiPL-E's (Java with assertions on and javatuples,
+# C# with DEBUG defined, Lua with luaunit, Go as `go test`, Bash with the usual text commands) and
+# HumanEval-X's (Go with testify, C++ with Boost and OpenSSL's md5, Python with numpy). Each
+# program still runs in a sandbox of its own that holds its language's runtime and nothing else:
+# these runtimes are wider than the reward's, never another language's interpreter or compiler.
+TYPESCRIPT = "/usr/share/nodejs/typescript"
+MCS = "/usr/lib/mono/4.5/mcs.exe"
+JAVATUPLES = "/usr/share/java/javatuples.jar"
+GOPATH = "/usr/share/gocode"  # Debian's Go sources: testify and what it imports
+# Every program is a module of its own (benchmarks.py ends each with `export {}`), so one
+# TypeScript program holds a whole batch without their names meeting; each file is type-checked
+# and emitted alone, as `tsc --target esnext` would (MultiPL-E's harness), into its prog/main.js.
+TYPESCRIPT_CHECK_MANY = """\
+const ts = require("%s/lib/typescript.js"), fs = require("fs");
+const dirs = process.argv.slice(1), options = {target: ts.ScriptTarget.ESNext, module: ts.ModuleKind.CommonJS};
+const program = ts.createProgram(dirs.map(dir => dir + "/main.ts"), options);
+const host = {getCanonicalFileName: name => name, getCurrentDirectory: () => "/", getNewLine: () => "\\n"};
+for (const dir of dirs) {
+    const file = program.getSourceFile(dir + "/main.ts");
+    const said = ts.getPreEmitDiagnostics(program, file);
+    if (said.length) fs.writeFileSync(dir + "/error.txt", ts.formatDiagnostics(said, host));
+    else program.emit(file, (name, text) => fs.writeFileSync(dir + "/prog/main.js", text));
+    fs.writeFileSync(dir + "/done", "");
+}
+""" % TYPESCRIPT
+# `go test -c` builds one package's test program per call (Go before 1.21): one call after
+# another in one sandbox. Go's build cache ($GOCACHE, in {out}) starts as a copy of the one the
+# warm-up made, where testify and the packages it imports (net/http among them, rebuilt without
+# cgo) are compiled once and for all. Vet is off.
+GO_TEST_MANY = """\
+package main
+
+import (
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+func main() {
+	os.Chdir(filepath.Dir(os.Args[1])) // the programs' directories are siblings
+	made, start := os.Getenv("GOCACHE"), os.Getenv("GOCACHE_START")
+	filepath.WalkDir(start, func(path string, entry fs.DirEntry, err error) error {
+		if err == nil {
+			to := filepath.Join(made, path[len(start):])
+			if entry.IsDir() {
+				os.MkdirAll(to, 0o755)
+			} else if data, err := os.ReadFile(path); err == nil {
+				os.WriteFile(to, data, 0o644)
+			}
+		}
+		return nil
+	})
+	for _, dir := range os.Args[1:] {
+		name := filepath.Base(dir)
+		os.MkdirAll(filepath.Join(name, "prog"), 0o755)
+		said, failed := exec.Command("go", "test", "-c", "-vet=off", "-ldflags=-s -w", "-o",
+			filepath.Join(name, "prog", "main"), "./"+name).CombinedOutput()
+		if failed != nil {
+			os.WriteFile(filepath.Join(name, "error.txt"), append(said, []byte(failed.Error())...), 0o644)
+		}
+		os.WriteFile(filepath.Join(name, "done"), nil, 0o644)
+	}
+}
+"""
+# MultiPL-E's Bash harness runs in a full system: its problems' programs use these commands
+SHELL_COMMANDS = ("cat", "cut", "date", "echo", "expr", "factor", "fold", "head", "od", "paste", "printf", "rev",
+                  "seq", "sort", "tac", "tail", "tr", "uniq", "wc", "basename", "dirname", "tee", "shuf", "numfmt",
+                  "sed", "grep", "awk", "bc", "xargs")
+GO_TEST_ENV = (("CGO_ENABLED", "0"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local"), ("GOTELEMETRY", "off"),
+               ("GO111MODULE", "off"), ("GOPATH", GOPATH), ("GOMAXPROCS", "2"), ("GOCACHE", "{out}/gocache"),
+               ("GOCACHE_START", "{cache}/gocache"))
+GO_TEST_WARM = ('package main\n\nimport (\n\t"io"\n\t"os"\n\t"testing"\n\t"github.com/stretchr/testify/assert"\n)\n\n'
+                'func TestMain(m *testing.M) { io.Copy(os.Stdout, os.Stdin); os.Exit(m.Run()) }\n\n'
+                'func TestWarm(t *testing.T) { assert.Equal(t, 1, 1) }\n')
+# Parsing the headers is most of g++'s time on a benchmark's program: each program's first line
+# includes the one of these that its benchmark's programs all include (benchmarks.py), whose
+# precompiled form the warm-up makes.
+CPP_PRELUDES = {"multipl-e.h": "#include <bits/stdc++.h>\n",
+                "humaneval-x.h": "".join(f"#include <{name}>\n" for name in (
+                    "cstdio", "stdlib.h", "algorithm", "math.h", "stdio.h", "vector", "string", "climits", "cstring",
+                    "iostream"))}
+
+BENCHMARK_LANGUAGES = {
+    **{lang: LANGUAGES[lang] for lang in ("javascript", "lua")},
+    # with site (no -S): the interpreter's dist-packages, where HumanEval-X's numpy is
+    "python": dataclasses.replace(LANGUAGES["python"], run=("python3", "-I", "{src}"), package="python3-numpy"),
+    # Boost's headers come with the toolchain's include directory; -lcrypto: OpenSSL's md5
+    "cpp": Language("main.cpp", ("g++", "-std=c++17", "-O1", *LINK_FLAGS, "-I{cache}", "-o", "{out}/main", "{src}",
+                                 "-lcrypto"), ("{prog}/main",), "g++ libboost-dev libssl-dev",
+                    warm_up=(CPP_PRELUDES, tuple((("g++", "-std=c++17", "-O1", "-x", "c++-header", "-o", f"{{out}}/{name}.gch",
+                                                   f"{{out}}/{name}"), (name, f"{name}.gch")) for name in CPP_PRELUDES))),
+    "java": dataclasses.replace(
+        LANGUAGES["java"], check=(*LANGUAGES["java"].check[:-4], f"-Djavac.classpath={JAVATUPLES}",
+                                  *LANGUAGES["java"].check[-4:]),
+        run=("java", *JVM_FLAGS, "-ea", "-cp", f"{{prog}}:{JAVATUPLES}", "Main"),
+        package="default-jdk-headless libjavatuples-java", runtime_extra=(JAVATUPLES,)),
+    "typescript": Language("main.ts", ("node", "-e", TYPESCRIPT_CHECK_MANY), ("node", "{prog}/main.js"),
+                           "nodejs node-typescript", batched=True, memory=1536 * MiB, runtime_extra=(TYPESCRIPT,)),
+    "csharp": Language("main.cs", ("mono", MCS, "-nologo", "-d:DEBUG", "-r:System.Numerics.dll",
+                                   "-main:BenchmarkMain", "-out:{out}/main.exe", "{src}"),
+                       ("mono", "{prog}/main.exe"), "mono-mcs mono-runtime", memory=1024 * MiB,
+                       runtime_extra=("/usr/lib/mono", "/etc/mono")),
+    "php": dataclasses.replace(LANGUAGES["php"], run=("php", "-d", "display_errors=stderr", "{src}")),
+    "bash": dataclasses.replace(LANGUAGES["bash"], runtime_extra=SHELL_COMMANDS),
+    # overflow checks and debug assertions on, as rustc's and cargo's default (debug) builds have them
+    "rust": Language("main.rs", ("rustc", "--edition", "2021", "-A", "warnings", "-C", "opt-level=0", "-C", "debuginfo=0",
+                                 "-C", "strip=symbols", "-o", "{out}/main", "{src}"), ("{prog}/main",), "rustc"),
+    "go": Language("main_test.go", ("{cache}/go-test-many",), ("{prog}/main",), "golang-go golang-github-stretchr-testify-dev",
+                   batched=True, memory=1024 * MiB, env=GO_TEST_ENV, runtime_extra=(GOPATH,),
+                   warm_up=({"go-test-many.go": GO_TEST_MANY, "warm/main_test.go": GO_TEST_WARM},
+                            ((("go", "build", "-o", "{out}/go-test-many", "{out}/go-test-many.go"), ("go-test-many",)),
+                             (("{cache}/go-test-many", "{out}/warm"), ("gocache",))))),
+    "lua": dataclasses.replace(LANGUAGES["lua"], runtime_extra=("/usr/share/lua/5.4/luaunit.lua",),
+                               package="lua5.4 lua-unit"),
+}
+
 TOOL_ALTERNATIVES = {"gcc": ("gcc", "clang"), "g++": ("g++", "clang++")}
 # Programs that print "ok": available() runs one per language in the sandbox, once.
 HELLO = {
@@ -303,18 +427,25 @@ def tool(name):
     return _tool_paths[name]
 
 
-def tools(lang):
+def table(benchmark=False):
+    """The table of languages: the reward's, or (benchmark=True) the public benchmarks'."""
+    return BENCHMARK_LANGUAGES if benchmark else LANGUAGES
+
+
+def tools(lang, benchmark=False):
     """The tools that `lang`'s commands start, by name."""
-    spec = LANGUAGES[lang]
+    spec = table(benchmark)[lang]
     commands = [spec.check, spec.run, *(command for command, _ in (spec.warm_up or ({}, ()))[1])]
     return list(dict.fromkeys(command[0] for command in commands if command[0][0] != "{"))
 
 
-def missing_tools(lang):
-    """The tools of `lang` that are not installed here (empty when all are)."""
-    if lang not in LANGUAGES:
-        raise ValueError(f"unknown language {lang!r}; known: {', '.join(LANGUAGES)}")
-    return [name for name in tools(lang) if tool(name) is None]
+def missing_tools(lang, benchmark=False):
+    """The tools (and, for a benchmark, the harness's files) of `lang` that are not installed
+    here (empty when all are)."""
+    if lang not in table(benchmark):
+        raise ValueError(f"unknown language {lang!r}; known: {', '.join(table(benchmark))}")
+    files = [path for path in table(benchmark)[lang].runtime_extra if path.startswith("/") and not os.path.exists(path)]
+    return [name for name in tools(lang, benchmark) if tool(name) is None] + files
 
 
 def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=None, cache_dir=None):
@@ -340,26 +471,37 @@ def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=Non
 # interpreter or compiler. Each tool is asked where its files are, once per process.
 
 @functools.lru_cache(maxsize=None)
-def runtime(lang, step):
+def runtime(lang, step, benchmark=False):
     """The host paths that `step` ("check" or "run") of `lang` may use in its sandbox: the
     interpreter and what it loads, or the compiler's toolchain, or (a compiled program's run)
     only the shared libraries that the toolchain links programs with. (first: the command's
-    executable.)"""
-    first = tool(getattr(LANGUAGES[lang], step)[0]) if getattr(LANGUAGES[lang], step)[0][0] != "{" else None
-    if lang == "python":  # the interpreter and its standard library: not even /bin/sh
+    executable.) A benchmark's language also holds its Language.runtime_extra."""
+    spec = table(benchmark)[lang]
+    command = getattr(spec, step)
+    first = tool(command[0]) if command[0][0] != "{" else None
+    extra = tuple(path if path.startswith("/") else tool(path) for path in spec.runtime_extra)
+    return (*_runtime(lang, step, spec, first, benchmark), *(path for path in extra if path))
+
+
+def _runtime(lang, step, spec, first, benchmark):
+    if lang == "python":  # the interpreter and its standard library: not even /bin/sh (a benchmark's: numpy too)
         return (first, *_ask(first, "-I", "-c", "import sysconfig; print(sysconfig.get_path('stdlib')); "
-                                              "print(sysconfig.get_path('platstdlib'))").split())
+                                              "print(sysconfig.get_path('platstdlib'))").split(),
+                *(_ask(first, "-I", "-c", "import numpy, os; print(os.path.dirname(numpy.__file__))").split()
+                  if benchmark else ()))
     if lang == "bash":
         # bash alone: tasks.harness reads with `read`, and the functions tasks.render writes use
         # only `local`, `echo`, `[` and arithmetic, all builtins, so a translation needs no
         # external command (a short named list would go here if it did)
         return (first,)
-    if lang in ("javascript", "lua"):  # node, lua5.4 (luac5.4 for the check): single executables
+    if lang in ("javascript", "lua", "typescript"):  # node, lua5.4 (luac5.4 for the check): single executables
+        return (first,)
+    if lang == "csharp":  # mono: its class libraries and configuration are the runtime_extra
         return (first,)
     if lang == "php":  # php -n reads no php.ini: php alone; else also its php.ini, the .ini files
         # it scans, the extensions they load and the time zone database (Debian's PHP reads the
         # system's for the default time zone)
-        if "-n" in getattr(LANGUAGES[lang], step):
+        if "-n" in getattr(spec, step):
             return (first,)
         return (first, *_ask(first, "-r", 'echo php_ini_loaded_file(), "\\n", PHP_CONFIG_FILE_SCAN_DIR, "\\n", '
                                         'ini_get("extension_dir");').split(), "/usr/share/zoneinfo")
@@ -371,8 +513,8 @@ def runtime(lang, step):
         linker, libraries = _rust_linker(tool("rustc"))
         files, shared = _cc_toolchain(linker, "c", libraries)
         return (first, _ask(first, "--print", "sysroot"), *files) if step == "check" else shared
-    files, shared = _cc_toolchain(tool(LANGUAGES[lang].check[0]), "c++" if lang == "cpp" else "c",
-                                  tuple(word for word in LANGUAGES[lang].check if word.startswith("-l")))
+    files, shared = _cc_toolchain(tool(spec.check[0]), "c++" if lang == "cpp" else "c",
+                                  tuple(word for word in spec.check if word.startswith("-l")))
     return files if step == "check" else shared
 
 
@@ -431,21 +573,21 @@ def _rust_linker(rustc):
 
 # ----------------------------------------------------------------------------- check and run
 
-_warmed_up = set()   # languages whose warm_up this process has seen to
+_warmed_up = set()   # (language, benchmark) whose warm_up this process has seen to
 _warming = {}        # language -> Lock held by the thread warming it up
 
 
-def check(lang, sources, staging, cache_dir=None):
+def check(lang, sources, staging, cache_dir=None, benchmark=False):
     """Compiles (or checks) `sources` in one sandbox: all of them for a batched language, else a
     list of one. Each program gets staging/<i>/ with its source, and prog/ with what runs (the
     compiled program, or the source itself). Returns (errors, result): errors[i] is the
     compiler's message on sources[i] ("" if it compiled), or None where the check gave no
     verdict on it (a batch stopped before it; the sandbox ran out of wall clock); result is the
     sandbox's sandbox.Result. A language whose check reads {cache} is warmed up first (the
-    warm-up's failure is every source's error)."""
-    spec = LANGUAGES[lang]
+    warm-up's failure is every source's error). benchmark: with the benchmarks' table."""
+    spec = table(benchmark)[lang]
     if "{cache}" in " ".join(spec.check):
-        if why := warm_up(lang, cache_dir):
+        if why := warm_up(lang, cache_dir, benchmark):
             return [why] * len(sources), None
     name = spec.source if spec.compiled else "prog/" + spec.source  # prog/: what runs, the output or the source
     for i, source in enumerate(sources):
@@ -456,8 +598,8 @@ def check(lang, sources, staging, cache_dir=None):
         command = (*spec.check, *(f"{{out}}/{i}" for i in range(len(sources))))
     else:
         command = sandbox.fill(spec.check, {"{out}": "{out}/0/prog", "{src}": "{out}/0/" + name})
-    result = in_sandbox(command, [], b"", COMPILE_TIMEOUT, spec.compile_memory, spec.env, runtime(lang, "check"),
-                        staging, cache_dir)
+    result = in_sandbox(command, [], b"", COMPILE_TIMEOUT, spec.compile_memory, spec.env,
+                        runtime(lang, "check", benchmark), staging, cache_dir)
     errors = []
     for i in range(len(sources)):
         part = os.path.join(staging, str(i))
@@ -483,26 +625,27 @@ def check(lang, sources, staging, cache_dir=None):
     return errors, result
 
 
-def run(lang, prog_dir, stdin=b"", timeout=1.0):
+def run(lang, prog_dir, stdin=b"", timeout=1.0, benchmark=False):
     """Runs what `check` left in prog_dir (a compiled program, or the source) with `lang`'s run
     command in a fresh sandbox that holds its runtime: a sandbox.Result."""
-    spec = LANGUAGES[lang]
+    spec = table(benchmark)[lang]
     command = sandbox.fill(spec.run, {"{src}": "{prog}/" + spec.source})
     files = [(os.path.join(prog_dir, name), name) for name in sorted(os.listdir(prog_dir))]
-    return in_sandbox(command, files, stdin, timeout, spec.memory, spec.env, runtime(lang, "run"))
+    return in_sandbox(command, files, stdin, timeout, spec.memory, spec.env, runtime(lang, "run", benchmark))
 
 
-def warm_up(lang, cache_dir):
+def warm_up(lang, cache_dir, benchmark=False):
     """Runs the language's warm_up once per cache: not again in this process, nor where another
     process made all its products. The other threads wait for it, as a check may need what it
     makes. Returns why it failed, or None."""
-    files, steps = LANGUAGES[lang].warm_up or ({}, ())
+    spec = table(benchmark)[lang]
+    files, steps = spec.warm_up or ({}, ())
     products = [os.path.join(cache_dir, product) for _, made in steps for product in made]
     with _lock:
-        lock = _warming.setdefault(lang, threading.Lock())
+        lock = _warming.setdefault((lang, benchmark), threading.Lock())
     with lock:
-        if lang in _warmed_up or all(map(os.path.exists, products)):
-            _warmed_up.add(lang)
+        if (lang, benchmark) in _warmed_up or all(map(os.path.exists, products)):
+            _warmed_up.add((lang, benchmark))
             return None
         staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(cache_dir))
         try:
@@ -511,8 +654,8 @@ def warm_up(lang, cache_dir):
                 with open(os.path.join(staging, name), "w") as file:
                     file.write(text)
             for command, made in steps:
-                result = in_sandbox(command, [], b"", COMPILE_TIMEOUT, LANGUAGES[lang].compile_memory,
-                                     LANGUAGES[lang].env, runtime(lang, "check"), staging, cache_dir)
+                result = in_sandbox(command, [], b"", COMPILE_TIMEOUT, spec.compile_memory, spec.env,
+                                    runtime(lang, "check", benchmark), staging, cache_dir)
                 if result.status == "infra_error":
                     raise InfraError(result.stderr.decode("utf-8", "replace").strip())
                 if result.status != "ok":
@@ -520,7 +663,7 @@ def warm_up(lang, cache_dir):
                             + sandbox.first_lines((result.stderr + result.stdout).decode("utf-8", "replace"), 5))
                 for product in made:
                     os.replace(os.path.join(staging, product), os.path.join(cache_dir, product))
-            _warmed_up.add(lang)
+            _warmed_up.add((lang, benchmark))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
