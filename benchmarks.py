@@ -131,7 +131,7 @@ JAVASCRIPT_ASSERT = ('Object.defineProperty(console, "assert", {value: (ok, ...s
                      '"assertion failed " + said.join(" ")); }, writable: false, configurable: false});\n')
 # Where a base model's continuation of a HumanEval-X prompt ends: the function's closing brace at
 # the start of a line (Java: the class's), or for Python the first line that is not indented
-HUMANEVAL_X_END = {"python": re.compile(r"\n(?=\S)"), "default": re.compile(r"\n}[^\n]*(\n|$)")}
+HUMANEVAL_X_END = {"python": re.compile(r"\n(?=\S)"), "default": re.compile(r"(^|\n)}[^\n]*(\n|$)")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,7 +320,7 @@ def _replace_once(text, old, new, problem):
 
 # ----------------------------------------------------------------------------- judging
 
-def judge(jobs, timeout=RUN_TIMEOUT, workers=WORKERS, progress=None):
+def judge(jobs, timeout=RUN_TIMEOUT, workers=WORKERS):
     """Verdicts, in order, on [(problem, completion)]: each program compiled (in batches where its
     toolchain allows) and run in a sandbox of its own. Identical programs are judged once."""
     sources = [assemble(problem, completion) for problem, completion in jobs]
@@ -343,23 +343,18 @@ def judge(jobs, timeout=RUN_TIMEOUT, workers=WORKERS, progress=None):
             size = min(size, max(1, math.ceil(len(mine) / workers)))  # at least as many batches as workers
             groups += [(lang, mine[start:start + size]) for start in range(0, len(mine), size)]
         with ThreadPoolExecutor(workers) as pool:
-            for n, group in enumerate(groups):
-                pool.submit(_judge_group, *group, os.path.join(root, str(n)), cache_dir, timeout, verdicts, progress)
-        if any(verdict is None for verdict in verdicts):
-            raise RuntimeError("a program was left without a verdict")  # (an exception in a worker)
+            for done in [pool.submit(_judge_group, *group, os.path.join(root, str(n)), cache_dir, timeout, verdicts)
+                         for n, group in enumerate(groups)]:
+                done.result()  # (a worker's exception, raised here)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return [verdicts[unique[problem.language, source]] for (problem, _), source in zip(jobs, sources)]
 
 
-def _judge_group(lang, programs, staging, cache_dir, timeout, verdicts, progress):
+def _judge_group(lang, programs, staging, cache_dir, timeout, verdicts):
     """Compiles one batch and runs what compiled; retries alone a program the batch gave no verdict."""
     os.makedirs(staging)
-    try:
-        errors, _ = languages.check(lang, [source for _, source in programs], staging, cache_dir, benchmark=True)
-    except languages.InfraError as error:
-        errors = [None] * len(programs)
-        message = str(error)
+    errors, _ = languages.check(lang, [source for _, source in programs], staging, cache_dir, benchmark=True)
     for k, ((i, source), error) in enumerate(zip(programs, errors)):
         prog = os.path.join(staging, str(k), "prog")
         if error is None and len(programs) > 1:  # a batch stopped before it: alone
@@ -373,8 +368,6 @@ def _judge_group(lang, programs, staging, cache_dir, timeout, verdicts, progress
             verdicts[i] = Verdict("compile_error", error[:2000])
         else:
             verdicts[i] = _run(lang, prog, timeout)
-        if progress:
-            progress(lang, verdicts[i])
 
 
 def _run(lang, prog, timeout):
@@ -396,7 +389,8 @@ def _run(lang, prog, timeout):
 
 def main(argv):
     """Scores the canonical solutions of the HumanEval-X files given (or, with --completions=FILE,
-    those completions), and prints the pass rate per language with every failure named."""
+    those completions), one language after another, and prints the pass rate and the programs
+    judged per second of each, with every failure named."""
     completions = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--completions=")]
     paths = [arg for arg in argv if not arg.startswith("--")]
     if not paths:
@@ -404,25 +398,24 @@ def main(argv):
     problems = [problem for path in paths for problem in read(path)]
     if completions:
         by_name = {problem.name: problem for problem in problems}
-        jobs = [(by_name[line["name"] if "name" in line else line["task_id"]], line["completion"])
-                for line in records(completions[0])]
+        jobs = [(by_name[line.get("name", line.get("task_id"))], line["completion"]) for line in records(completions[0])]
     else:
         jobs = [(problem, problem.canonical) for problem in problems if problem.canonical is not None]
         if not jobs:
             sys.exit("no canonical solutions in these files (MultiPL-E has none): give --completions=FILE")
-    started, done = time.perf_counter(), {}
-    verdicts = judge(jobs, progress=lambda lang, verdict: done.setdefault(lang, []).append(time.perf_counter()))
-    total = time.perf_counter() - started
-    print(f"{'language':>10} {'passed':>9} {'pass %':>7} {'programs/s':>10}")
+    print(f"{'language':>10} {'passed':>9} {'pass %':>7} {'seconds':>8} {'programs/s':>10}")
+    started = time.perf_counter()
     for lang in sorted({problem.language for problem, _ in jobs}):
-        mine = [(problem, verdict) for (problem, _), verdict in zip(jobs, verdicts) if problem.language == lang]
-        passed = sum(verdict.status == "passed" for _, verdict in mine)
-        print(f"{lang:>10} {passed:>4}/{len(mine):<4} {100 * passed / len(mine):>7.1f} "
-              f"{len(mine) / (max(done[lang]) - started):>10.1f}")
-        for problem, verdict in mine:
+        mine, start = [job for job in jobs if job[0].language == lang], time.perf_counter()
+        verdicts = judge(mine)
+        seconds, passed = time.perf_counter() - start, sum(verdict.status == "passed" for verdict in verdicts)
+        print(f"{lang:>10} {passed:>4}/{len(mine):<4} {100 * passed / len(mine):>7.1f} {seconds:>8.1f} "
+              f"{len(mine) / seconds:>10.1f}")
+        for (problem, _), verdict in zip(mine, verdicts):
             if verdict.status != "passed":
                 print(f"           {problem.name}: {verdict.status}: "
                       f"{' | '.join(verdict.detail.strip().splitlines()[:3])[:300]}")
+    total = time.perf_counter() - started
     print(f"{len(jobs)} programs in {total:.1f} s ({len(jobs) / total:.1f} programs/s, {WORKERS} workers)")
 
 

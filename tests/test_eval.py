@@ -202,3 +202,50 @@ def test_an_oracle_that_samples_the_reference_once_in_five_scores_a_fifth(tiny_w
     assert result["groups"]["rl"]["pass@1"] == pytest.approx(1 / 5)
     assert result["groups"]["heldout"]["pass@5"] == pytest.approx(1.0)
     assert len(result["pairs"]) == 16 and result["statuses"] == {"passed": 2 * 16, "malformed": 2 * 4 * 16}
+
+
+# ----------------------------------------------------------------------------- public benchmarks
+
+def write_humaneval_x(path, langs):
+    from test_benchmarks import humaneval_x_record, write_jsonl
+    return write_jsonl(path, [humaneval_x_record(lang) for lang in langs])
+
+
+def test_benchmark_from_a_checkpoint_with_compare_and_a_too_long_prompt(tiny_world, tmp_path):
+    data, a, b = tiny_world
+    bench = write_humaneval_x(tmp_path / "humaneval_x.jsonl", ["python", "javascript"])
+    out = run_eval(f"--ckpt={a}", f"--compare={b}", f"--benchmark={bench}", f"--out_json={tmp_path / 'a.json'}",
+                   "--max_new_tokens=500", "--n=2")  # 500 of the block's 512: a prompt does not fit
+    result = json.loads((tmp_path / "a.json").read_text())
+    for lang, name in (("python", "Python/0"), ("javascript", "JavaScript/0")):
+        entry = result["benchmark"][lang]
+        assert entry["problems"] == 1 and len(entry["outcomes"][name]) == 2 and entry["pass@1"] == 0.0
+    assert result["prompt_too_long"] == 2 and "2 prompts do not fit" in out
+    assert "average:   0.0" in out and f"vs {b}: +0.0" in out
+    out = run_eval(f"--ckpt={a}", f"--benchmark={bench}", f"--out_json={tmp_path / 'b.json'}")
+    statuses = {s for e in json.loads((tmp_path / "b.json").read_text())["benchmark"].values() for s in e["statuses"]}
+    assert "prompt_too_long" not in statuses and statuses - {"passed"}, statuses  # sampled and judged
+
+
+def test_benchmark_completions_and_translations_are_scored(tmp_path):
+    bench = write_humaneval_x(tmp_path / "humaneval_x.jsonl", ["python", "javascript"])
+    completions = tmp_path / "completions.jsonl"
+    completions.write_text("".join(json.dumps(line) + "\n" for line in (
+        {"task_id": "Python/0", "completion": "    return a + b\n"}, {"task_id": "Python/0", "completion": "    return a\n"},
+        {"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"},
+        {"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"})))
+    out = run_eval(f"--benchmark={bench}", f"--completions={completions}", f"--out_json={tmp_path / 'c.json'}")
+    result = json.loads((tmp_path / "c.json").read_text())["benchmark"]
+    assert result["python"]["outcomes"] == {"Python/0": [1, 0]} and result["python"]["pass@1"] == 50.0
+    assert result["javascript"]["statuses"] == {"passed": 2} and "average:  75.0" in out
+    # a translation from Python: only the JavaScript problem is a translation; the completion continues its prompt
+    source = write_humaneval_x(tmp_path / "python.jsonl", ["python"])
+    completions.write_text(json.dumps({"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"}) + "\n")
+    run_eval(f"--benchmark={bench}", f"--translate_from={source}", f"--completions={completions}",
+             f"--out_json={tmp_path / 't.json'}")
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert list(result["benchmark"]) == ["javascript"] and result["benchmark"]["javascript"]["pass@1"] == 100.0
+    completions.write_text(json.dumps({"task_id": "Python/0", "completion": "    return a + b\n"}) + "\n")
+    done = subprocess.run([sys.executable, "eval.py", f"--benchmark={bench}", f"--translate_from={source}",
+                           f"--completions={completions}"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and "'Python/0' is not a problem" in done.stderr
