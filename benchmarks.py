@@ -387,11 +387,22 @@ def _run(lang, prog, timeout):
 
 # ----------------------------------------------------------------------------- command line
 
+# A check of the harness where a benchmark has no solutions (MultiPL-E): a completion that
+# compiles in any problem of its language and throws when called. Every one of these programs must
+# compile and fail: one that passes would be a harness whose tests do not run.
+STUBS = {"python": "    raise NotImplementedError\n", "cpp": "    throw 0;", "java": "        throw new RuntimeException();",
+         "csharp": "        throw new Exception();", "javascript": "  throw new Error();\n}",
+         "typescript": "  throw new Error();\n}", "php": "    throw new Exception();\n}", "bash": "    return 1",
+         "lua": "    error('stub')\nend", "rust": "    panic!()", "go": "    panic(0)\n}\n"}
+
+
 def main(argv):
     """Scores the canonical solutions of the HumanEval-X files given (or, with --completions=FILE,
-    those completions), one language after another, and prints the pass rate and the programs
-    judged per second of each, with every failure named."""
+    those completions; with --stubs, STUBS), one language after another, and prints the pass rate
+    and the programs judged per second of each, with every program's verdict that is not the
+    expected one (passed; with --stubs, failed) named."""
     completions = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--completions=")]
+    stubs = "--stubs" in argv
     paths = [arg for arg in argv if not arg.startswith("--")]
     if not paths:
         sys.exit(__doc__)
@@ -399,6 +410,8 @@ def main(argv):
     if completions:
         by_name = {problem.name: problem for problem in problems}
         jobs = [(by_name[line.get("name", line.get("task_id"))], line["completion"]) for line in records(completions[0])]
+    elif stubs:
+        jobs = [(problem, STUBS[problem.language]) for problem in problems if problem.benchmark == "multipl-e"]
     else:
         jobs = [(problem, problem.canonical) for problem in problems if problem.canonical is not None]
         if not jobs:
@@ -412,7 +425,7 @@ def main(argv):
         print(f"{lang:>10} {passed:>4}/{len(mine):<4} {100 * passed / len(mine):>7.1f} {seconds:>8.1f} "
               f"{len(mine) / seconds:>10.1f}")
         for (problem, _), verdict in zip(mine, verdicts):
-            if verdict.status != "passed":
+            if verdict.status != ("failed" if stubs else "passed"):
                 print(f"           {problem.name}: {verdict.status}: "
                       f"{' | '.join(verdict.detail.strip().splitlines()[:3])[:300]}")
     total = time.perf_counter() - started

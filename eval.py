@@ -12,6 +12,8 @@ probe (does the policy prefer equivalent IRs over inequivalent ones, relative to
                                                               # interval width per (tasks, n) at 40 programs a pair
     torchrun --standalone --nproc_per_node=2 eval.py -- --ckpt=out/oorl.pt --n=4   # tasks sharded over 2 ranks
     python eval.py --plot=out/metrics.jsonl                   # training curves -> out/metrics.png
+    python eval.py --ckpt=out/oorl.pt --benchmark=multipl-e/  # a public benchmark (benchmarks.py), as Table 2
+    python eval.py --benchmark=humaneval-x/ --completions=mine.jsonl   # completions made elsewhere, no model
 
 For every selected task, n completions are sampled with the KV cache (rollout.py) and each is run
 against the task's unit tests (reward.py): 1 if it is well formed, compiles and passes every test,
@@ -35,6 +37,14 @@ Under torchrun, write `--` after eval.py: torchrun reads an option that abbrevia
 own (--n=4: --nnodes, --nproc_per_node) as its own. Every rank samples and scores its share of the
 batches (its reward workers and torch threads sized to its share of the cores); rank 0 alone
 gathers, prints and writes, and the JSON equals one process's.
+
+A public benchmark (--benchmark=FILE or folder: MultiPL-E, HumanEval-X) is sampled in one process:
+a base model continues each prompt up to the benchmark's stop tokens, a chat model (--chat=True)
+answers the prompt put in its chat template and its reply's first code block is the completion;
+--translate_from=FILE makes HumanEval-X a translation task from that file's language. Each
+completion is judged by benchmarks.judge as the benchmark's reference harness would judge it, only
+stricter (the tests must run to their end); pass@k per language with its 95% interval over
+problems, the average over languages, and with --compare the paired difference per language.
 
 Languages whose toolchain is missing (reward.available) are dropped from the evaluated pairs,
 with one message naming them. The results go to <checkpoint without .pt>.eval.json beside the
@@ -493,9 +503,12 @@ def benchmark_samples(ckpt_path, prompts, config, device, autocast):
         raise SystemExit("--chat=True needs a checkpoint with a Hugging Face tokenizer (its chat template)")
     ids = {}
     for name, (problem, prompt) in prompts.items():
-        ids[name] = (enc.hf.apply_chat_template([{"role": "user", "content": "Complete this code:\n" + prompt}],
-                                                add_generation_prompt=True, tokenize=True)
-                     if config["chat"] else enc.encode(prompt))
+        if config["chat"]:  # (the template's text holds its special tokens, e.g. a bos: none added)
+            text = enc.hf.apply_chat_template([{"role": "user", "content": "Complete this code:\n" + prompt}],
+                                              add_generation_prompt=True, tokenize=False)
+            ids[name] = enc.hf.encode(text, add_special_tokens=False)
+        else:
+            ids[name] = enc.encode(prompt)
     too_long = [name for name in ids if len(ids[name]) + s["max_new_tokens"] > model.config.block_size]
     order, samples = [name for name in ids if name not in too_long], {}
     per_batch = max(1, s["batch_size"] // s["n"])

@@ -372,10 +372,12 @@ BENCHMARK_LANGUAGES = {
         package="default-jdk-headless libjavatuples-java", runtime_extra=(JAVATUPLES,)),
     "typescript": Language("main.ts", ("node", "-e", TYPESCRIPT_CHECK_MANY), ("node", "{prog}/main.js"),
                            "nodejs node-typescript", batched=True, memory=1536 * MiB, runtime_extra=(TYPESCRIPT,)),
+    # (mcs takes a word that begins with / for an option, as /out: is: the source comes in through -recurse:)
     "csharp": Language("main.cs", ("mono", MCS, "-nologo", "-d:DEBUG", "-r:System.Numerics.dll",
-                                   "-main:BenchmarkMain", "-out:{out}/main.exe", "{src}"),
+                                   "-main:BenchmarkMain", "-out:{out}/main.exe", "-recurse:{src}"),
                        ("mono", "{prog}/main.exe"), "mono-mcs mono-runtime", memory=1024 * MiB,
-                       runtime_extra=("/usr/lib/mono", "/etc/mono")),
+                       # (libmono-native: the class libraries' file and system calls, which mono loads by name)
+                       runtime_extra=("/usr/lib/mono", "/etc/mono", "/usr/lib/libmono-native.so")),
     "php": dataclasses.replace(LANGUAGES["php"], run=("php", "-d", "display_errors=stderr", "{src}")),
     "bash": dataclasses.replace(LANGUAGES["bash"], runtime_extra=SHELL_COMMANDS),
     # overflow checks and debug assertions on, as rustc's and cargo's default (debug) builds have them

@@ -249,3 +249,44 @@ def test_benchmark_completions_and_translations_are_scored(tmp_path):
     done = subprocess.run([sys.executable, "eval.py", f"--benchmark={bench}", f"--translate_from={source}",
                            f"--completions={completions}"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode != 0 and "'Python/0' is not a problem" in done.stderr
+
+
+QWEN_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_benchmark_chat_on_a_tiny_qwen3_directory_takes_the_replys_code_block(tmp_path, monkeypatch):
+    """A checkpoint started from a tiny random Qwen3 directory with a chat template: the prompt
+    goes through the template, and a reply whose code block repeats the signature is judged on
+    its body (sampling replaced by known replies: one right, one wrong)."""
+    import transformers
+    from test_model_families import make_tiny_family
+    model_dir = make_tiny_family(tmp_path / "qwen3", "qwen3")
+    hf = transformers.AutoTokenizer.from_pretrained(model_dir)
+    hf.chat_template = QWEN_CHAT_TEMPLATE
+    hf.save_pretrained(model_dir)
+    enc = tokenizer.load(init_from=model_dir)
+    model = GPT.from_pretrained(model_dir, vocab_size=enc.n_vocab)
+    torch.save(dict(model=model.state_dict(), model_args=vars(model.config), stage="sft", tokenizer=enc.record(),
+                    config=dict(data_dir=str(tmp_path), max_new_tokens=64)), tmp_path / "qwen3.pt")
+    bench = write_humaneval_x(tmp_path / "humaneval_x.jsonl", ["python"])
+    replies = ["Sure:\n```python\ndef add(a, b):\n    return a + b\n```\n", "```python\n    return b\n```"]
+    seen = []
+
+    def chat_model(model, prompts, group_size, max_new_tokens, eot_id, *args, on_end=None):
+        seen.extend(enc.decode(p) for p in prompts)
+        rows = [enc.encode(reply) + [eot_id] for reply in replies]
+        width = max(map(len, rows))
+        completions, mask = torch.full((len(rows), width), eot_id), torch.zeros(len(rows), width, dtype=torch.bool)
+        for r, row in enumerate(rows):
+            completions[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), True
+        return Rollout([list(p) for p in prompts], group_size, completions, mask,
+                       torch.zeros(len(rows), dtype=torch.bool), torch.zeros(len(rows), width))
+
+    monkeypatch.setattr(evaluation, "rollout", chat_model)
+    config = dict(benchmark=str(bench), translate_from="", completions="", chat=True, n=2, temperature=0.8,
+                  greedy=False, top_k=None, top_p=None, max_new_tokens=0, max_tasks_per_pair=0, seed=0,
+                  data_dir="", batch_size=8, split="test")
+    result = evaluation.evaluate_benchmark(str(tmp_path / "qwen3.pt"), config)
+    assert seen and seen[0].startswith("<|im_start|>user\n") and seen[0].endswith("<|im_start|>assistant\n")
+    assert result["benchmark"]["python"]["outcomes"] == {"Python/0": [1, 0]}
