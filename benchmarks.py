@@ -38,7 +38,9 @@ console.assert throws (Node's only prints), C and C++ keep assert (no NDEBUG).
 Each program runs in a sandbox of its own with its language's runtime as the reference harness
 has it (languages.BENCHMARK_LANGUAGES), compiled in batches where the toolchain allows.
 """
+import atexit
 import dataclasses
+import functools
 import gzip
 import json
 import math
@@ -333,8 +335,6 @@ def judge(jobs, timeout=RUN_TIMEOUT, workers=WORKERS):
                                f"(apt-get install {languages.BENCHMARK_LANGUAGES[lang].package}; or bash setup.sh)")
     verdicts = [None] * len(unique)
     root = tempfile.mkdtemp(prefix="oorl-benchmarks-")
-    cache_dir = os.path.join(root, "cache")
-    os.makedirs(cache_dir)
     try:
         groups = []  # (language, [(unique index, source)]) compiled together
         for lang in sorted({lang for lang, _ in unique}):
@@ -343,12 +343,22 @@ def judge(jobs, timeout=RUN_TIMEOUT, workers=WORKERS):
             size = min(size, max(1, math.ceil(len(mine) / workers)))  # at least as many batches as workers
             groups += [(lang, mine[start:start + size]) for start in range(0, len(mine), size)]
         with ThreadPoolExecutor(workers) as pool:
-            for done in [pool.submit(_judge_group, *group, os.path.join(root, str(n)), cache_dir, timeout, verdicts)
+            for done in [pool.submit(_judge_group, *group, os.path.join(root, str(n)), _cache_dir(), timeout, verdicts)
                          for n, group in enumerate(groups)]:
                 done.result()  # (a worker's exception, raised here)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return [verdicts[unique[problem.language, source]] for (problem, _), source in zip(jobs, sources)]
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_dir():
+    """This process's directory for the toolchains' warm-ups (languages.warm_up runs once per
+    process and cache), removed at its exit."""
+    directory, creator = tempfile.mkdtemp(prefix="oorl-benchmarks-cache-"), os.getpid()
+    os.chmod(directory, 0o755)  # (read by the sandboxes' own user)
+    atexit.register(lambda: os.getpid() == creator and shutil.rmtree(directory, ignore_errors=True))
+    return directory
 
 
 def _judge_group(lang, programs, staging, cache_dir, timeout, verdicts):

@@ -258,3 +258,20 @@ def test_translation_prompt_shows_the_source_solution_and_ends_with_the_target_p
     target = benchmarks.to_problem(humaneval_x_record("cpp"))
     prompt = benchmarks.translation_prompt(source, target)
     assert prompt.endswith(target.prompt) and "//     return a + b" in prompt
+
+
+def test_the_command_line_scores_canonical_solutions_and_stubs_fail(tmp_path, capsys):
+    benchmarks.main([write_jsonl(tmp_path / "hx.jsonl", [humaneval_x_record("python"), humaneval_x_record("javascript")])])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines[1:3]] == [["javascript", "1/1", "100.0"], ["python", "1/1", "100.0"]]
+    benchmarks.main([write_jsonl(tmp_path / "me.jsonl", [multipl_e_record(lang) for lang in FAST]), "--stubs"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines[1:-1]] == ["0/1"] * len(FAST), lines  # each failed, none named
+
+
+def test_each_judge_of_a_process_finds_the_toolchains_warm_up():
+    """The warm-up (C++'s precompiled headers) runs once per process; a second judge uses it too."""
+    problem = benchmarks.to_problem(humaneval_x_record("cpp"))
+    first, = benchmarks.judge([(problem, problem.canonical)])
+    second, = benchmarks.judge([(problem, problem.canonical + "\n")])
+    assert (first.status, second.status) == ("passed", "passed"), (first, second)
