@@ -211,6 +211,7 @@ def write_humaneval_x(path, langs):
     return write_jsonl(path, [humaneval_x_record(lang) for lang in langs])
 
 
+@pytest.mark.slow
 def test_benchmark_from_a_checkpoint_with_compare_and_a_too_long_prompt(tiny_world, tmp_path):
     data, a, b = tiny_world
     bench = write_humaneval_x(tmp_path / "humaneval_x.jsonl", ["python", "javascript"])
@@ -227,6 +228,12 @@ def test_benchmark_from_a_checkpoint_with_compare_and_a_too_long_prompt(tiny_wor
     assert "prompt_too_long" not in statuses and statuses - {"passed"}, statuses  # sampled and judged
 
 
+def benchmark_config(**settings):
+    return dict(dict(benchmark="", translate_from="", completions="", chat=False, n=1, temperature=0.8, greedy=False,
+                     top_k=None, top_p=None, max_new_tokens=0, max_tasks_per_pair=0, seed=0, data_dir="",
+                     batch_size=8, split="test"), **settings)
+
+
 def test_benchmark_completions_and_translations_are_scored(tmp_path):
     bench = write_humaneval_x(tmp_path / "humaneval_x.jsonl", ["python", "javascript"])
     completions = tmp_path / "completions.jsonl"
@@ -234,21 +241,22 @@ def test_benchmark_completions_and_translations_are_scored(tmp_path):
         {"task_id": "Python/0", "completion": "    return a + b\n"}, {"task_id": "Python/0", "completion": "    return a\n"},
         {"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"},
         {"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"})))
-    out = run_eval(f"--benchmark={bench}", f"--completions={completions}", f"--out_json={tmp_path / 'c.json'}")
-    result = json.loads((tmp_path / "c.json").read_text())["benchmark"]
-    assert result["python"]["outcomes"] == {"Python/0": [1, 0]} and result["python"]["pass@1"] == 50.0
-    assert result["javascript"]["statuses"] == {"passed": 2} and "average:  75.0" in out
+    result = evaluation.evaluate_benchmark(None, benchmark_config(benchmark=str(bench), completions=str(completions)))
+    scores = result["benchmark"]
+    assert scores["python"]["outcomes"] == {"Python/0": [1, 0]} and scores["python"]["pass@1"] == 50.0
+    assert scores["javascript"]["statuses"] == {"passed": 2} and result["settings"]["n"] == 2
+    assert "average:  75.0" in evaluation.benchmark_report(result)
     # a translation from Python: only the JavaScript problem is a translation; the completion continues its prompt
     source = write_humaneval_x(tmp_path / "python.jsonl", ["python"])
     completions.write_text(json.dumps({"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"}) + "\n")
-    run_eval(f"--benchmark={bench}", f"--translate_from={source}", f"--completions={completions}",
-             f"--out_json={tmp_path / 't.json'}")
-    result = json.loads((tmp_path / "t.json").read_text())
+    config = benchmark_config(benchmark=str(bench), translate_from=source, completions=str(completions))
+    result = evaluation.evaluate_benchmark(None, config)
     assert list(result["benchmark"]) == ["javascript"] and result["benchmark"]["javascript"]["pass@1"] == 100.0
+    prompt = evaluation.benchmark_prompts(config)["JavaScript/0"][1]
+    assert "return a + b" in prompt and prompt.endswith("const add = (a, b) => {\n")
     completions.write_text(json.dumps({"task_id": "Python/0", "completion": "    return a + b\n"}) + "\n")
-    done = subprocess.run([sys.executable, "eval.py", f"--benchmark={bench}", f"--translate_from={source}",
-                           f"--completions={completions}"], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode != 0 and "'Python/0' is not a problem" in done.stderr
+    with pytest.raises(SystemExit, match="'Python/0' is not a problem"):
+        evaluation.evaluate_benchmark(None, config)
 
 
 QWEN_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -284,9 +292,6 @@ def test_benchmark_chat_on_a_tiny_qwen3_directory_takes_the_replys_code_block(tm
                        torch.zeros(len(rows), dtype=torch.bool), torch.zeros(len(rows), width))
 
     monkeypatch.setattr(evaluation, "rollout", chat_model)
-    config = dict(benchmark=str(bench), translate_from="", completions="", chat=True, n=2, temperature=0.8,
-                  greedy=False, top_k=None, top_p=None, max_new_tokens=0, max_tasks_per_pair=0, seed=0,
-                  data_dir="", batch_size=8, split="test")
-    result = evaluation.evaluate_benchmark(str(tmp_path / "qwen3.pt"), config)
+    result = evaluation.evaluate_benchmark(str(tmp_path / "qwen3.pt"), benchmark_config(benchmark=str(bench), chat=True, n=2))
     assert seen and seen[0].startswith("<|im_start|>user\n") and seen[0].endswith("<|im_start|>assistant\n")
     assert result["benchmark"]["python"]["outcomes"] == {"Python/0": [1, 0]}
