@@ -21,7 +21,8 @@ Formats, detected from a record's fields:
       process_humaneval_test): Python and C++ with its helper imports and headers, Go with its
       test_setup, Rust as declaration + prompt + completion + tests. Its Rust declarations `use`
       the rand, regex and md5 crates, which a lone rustc does not have: those lines are dropped,
-      so a program that uses a crate (Rust/91 uses regex, Rust/162 md5) fails to compile.
+      so a program that uses a crate fails to compile (Rust/91's solution uses regex, Rust/162's md5,
+      the tests of Rust/38, 50 and 53 rand, 0.7's API, which Debian's rand 0.8 no longer has).
 
 The pass rule. A program passes when it compiled, exited 0 and its tests ran to their end. The
 reference harnesses check only the first two, which a completion can fool: `exit(0)` inside the
@@ -33,7 +34,8 @@ program and changes every run, so a completion cannot print it ahead of time; a 
 reads its own stdin and exits with it is an attack on this judge itself, which no harness that
 runs tests in the completion's own process can rule out. Assertions are never off: Java runs with
 -ea, C# is compiled with DEBUG defined and a failed Debug.Assert throws, HumanEval-X's JavaScript
-console.assert throws (Node's only prints), C and C++ keep assert (no NDEBUG).
+console.assert throws (Node's only prints; HumanEval-X's own script fails a program that prints
+anything at all, a rule kept here for no language), C and C++ keep assert (no NDEBUG).
 
 Each program runs in a sandbox of its own with its language's runtime as the reference harness
 has it (languages.BENCHMARK_LANGUAGES), compiled in batches where the toolchain allows.
@@ -229,7 +231,8 @@ def cut(text, problem):
 
 def code_block(reply, problem):
     """The completion in a chat model's reply: its first fenced code block (the whole reply if it
-    has none), from after the prompt's last line (the function's signature) where it repeats it."""
+    has none), from after the prompt's last line (the function's signature) where it repeats it.
+    (Then cut as a base model's text is: MultiPL-E's tests close the function themselves.)"""
     block = re.search(r"```[^\n]*\n(.*?)(```|$)", reply, re.S)
     code = block.group(1) if block else reply
     signature = problem.prompt.rstrip().rsplit("\n", 1)[-1].strip()
@@ -238,8 +241,9 @@ def code_block(reply, problem):
 
 
 def translation_prompt(source, target):
-    """HumanEval-X as translation: the source language's solution shown, the target's prompt to continue."""
-    shown = source.prompt + source.canonical
+    """HumanEval-X as translation: the source language's solution (its declaration and canonical
+    solution) shown in comments, then the target's prompt to continue."""
+    shown = source.declaration + source.canonical
     comment = {"python": "#", "bash": "#"}.get(target.language, "//")
     return (f"{comment} The same function in {source.language}:\n"
             + "".join(f"{comment} {line}\n" for line in shown.strip("\n").split("\n"))
@@ -254,8 +258,8 @@ def assemble(problem, completion):
     if problem.benchmark == "humaneval-x":
         return _assemble_humaneval_x(problem, completion)
     lang, program = problem.language, problem.prompt + completion + "\n" + problem.tests
-    if lang == "lua":
-        return _replace_once(program, LUA_RUN, LUA_FINISH, problem)
+    if lang == "lua":  # (in the tests alone: a completion cannot move it)
+        return problem.prompt + completion + "\n" + _replace_once(problem.tests, LUA_RUN, LUA_FINISH, problem)
     if lang in ("cpp", "rust"):  # the tests end with main's closing brace
         return ('#include "multipl-e.h"\n' if lang == "cpp" else "") + _before_last_brace(program, FINISH[lang], problem)
     if lang == "java":

@@ -521,15 +521,15 @@ def benchmark_samples(ckpt_path, prompts, config, device, autocast):
         texts = [enc.decode(completion) for completion in out.completion_lists()]
         for i, name in enumerate(batch):
             problem = prompts[name][0]
-            samples[name] = [benchmarks.code_block(text, problem) if config["chat"] else benchmarks.cut(text, problem)
+            samples[name] = [benchmarks.cut(benchmarks.code_block(text, problem) if config["chat"] else text, problem)
                              for text in texts[i * s["n"]:(i + 1) * s["n"]]]
     return samples, too_long, s
 
 
 def evaluate_benchmark(ckpt_path, config, device="cpu", autocast=nullcontext()):
-    """pass@k per language on a public benchmark (a checkpoint's samples, or --completions), the
-    .json's "benchmark" entry: {language: {"pass@1" (percent), "ci95", "problems", "outcomes",
-    "statuses"}}."""
+    """pass@k per language on a public benchmark (a checkpoint's samples, or --completions: n is
+    then the fewest completions a problem has, and each problem's first n count), the .json's
+    "benchmark" entry: {language: {"pass@1" (percent), "ci95", "problems", "outcomes", "statuses"}}."""
     prompts, too_long, s = benchmark_prompts(config), [], dict(n=config["n"])
     if config["completions"]:
         samples = {}

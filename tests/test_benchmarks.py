@@ -140,6 +140,12 @@ def test_a_program_that_prints_what_a_harness_prints_and_exits_0_fails():
     assert [v.status for v in verdicts] == ["incomplete", "incomplete", "passed"], verdicts
 
 
+def test_a_completion_that_holds_the_tests_own_words_is_judged_not_refused():
+    lua = benchmarks.to_problem(multipl_e_record("lua"))
+    verdict, = benchmarks.judge([(lua, "    return a + b\nend\nlocal quoted = 'os.exit(lu.LuaUnit.run())'")])
+    assert verdict.status == "passed", verdict
+
+
 def test_a_type_error_in_typescript_is_a_compile_error():
     problem = benchmarks.to_problem(multipl_e_record("typescript"))
     verdict, = benchmarks.judge([(problem, '  return "five";\n}')])
@@ -251,6 +257,9 @@ def test_a_chat_reply_gives_its_first_code_block_after_the_signature():
     assert benchmarks.code_block(reply, problem) == "    return a + b\n"
     assert benchmarks.code_block("```\n    return a + b\n```", problem) == "    return a + b\n"
     assert benchmarks.code_block("    return a + b\n", problem) == "    return a + b\n"
+    java = benchmarks.to_problem(multipl_e_record("java"))  # its tests close the method: the reply's brace is cut
+    reply = "```java\nclass Problem {\n    public static long add(long a, long b) {\n        return a + b;\n    }\n}\n```"
+    assert benchmarks.cut(benchmarks.code_block(reply, java), java) == "        return a + b;"
 
 
 def test_translation_prompt_shows_the_source_solution_and_ends_with_the_target_prompt():
