@@ -10,7 +10,7 @@ at once. reward.py (eq. 4) reads it; so does anything else that runs programs.
     errors, result = languages.check("cpp", [source_a, source_b], staging, cache_dir)
     languages.run("cpp", staging + "/0/prog", stdin=b"3 4\n", timeout=0.5)
 
-    python languages.py   # which languages' tools are found here, and the runtime of each
+    python languages.py   # which languages' tools are found here (the reward's, the benchmarks'), and each runtime
 
 A batched language's programs are checked together where the toolchain can do it in one start
 (javac in one JVM, Go's in one `go build`, Python's and JavaScript's checks in one process,
@@ -673,7 +673,10 @@ def warm_up(lang, cache_dir, benchmark=False):
 
 if __name__ == "__main__":
     print(f"sandbox: {sandbox.check()}")
-    for language in LANGUAGES:
-        missing = missing_tools(language)
-        found = f"missing {', '.join(missing)} (apt-get install {LANGUAGES[language].package})" if missing else "found"
-        print(f"{language:>10}: {found}; runtime: {' '.join(map(str, runtime(language, 'run'))) or '(none: static)'}")
+    for benchmark in (False, True):
+        print("the public benchmarks' harnesses:" if benchmark else "the reward's languages:")
+        for language, spec in table(benchmark).items():
+            missing = missing_tools(language, benchmark)
+            found = f"missing {', '.join(missing)} (apt-get install {spec.package})" if missing else "found"
+            run_paths = ' '.join(map(str, runtime(language, 'run', benchmark))) or '(none: static)'
+            print(f"{language:>10}: {found}; runtime: {run_paths}")
