@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+import resource
 import secrets
 import shutil
 import sys
@@ -430,20 +431,28 @@ def main(argv):
         jobs = [(problem, problem.canonical) for problem in problems if problem.canonical is not None]
         if not jobs:
             sys.exit("no canonical solutions in these files (MultiPL-E has none): give --completions=FILE")
-    print(f"{'language':>10} {'passed':>9} {'pass %':>7} {'seconds':>8} {'programs/s':>10}")
+    # CPU seconds: of every process the sandboxes ran (compilers, programs), a busy machine's
+    # wall clock aside
+    print(f"{'language':>10} {'passed':>9} {'pass %':>7} {'seconds':>8} {'programs/s':>10} {'CPU s':>7}")
     started = time.perf_counter()
     for lang in sorted({problem.language for problem, _ in jobs}):
-        mine, start = [job for job in jobs if job[0].language == lang], time.perf_counter()
+        mine, start, cpu = [job for job in jobs if job[0].language == lang], time.perf_counter(), _children_cpu()
         verdicts = judge(mine)
         seconds, passed = time.perf_counter() - start, sum(verdict.status == "passed" for verdict in verdicts)
         print(f"{lang:>10} {passed:>4}/{len(mine):<4} {100 * passed / len(mine):>7.1f} {seconds:>8.1f} "
-              f"{len(mine) / seconds:>10.1f}")
+              f"{len(mine) / seconds:>10.1f} {_children_cpu() - cpu:>7.1f}")
         for (problem, _), verdict in zip(mine, verdicts):
             if verdict.status != ("failed" if stubs else "passed"):
                 print(f"           {problem.name}: {verdict.status}: "
                       f"{' | '.join(verdict.detail.strip().splitlines()[:3])[:300]}")
     total = time.perf_counter() - started
-    print(f"{len(jobs)} programs in {total:.1f} s ({len(jobs) / total:.1f} programs/s, {WORKERS} workers)")
+    print(f"{len(jobs)} programs in {total:.1f} s ({len(jobs) / total:.1f} programs/s, {WORKERS} workers), "
+          f"{_children_cpu():.1f} CPU seconds")
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
