@@ -484,14 +484,22 @@ def plot_metrics(metrics_path):
 def benchmark_prompts(config):
     """{problem name: (problem, the prompt a model continues)}: the benchmark's own prompts, or
     (--translate_from) HumanEval-X's translations from that file's language into each other one."""
-    problems = benchmarks.read(config["benchmark"])
+    problems = read_benchmark(config["benchmark"])
     if not config["translate_from"]:
         return {p.name: (p, p.prompt) for p in problems}
-    sources = {p.name.split("/")[-1]: p for p in benchmarks.read(config["translate_from"])}
+    sources = {p.name.split("/")[-1]: p for p in read_benchmark(config["translate_from"])}
     if any(p.canonical is None for p in [*problems, *sources.values()]):
         raise SystemExit("--translate_from makes translations of HumanEval-X problems: both files must be HumanEval-X's")
     return {p.name: (p, benchmarks.translation_prompt(sources[p.name.split("/")[-1]], p)) for p in problems
             if p.name.split("/")[-1] in sources and p.language != sources[p.name.split("/")[-1]].language}
+
+
+def read_benchmark(path):
+    """benchmarks.read, a missing or malformed file as one line."""
+    try:
+        return benchmarks.read(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"eval.py: {e}") from None
 
 
 def benchmark_samples(ckpt_path, prompts, config, device, autocast):
@@ -533,8 +541,14 @@ def evaluate_benchmark(ckpt_path, config, device="cpu", autocast=nullcontext()):
     prompts, too_long, s = benchmark_prompts(config), [], dict(n=config["n"])
     if config["completions"]:
         samples = {}
-        for line in benchmarks.records(config["completions"]):
+        try:
+            lines = benchmarks.records(config["completions"])
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"eval.py: --completions: {e}") from None
+        for line in lines:
             name = line.get("name", line.get("task_id"))
+            if not isinstance(line.get("completion"), str):
+                raise SystemExit(f"{config['completions']}: a line without a \"completion\" string: {str(line)[:200]}")
             if name not in prompts:
                 raise SystemExit(f"{config['completions']}: {name!r} is not a problem of {config['benchmark']}")
             samples.setdefault(name, []).append(line["completion"])
@@ -574,9 +588,10 @@ def benchmark_report(result, other=None):
             f"  {key} {entry[key]:.1f}" for key in entry if key.startswith("pass@") and key != "pass@1")
         if other and lang in other["benchmark"]:
             a, b = entry["outcomes"], other["benchmark"][lang]["outcomes"]
-            value, (lo, hi) = estimate({"all": [statistics.fmean(a[p]) - statistics.fmean(b[p]) for p in a if p in b]},
-                                             -1.0, 1.0)
-            line += f"  vs {other['ckpt']}: {100 * value:+.1f}" + (f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else "")
+            differences = [statistics.fmean(a[p]) - statistics.fmean(b[p]) for p in a if p in b]
+            value, (lo, hi) = estimate({"all": differences}, -1.0, 1.0)
+            line += f"  vs {other['ckpt']}: {100 * value:+.1f}"
+            line += f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else ""
         lines.append(line)
     lines.append(f"{'average':>12}: {statistics.fmean(e['pass@1'] for e in result['benchmark'].values()):5.1f}")
     if result["prompt_too_long"]:
@@ -641,6 +656,8 @@ if __name__ == "__main__":
             raise SystemExit(f"--plot: no file {plot}")
         plot_metrics(plot)
         sys.exit(0)
+    if (completions or translate_from or chat) and not benchmark:
+        raise SystemExit("--completions, --translate_from and --chat go with --benchmark=FILE")
     if benchmark:
         if completions and compare:
             raise SystemExit("--compare needs two checkpoints: --completions scores one set of completions")

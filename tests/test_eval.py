@@ -257,6 +257,11 @@ def test_benchmark_completions_and_translations_are_scored(tmp_path):
     completions.write_text(json.dumps({"task_id": "Python/0", "completion": "    return a + b\n"}) + "\n")
     with pytest.raises(SystemExit, match="'Python/0' is not a problem"):
         evaluation.evaluate_benchmark(None, config)
+    completions.write_text(json.dumps({"task_id": "Python/0"}) + "\n")
+    with pytest.raises(SystemExit, match='a line without a "completion"'):
+        evaluation.evaluate_benchmark(None, dict(config, translate_from=""))
+    with pytest.raises(SystemExit, match="no benchmark file or folder"):
+        evaluation.evaluate_benchmark(None, dict(config, benchmark=str(tmp_path / "missing")))
 
 
 QWEN_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
