@@ -10,27 +10,60 @@ for GPUs), rollout, reward, and the phases of one OORL step.
 
 kernel: naive log_softmax, torch.compile of it, logprobs.fused_logprobs's chunked torch path and its
 Triton kernel, and Liger-Kernel's and Cut Cross-Entropy's fused losses when they are installed
-(pip install liger-kernel cut-cross-entropy), at GPT-2's shape (N=16384, d=768, V=50304) and at
-this project's (a GPU-preset RL batch: N=163840, d=512, V=745); time and peak memory, forward and
-forward + backward, of each method whose log-probs and gradients agree with float64 ones.
-run_budget: the CPU seconds of a run of each language's references, against reward.RUN_TIMEOUT.
-gpu_compile: registers, spills and shared memory of every Triton kernel configuration for sm_80
-and sm_90 (runs on any machine). rollout: decoded tokens per second. step: seconds of each phase
-of OORL steps (rollout, reward, the update's parts) at the CPU preset's workload, as train.py logs
-them. On a CPU the GPU-only rows are skipped, and the output says which. Every part's figures also
-go to out/bench.json (--json=PATH), which keeps the latest figures of each part.
+(pip install liger-kernel cut-cross-entropy), at a large vocabulary's shape (on a GPU GPT-2's:
+N=16384, d=768, V=50304) and at this project's (an RL step's batch of the device's preset, config/);
+time and peak memory, forward and forward + backward, of each method whose log-probs and gradients
+agree with float64 ones (logprobs.disagreement). gpu_compile: registers, spills and shared memory of every Triton launch
+(logprobs.gpu_launches) for sm_80 and sm_90 (runs on any machine). rollout: decoded tokens per
+second. reward: programs per second against the naive way. run_budget: the CPU seconds of a run of
+each language's references, against reward.RUN_TIMEOUT. step: seconds of each phase of OORL steps
+(rollout, reward, the update's parts) at the CPU preset's workload, as train.py logs them. On a CPU
+the GPU-only rows are skipped, and the output says which. Every part's figures also go to
+out/bench.json (--json=PATH), which keeps the latest figures of each part.
 """
+import contextlib
+import functools
+import importlib.util
+import io
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version, PackageNotFoundError
 
 import torch
+
+import configurator
+import languages
+import logprobs
+import reward
+import sandbox
+import tasks
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# This project's BPE vocabulary (prepare.py's tokenizer), a prompt's tokens (about), and the tokens
+# every row of the rollout part decodes (train.py's max_new_tokens)
+VOCAB_SIZE, PROMPT_TOKENS, NEW_TOKENS = 745, 150, 160
+
+
+def preset(name):
+    """The settings of config/<name>.py, the CPU or GPU preset: the workloads measured here."""
+    return configurator.read_file(os.path.join(ROOT, "config", f"{name}.py"))
+
 
 # ----------------------------------------------------------------------------- kernel
 
 def _naive_logprobs(hidden, weight, targets):
-    """The direct way: the (N, V) logits in float32, log_softmax, gather."""
-    import torch
-    return torch.log_softmax((hidden @ weight.T).float(), dim=-1).gather(1, targets[:, None]).squeeze(1)
+    """The direct way: the (N, V) logits in float32 (float64 from float64 inputs), log_softmax, gather."""
+    logits = (hidden @ weight.T).to(torch.promote_types(hidden.dtype, torch.float32))
+    return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
 
 
 def _liger_logprobs(hidden, weight, targets):
@@ -54,17 +87,10 @@ OPTIONAL_METHODS = {"liger": ("liger_kernel", _liger_logprobs), "cut cross-entro
 # why). Liger's reduction="none" scaled every row's gradient by the first row's upstream gradient.
 REQUIRED_VERSIONS = {"liger": ("liger-kernel", (0, 8, 2), "its reduction='none' scales every row's gradient "
                                                           "by the first row's upstream gradient (Liger-Kernel PR #1298)")}
-# A method is timed only if its log-probs and gradients agree with float64 ones on a small problem
-# first: within what bf16 rounding gives (~1e-2 of the values), far below what a wrong method
-# gives (~the values). The same bounds as logprobs.py's self-check.
-CHECK_LOGP_NATS, CHECK_GRAD_SHARE = 2e-2, 2e-2
 
 
 def _kernel_setup(methods, n, d, v, backward, threads):
     """The functions to compare, one problem (bfloat16 on a GPU, float32 on a CPU), and `call`."""
-    import functools
-    import torch
-    import logprobs
     cuda = torch.cuda.is_available()
     if threads:
         torch.set_num_threads(threads)
@@ -102,8 +128,6 @@ def _kernel_memory(method, n, d, v, backward, threads):
     allocator keeps no peak, so we read the process's resident-set high-water mark (VmHWM),
     reset just before the call by writing 5 to /proc/self/clear_refs (Linux); the first call in a
     fresh process, so that no memory freed by an earlier call is silently reused."""
-    import re
-    import torch
     fns, problem, call, cuda = _kernel_setup([method], n, d, v, backward, threads)
     fn, x = fns[method], problem(n, v)
 
@@ -131,11 +155,9 @@ def _kernel_memory(method, n, d, v, backward, threads):
 def _kernel_check(methods, ds, threads):
     """{method: None, or why it must not be timed}. A method's log-probs, and its gradients of
     sum(g * logp) with g of both signs (as advantages weigh log-probs), against float64 ones from
-    the same inputs, on a problem of N=500 and V=1000 at each width d in ds, in the benchmark's
-    dtype; and its version where REQUIRED_VERSIONS names one."""
-    import re
-    from importlib.metadata import version, PackageNotFoundError
-    import torch
+    the same inputs (logprobs.disagreement, the bounds of the kernel's own self-check), on a
+    problem of N=500 and V=1000 at each width d in ds, in the benchmark's dtype; and its version
+    where REQUIRED_VERSIONS names one."""
     verdicts = dict.fromkeys(methods)
     for method in set(methods) & set(REQUIRED_VERSIONS):
         distribution, minimum, why = REQUIRED_VERSIONS[method]
@@ -147,24 +169,14 @@ def _kernel_check(methods, ds, threads):
             verdicts[method] = f"{distribution} {installed} < {'.'.join(map(str, minimum))}: {why}"
     for d in ds:
         fns, problem, _, _ = _kernel_setup([m for m in methods if not verdicts[m]], 500, d, 1000, True, threads)
-        hidden, weight, targets, grad = problem(500, 1000)
-        hidden64, weight64 = (x.detach().double().requires_grad_() for x in (hidden, weight))
-        reference = torch.log_softmax(hidden64 @ weight64.T, dim=-1).gather(1, targets[:, None]).squeeze(1)
-        reference.backward(grad.double())
+        inputs = problem(500, 1000)
         for method, fn in fns.items():
-            hidden.grad = weight.grad = None
             try:
-                logp = fn(hidden, weight, targets)
-                logp.backward(grad)
-                logp_error = (logp.double() - reference).abs().max().item()
-                grad_error = max(((x.grad.double() - x64.grad).abs().max() / x64.grad.abs().max()).item()
-                                 for x, x64 in ((hidden, hidden64), (weight, weight64)))
+                why = logprobs.disagreement(fn, _naive_logprobs, *inputs, reference_dtype=torch.float64)
             except Exception as e:  # (their APIs move between versions)
-                verdicts[method] = f"failed: {type(e).__name__}: {str(e).strip()[:200]}"
-                continue
-            if not (logp_error <= CHECK_LOGP_NATS and grad_error <= CHECK_GRAD_SHARE):  # (NaN too)
-                verdicts[method] = (f"disagrees with float64 at d={d}: log-probs by up to {logp_error:.2g} nats, "
-                                    f"gradients by {grad_error:.2g} of their largest value")
+                why = f"failed: {type(e).__name__}: {str(e).strip()[:200]}"
+            if why:
+                verdicts[method] = why if why.startswith("failed") else f"disagrees with float64 at d={d}: {why}"
     return verdicts
 
 
@@ -185,11 +197,9 @@ def _kernel_times(methods, n, d, v, backward, threads, reps):
 
 def _kernel_isolated(function, *args):
     """bench.<function>(*args) in a fresh Python process (its own memory high-water mark)."""
-    import json, os, subprocess, sys
     code = f"import json, bench; print(json.dumps(bench.{function}{args!r}))"
     env = {k: val for k, val in os.environ.items() if k != "TRITON_INTERPRET"}  # the real kernels
-    run = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.abspath(__file__)),
-                         capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
     if run.returncode:
         raise RuntimeError(f"kernel bench {function}{args} failed:\n{run.stderr[-3000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -204,11 +214,11 @@ def bench_kernel(shapes=None, reps=None, threads=None, methods=None):
     against float64 once (_kernel_check) and skipped, with the reason, if it disagrees. Prints a
     table; returns {"N=..,d=..,V=..": {method: {fwd_ms, fwd_mb, fwdbwd_ms, fwdbwd_mb, and the
     fwdbwd time and memory ratios vs naive and torch.compile}}}."""
-    import importlib.util
-    import torch
     cuda = torch.cuda.is_available()
-    if shapes is None:  # GPT-2's vocabulary; this project's GPU-preset RL batch (64 x 8 rows of ~320 tokens)
-        shapes = [(16384, 768, 50304), (163840, 512, 745)] if cuda else [(8192, 256, 32768), (16384, 128, 745)]
+    if shapes is None:  # a large vocabulary (GPT-2's on a GPU); this project's RL batch at the device's preset
+        rl = preset("gpu" if cuda else "cpu")
+        rl_batch = (rl["prompts_per_step"] * rl["group_size"] * (PROMPT_TOKENS + NEW_TOKENS), rl["n_embd"], VOCAB_SIZE)
+        shapes = [(16384, 768, 50304) if cuda else (8192, 256, 32768), rl_batch]
     reps = reps or (10 if cuda else 3)
     skipped = []
     if methods is None:
@@ -258,52 +268,20 @@ def bench_kernel(shapes=None, reps=None, threads=None, methods=None):
 SHARED_MEMORY_PER_BLOCK = {80: 163 * 1024, 90: 227 * 1024}
 
 
-def gpu_kernel_configs():
-    """Every launch of a Triton kernel that logprobs.fused_logprobs can make on a CUDA GPU: the
-    forward with and without entropy, the backward for each set of gradients, for fp32 (IEEE or,
-    when torch allows it, TF32 dots), bf16 and fp16 inputs, with the dispatcher's own tile choice
-    (logprobs._triton_tiles). Yields (kernel name, dtype name, signature, constexprs, options)."""
-    import torch
-    import logprobs
-    kinds = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-    for dtype, name in kinds.items():
-        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = logprobs._triton_tiles(dtype, on_gpu=True)
-        tiles = dict(BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D)
-        options = dict(num_warps=num_warps, num_stages=num_stages)
-        # (the dot precision only changes fp32 dots; 16-bit ones run on the tensor cores either way)
-        for precision in (("ieee", "tf32") if dtype == torch.float32 else ("ieee",)):
-            label = f"{name}/{precision}" if dtype == torch.float32 else name
-            inputs = dict(hidden_ptr=f"*{name}", weight_ptr=f"*{name}", targets_ptr="*i64")
-            forward = dict(inputs, partial_ptr="*fp32", N="i32", V="i32", D="i32", vocab_per_split="i32",
-                           inv_temperature="fp32")
-            for entropy in (False, True):
-                yield ("forward" + (" +entropy" if entropy else ""), label, forward,
-                       dict(tiles, DOT_PRECISION=precision, WITH_ENTROPY=entropy), options)
-            backward = dict(inputs, lse_ptr="*fp32", grad_ptr="*fp32", grad_hidden_ptr="*fp32",
-                            grad_weight_ptr="*fp32", N="i32", V="i32", D="i32", vocab_start="i32",
-                            vocab_end="i32", inv_temperature="fp32")
-            for dh, dw in ((True, True), (True, False), (False, True)):
-                yield (f"backward {'dh' * dh}{'+' * (dh and dw)}{'dw' * dw}", label, backward,
-                       dict(tiles, GROUP_ROWS=8, DOT_PRECISION=precision, COMPUTE_DH=dh, COMPUTE_DW=dw), options)
-
-
 def gpu_compile(capability):
-    """Compiles every configuration of gpu_kernel_configs for a CUDA GPU of this compute
-    capability (80, 90) to PTX and cubin, with ptxas, on this machine: no GPU needed. Pointers
-    and d get the 16-divisibility that torch's allocations and this project's widths give (the
-    specialisation Triton makes at run time). Returns one dict per configuration: kernel, dtype,
-    target, registers, spills (bytes stored + loaded), shared (bytes), fits (shared memory within
-    the target's per-block limit). Must run without TRITON_INTERPRET (see _kernel_isolated)."""
-    return [_compile_one(capability, *config) for config in gpu_kernel_configs()]
+    """Compiles every launch of logprobs.gpu_launches for a CUDA GPU of this compute capability
+    (80, 90) to PTX and cubin, with ptxas, on this machine: no GPU needed. Pointers and d get the
+    16-divisibility that torch's allocations and this project's widths give (the specialisation
+    Triton makes at run time). Returns one dict per launch: kernel, dtype, target, registers,
+    spills (bytes stored + loaded), shared (bytes), fits (shared memory within the target's
+    per-block limit). Must run without TRITON_INTERPRET (see _kernel_isolated)."""
+    return [_compile_one(capability, *launch) for launch in logprobs.gpu_launches()]
 
 
-def _compile_one(capability, kernel, dtype, signature, constexprs, options):
-    import contextlib, io, re
+def _compile_one(capability, name, fn, dtype, signature, constexprs, options):
     import triton
-    import logprobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    fn = logprobs._logprobs_forward_kernel if kernel.startswith("forward") else logprobs._logprobs_backward_kernel
     full = dict(signature, **{k: "constexpr" for k in constexprs})
     aligned = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in full if k.endswith("_ptr") or k == "D"}
     target = GPUTarget("cuda", capability, 32)
@@ -318,18 +296,18 @@ def _compile_one(capability, kernel, dtype, signature, constexprs, options):
     registers = re.search(r"Used (\d+) registers", text)
     spills = [int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", text)]
     shared = compiled.metadata.shared
-    return dict(kernel=kernel, dtype=dtype, target=f"sm_{capability}", registers=int(registers.group(1)) if registers else None,
+    return dict(kernel=name, dtype=dtype, target=f"sm_{capability}",
+                registers=int(registers.group(1)) if registers else None,
                 spills=sum(spills), shared=shared, fits=shared <= SHARED_MEMORY_PER_BLOCK[capability],
                 cubin_bytes=len(compiled.asm["cubin"]))
 
 
 def bench_gpu_compile(capabilities=(80, 90)):
     """Prints the table of gpu_compile for sm_80 (A100) and sm_90 (H100); returns its rows."""
-    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(len(capabilities)) as pool:  # one process per target, side by side
         rows = sum(pool.map(lambda capability: _kernel_isolated("gpu_compile", capability), capabilities), [])
-    print("gpu_compile: every Triton kernel configuration of logprobs.fused_logprobs, compiled ahead of time "
-          "(PTX and cubin, no GPU needed)")
+    print("gpu_compile: every Triton launch of logprobs.fused_logprobs on a GPU (logprobs.gpu_launches), compiled "
+          "ahead of time (PTX and cubin, no GPU needed)")
     print(f"{'kernel':<16} {'dtype':<9} {'target':<6} | {'registers':>9} {'spills B':>8} | {'shared B':>8} "
           f"{'limit B':>8} | fits")
     for row in rows:
@@ -341,62 +319,57 @@ def bench_gpu_compile(capabilities=(80, 90)):
 
 # ----------------------------------------------------------------------------- reward
 
+def _task_and_completions(name, lang):
+    """A generated task in lang and four completions of it: the reference, the same with a trailing
+    blank line (a distinct program that passes), a wrong answer and a syntax error."""
+    program, tests = tasks.generate(name)
+    reference = tasks.render(program, lang)
+    wrong = reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1)
+    if lang == "rust":  # it returns its last line's value
+        body, tail, close = reference.rstrip().rsplit("\n", 2)
+        wrong = f"{body}\n    1 + {tail.strip()}\n{close}\n"
+    task = {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
+    return task, (reference, reference + "\n", wrong, reference + "\n)(\n")
+
+
 def _reward_batch(lang, n_tasks=16):
     """64 completions for 16 tasks as a rollout with G = 4 gives them, duplicates included: per
     task the reference twice, a wrong answer and a syntax error (48 distinct programs)."""
-    import tasks
     completions, batch = [], []
     for seed in range(n_tasks):
-        program, tests = tasks.generate(f"bench-{seed}")
-        reference = tasks.render(program, lang)
-        wrong = reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1)
-        if lang == "rust":  # it returns its last line's value
-            body, tail, close = reference.rstrip().rsplit("\n", 2)
-            wrong = f"{body}\n    1 + {tail.strip()}\n{close}\n"
-        task = {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
-        for completion in (reference, reference, wrong, reference + "\n)(\n"):
-            completions.append(completion)
-            batch.append(task)
+        task, (reference, _, wrong, syntax_error) = _task_and_completions(f"bench-{seed}", lang)
+        completions += [reference, reference, wrong, syntax_error]
+        batch += [task] * 4
     return completions, batch
 
 
-def _reward_step_batch(langs, n_prompts=32, group_size=8):
-    """An RL step's completions (train.py's CPU preset: 32 prompts x G = 8, the languages in
-    turn): per group the reference five times and once with a trailing blank line (a distinct
-    program that passes), a wrong answer and a syntax error (4 distinct programs per group)."""
-    import tasks
-    completions, batch = [], []
-    for seed in range(n_prompts):
-        lang = langs[seed % len(langs)]
-        program, tests = tasks.generate(f"bench-step-{seed}")
-        reference = tasks.render(program, lang)
-        wrong = reference.replace("return", "return 1 +", 1).replace("echo", "echo 1", 1)
-        task = {"tgt_lang": lang, "tests": tests, "n_args": program.n_args}
-        group = [reference] * 5 + [reference + "\n", wrong, reference + "\n)(\n"]
-        completions += group[:group_size]
-        batch += [task] * group_size
-    return completions, batch
+def _reward_step_batch(langs):
+    """An RL step's completions, the CPU preset's prompts_per_step groups of group_size, the
+    languages in turn: a group is the reference five times, once with a trailing blank line, a
+    wrong answer and a syntax error (4 distinct programs), over and over to its size. Also the
+    rewards they should get."""
+    completions, batch, expected, workload = [], [], [], preset("cpu")
+    for seed in range(workload["prompts_per_step"]):
+        task, (reference, blank, wrong, syntax_error) = _task_and_completions(f"bench-step-{seed}",
+                                                                              langs[seed % len(langs)])
+        group = [(reference, 1.0)] * 5 + [(blank, 1.0), (wrong, 0.0), (syntax_error, 0.0)]
+        for i in range(workload["group_size"]):
+            completions.append(group[i % len(group)][0])
+            expected.append(group[i % len(group)][1])
+        batch += [task] * workload["group_size"]
+    return completions, batch, expected
 
 
 def _naive_rewards(completions, batch, compile_per_test, workers):
     """The baseline, the human-eval / MultiPL-E way: every test case runs in its own unsandboxed
     subprocess, nothing is cached or shared between completions. compile_per_test: each test
-    case also compiles the program again (no cache at all); else once per completion."""
-    import os, shutil, subprocess, tempfile
-    from concurrent.futures import ThreadPoolExecutor
-    import languages, reward, tasks
+    case also compiles the program again (no cache at all); else once per completion. A run gets
+    the wall clock that a sandbox gives reward.RUN_TIMEOUT (a JVM starts slower on a busy machine)."""
+    wall_clock = reward.RUN_TIMEOUT * sandbox.WALL_FACTOR + sandbox.WALL_SLACK
 
-    def words(command, directory, name):
-        if command[-1] == "Javac":  # the plain compiler, one program per call
-            command = ("javac", "-d", "{out}", "{src}")
-        if command[0] == "{cache}/go-build-many":
-            command = ("go", "build", "-o", "{out}/main", "{src}")
-        if "-include" in command:  # the plain compiler: no precompiled prelude either
-            at = command.index("-include")
-            command = command[:at] + command[at + 2:]
-        filled = [w.replace("{src}", f"{directory}/{name}").replace("{prog}", directory).replace("{out}", directory)
-                  .replace("{cache}", directory) for w in command]
-        return [filled[0] if "/" in filled[0] else languages.tool(filled[0]) or filled[0]] + filled[1:]  # (rustup's proxy: its rustc)
+    def words(command, directory, name):  # (a tool by its path: rustup's proxy stands for its rustc)
+        filled = sandbox.fill(command, {"{src}": f"{directory}/{name}", "{prog}": directory, "{out}": directory})
+        return [filled[0] if "/" in filled[0] else languages.tool(filled[0]) or filled[0], *filled[1:]]
 
     def one(i):
         lang, task = batch[i]["tgt_lang"], batch[i]
@@ -412,13 +385,13 @@ def _naive_rewards(completions, batch, compile_per_test, workers):
                     directory = tempfile.mkdtemp(prefix="bench-naive-")
                     with open(os.path.join(directory, name), "w") as file:
                         file.write(program)
-                    if spec.compiled and subprocess.run(words(spec.check, directory, name), cwd=directory,
-                                                        capture_output=True, env={**env, "GOCACHE": directory,
-                                                                                 "HOME": directory}).returncode:
+                    compile_env = {**env, "GOCACHE": directory, "HOME": directory}
+                    if spec.compiled and subprocess.run(words(languages.plain_compile(lang), directory, name),
+                                                        cwd=directory, capture_output=True, env=compile_env).returncode:
                         return 0.0
                 try:
                     run = subprocess.run(words(spec.run, directory, name), input=line + "\n", cwd=directory,
-                                         capture_output=True, text=True, timeout=reward.RUN_TIMEOUT, env=env)
+                                         capture_output=True, text=True, timeout=wall_clock, env=env)
                 except subprocess.TimeoutExpired:
                     return 0.0
                 if run.returncode or run.stdout.strip() != expected:
@@ -437,8 +410,6 @@ def _timed(fn):
     {"compile": s, "run": s}: seconds inside sandboxes that compile (or check the syntax) and
     inside sandboxes that run a program, summed over the workers, so up to `cores` times the wall
     clock; a sandbox given languages.COMPILE_TIMEOUT or more is a compile)."""
-    import resource, threading
-    import languages, sandbox
     inside, lock, run_for_real = {"compile": 0.0, "run": 0.0}, threading.Lock(), sandbox.run
 
     def timed_run(argv, files=(), stdin=b"", timeout=2.0, *args, **kwargs):
@@ -461,23 +432,13 @@ def _timed(fn):
 
 
 def _cold_score(completions, batch):
-    """_timed(reward.score) on an empty compile cache, whose one-time preparations per language
-    (g++'s precompiled header, javac's class archive: a training run makes them once) are made
-    before the clock starts."""
-    import shutil, tempfile
-    import languages, reward
-    cache, reward._cache_dir = reward._cache_dir, tempfile.mkdtemp(prefix="bench-cache-")
-    reward._memory_cache.clear()
-    languages._warmed_up.clear()
-    try:
+    """_timed(reward.score) from an empty compile cache (reward.fresh_cache), whose one-time
+    preparations per language (g++'s precompiled header, javac's class archive: a training run
+    makes them once) are made before the clock starts."""
+    with tempfile.TemporaryDirectory(prefix="bench-cache-") as cache, reward.fresh_cache(cache):
         for lang in sorted({task["tgt_lang"] for task in batch}):
             reward.execute(languages.HELLO[lang], lang)
         return _timed(lambda: reward.score(completions, batch))
-    finally:
-        shutil.rmtree(reward._cache_dir)
-        reward._cache_dir = cache
-        reward._memory_cache.clear()
-        languages._warmed_up.clear()
 
 
 def bench_reward(langs=None, baseline_sample=8, cores=2):
@@ -485,12 +446,10 @@ def bench_reward(langs=None, baseline_sample=8, cores=2):
     scores them), a batch of 64 completions: reward.score (the sandbox, the compile cache, one
     process for all tests, duplicates scored once, compiles batched) against the naive baseline
     (one unsandboxed subprocess per test case, nothing cached), timed on the batch's first
-    `baseline_sample` completions (it is slow). Then an RL step's batch (32 prompts x 8
-    completions, the RL targets among `langs` in turn) through reward.score. All start
-    from an empty cache. Figures: programs per second of wall clock, CPU seconds per program
+    `baseline_sample` completions (it is slow). Then an RL step's batch (_reward_step_batch: the
+    CPU preset's, the RL targets among `langs` in turn) through reward.score. All start from an
+    empty cache. Figures: programs per second of wall clock, CPU seconds per program
     (steadier on a busy machine), and the sandbox seconds of compiling and of running."""
-    import os
-    import reward, tasks
     langs = langs or tasks.RL_TARGETS + tasks.HELDOUT_TARGETS
     all_cores, workers = os.sched_getaffinity(0), reward.WORKERS
     os.sched_setaffinity(0, sorted(all_cores)[:cores])  # the child processes inherit it
@@ -503,7 +462,6 @@ def bench_reward(langs=None, baseline_sample=8, cores=2):
 
 
 def _bench_reward_languages(langs, baseline_sample, cores):
-    import languages, reward, sandbox, tasks
     completions, _ = _reward_batch("python")
     print(f"reward: {cores} cores; batch: {len(completions)} completions for 16 tasks, {len(set(completions))} "
           f"distinct; sandbox: {sandbox.check()}; compile s, run s: inside sandboxes, summed over workers")
@@ -536,9 +494,9 @@ def _bench_reward_languages(langs, baseline_sample, cores):
               f"{ours[0] / naive[0]:.1f}x, {naive[1] / ours[1]:.1f}x "
               f"(vs compile once {ours[0] / once[0]:.1f}x, {once[1] / ours[1]:.1f}x)", flush=True)
     if step_langs:
-        completions, batch = _reward_step_batch(step_langs)
+        completions, batch, expected = _reward_step_batch(step_langs)
         rewards, wall, cpu, inside = _cold_score(completions, batch)
-        assert rewards == ([1.0] * 6 + [0.0] * 2) * 32, "the references should pass, the rest fail"
+        assert rewards == expected, "the references should pass, the rest fail"
         figures["step"] = dict(seconds=wall, programs_per_s=len(completions) / wall, cpu_per_program=cpu / len(completions),
                                compile_s=inside["compile"], run_s=inside["run"])
         print(f"RL step ({len(completions)} completions, {len(set(completions))} distinct, "
@@ -554,7 +512,6 @@ def bench_run_budget(n_programs=50, langs=None):
     of scoring each language's reference for the programs of seeds 0..n_programs-1, and for
     tasks.heaviest(), the costliest program the generator's rules allow. Each is scored once
     first, so that what is measured is its run (its compile is cached then)."""
-    import reward, tasks
     print(f"run budget: reward.RUN_TIMEOUT = {reward.RUN_TIMEOUT} s of CPU; CPU s of a run of each reference "
           f"({n_programs} generated programs) and of tasks.heaviest()")
     print(f"{'language':>10} | {'median':>7} {'max':>7} | {'heaviest':>8} | budget / max")
@@ -580,21 +537,23 @@ def bench_run_budget(n_programs=50, langs=None):
 
 # ----------------------------------------------------------------------------- rollout
 
-def bench_rollout(size=None, reps=3, threads=None):
-    """Decoded tokens per second of rollout.py with random weights and no early stop, at the
-    CPU preset's size on a CPU and the GPU preset's on CUDA (under bf16 autocast, as train.py
-    runs it). size: overrides of the defaults below (e.g. tiny ones for a test). Also reports
+def bench_rollout(size_overrides=None, reps=3, threads=None):
+    """Decoded tokens per second of rollout.py with random weights and no early stop: the model
+    and a step's prompts x completions of the CPU preset (config/cpu.py) on a CPU, of the GPU
+    preset on CUDA (under bf16 autocast, as train.py runs it); prompts of PROMPT_TOKENS, every
+    row decoding NEW_TOKENS. size_overrides: of n_layer, n_head, n_embd, vocab_size, prompts,
+    group_size, prompt_len, new_tokens (e.g. tiny ones for a test). Also reports
     tokens per CPU-second of this process (CPU only), which a busy machine disturbs less."""
-    from model import GPT, GPTConfig, device_setup
+    from ddp import device_setup
+    from model import GPT, GPTConfig
     from rollout import rollout
     device, autocast = device_setup("auto")
     if threads:
         torch.set_num_threads(threads)
-    cpu_preset = dict(n_layer=4, n_head=4, n_embd=128, vocab_size=745, prompts=8, group_size=8,
-                      prompt_len=150, new_tokens=128)
-    gpu_preset = dict(n_layer=8, n_head=8, n_embd=512, vocab_size=745, prompts=64, group_size=8,
-                      prompt_len=150, new_tokens=160)
-    size = dict(gpu_preset if device == "cuda" else cpu_preset, **(size or {}))
+    run = preset("gpu" if device == "cuda" else "cpu")
+    size = dict(n_layer=run["n_layer"], n_head=run["n_head"], n_embd=run["n_embd"], prompts=run["prompts_per_step"],
+                group_size=run["group_size"], vocab_size=VOCAB_SIZE, prompt_len=PROMPT_TOKENS, new_tokens=NEW_TOKENS)
+    size.update(size_overrides or {})
     torch.manual_seed(0)
     gpt = GPT(GPTConfig(block_size=size["prompt_len"] + size["new_tokens"], vocab_size=size["vocab_size"],
                         n_layer=size["n_layer"], n_head=size["n_head"], n_embd=size["n_embd"], bias=False))
@@ -622,8 +581,6 @@ def bench_rollout(size=None, reps=3, threads=None):
 
 # ----------------------------------------------------------------------------- one OORL step
 
-# The CPU preset's OORL workload (train.py): B prompts x G completions, IR groups, PPO epochs, new tokens
-STEP_WORKLOAD = dict(prompts_per_step=32, group_size=8, gepo_groups_per_step=16, ppo_epochs=2, max_new_tokens=160)
 # (label, metrics.jsonl key) of each phase of a step as train.py logs it, the update's parts under it
 STEP_PHASES = [("rollout", "time_rollout"), ("reward, after decoding", "time_reward"), ("update", "time_update"),
                ("  reference log-probs", "time_reference"), ("  pi_old log-probs", "time_pi_old"),
@@ -632,26 +589,25 @@ STEP_PHASES = [("rollout", "time_rollout"), ("reward, after decoding", "time_rew
 
 
 def bench_step(ckpt="", steps=2, sft_steps=300, data_dir="data"):
-    """Seconds of each phase of OORL steps at the CPU preset's workload (STEP_WORKLOAD), from the
-    SFT checkpoint ckpt (none: a short SFT of sft_steps made for it, whose poorer completions fail
-    sooner than a trained model's, so that its reward figures mean less): `python train.py
+    """Seconds of each phase of OORL steps at the CPU preset's workload, from the SFT checkpoint
+    ckpt (none: a short SFT of sft_steps made for it, whose poorer completions fail sooner than a
+    trained model's, so that its reward figures mean less): `python train.py --preset=cpu
     --sft_ckpt=... --rl_steps=steps` in a subprocess, and the phase times it logs in
     metrics.jsonl. It runs with a TMPDIR of its own: an empty compile cache and no verdicts kept
     by earlier runs (reward.stored_verdicts), so the first step also pays what a run pays once
     (compiles, caches). Prints a table; returns {"command", "steps": [one dict of seconds per
     step (step_figures)]}."""
-    import json, os, subprocess, sys, tempfile
-    root, data_dir = os.path.dirname(os.path.abspath(__file__)), os.path.abspath(data_dir)
+    data_dir = os.path.abspath(data_dir)
     with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
         if not ckpt:
             print(f"step: no --ckpt: a short SFT of {sft_steps} steps first (a trained model's completions "
                   f"take longer to score: the reward figures are a lower bound)", flush=True)
-            subprocess.run([sys.executable, "train.py", "--rl_steps=0", f"--sft_steps={sft_steps}",
-                            f"--data_dir={data_dir}", f"--out_dir={tmp}/sft"], cwd=root, check=True)
+            subprocess.run([sys.executable, "train.py", "--preset=cpu", "--rl_steps=0", f"--sft_steps={sft_steps}",
+                            f"--data_dir={data_dir}", f"--out_dir={tmp}/sft"], cwd=ROOT, check=True)
             ckpt = os.path.join(tmp, "sft", "sft.pt")
-        command = ["train.py", f"--sft_ckpt={os.path.abspath(ckpt)}", f"--rl_steps={steps}", "--probe_interval=0",
-                   f"--data_dir={data_dir}", f"--out_dir={tmp}/rl"] + [f"--{k}={v}" for k, v in STEP_WORKLOAD.items()]
-        subprocess.run([sys.executable] + command, cwd=root, check=True, env=dict(os.environ, TMPDIR=tmp))
+        command = ["train.py", "--preset=cpu", f"--sft_ckpt={os.path.abspath(ckpt)}", f"--rl_steps={steps}",
+                   "--probe_interval=0", f"--data_dir={data_dir}", f"--out_dir={tmp}/rl"]
+        subprocess.run([sys.executable] + command, cwd=ROOT, check=True, env=dict(os.environ, TMPDIR=tmp))
         with open(os.path.join(tmp, "rl", "metrics.jsonl")) as f:
             rows = [json.loads(line) for line in f]
     figures = {"command": "python " + " ".join(command), "steps": step_figures(rows)}
@@ -677,9 +633,10 @@ def step_figures(rows):
 def step_table(steps):
     """step_figures as a table: a line per phase (and per PPO epoch), a column per step."""
     epochs = max((len(step.get("time_policy", [])) for step in steps), default=0)
-    lines = [f"step: seconds per phase of OORL steps, {STEP_WORKLOAD['prompts_per_step']} prompts x "
-             f"{STEP_WORKLOAD['group_size']} completions of up to {STEP_WORKLOAD['max_new_tokens']} new tokens, "
-             f"{STEP_WORKLOAD['gepo_groups_per_step']} IR groups, {STEP_WORKLOAD['ppo_epochs']} PPO epochs",
+    workload = preset("cpu")
+    lines = [f"step: seconds per phase of OORL steps at the CPU preset's workload (config/cpu.py: "
+             f"{workload['prompts_per_step']} prompts x {workload['group_size']} completions, train.py's defaults "
+             f"for the rest)",
              f"{'phase':<30}" + "".join(f"{f'step {i}':>9}" for i in range(len(steps)))]
     for label, key in STEP_PHASES:
         if key == "time_policy":  # one line per epoch
@@ -697,7 +654,6 @@ def _seconds(value):
 
 def _save_figures(path, figures):
     """Adds this run's figures, by part, to the JSON file at path, which keeps the latest of each part."""
-    import json, os
     saved = {}
     if os.path.exists(path):
         with open(path) as f:

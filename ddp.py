@@ -1,5 +1,6 @@
 """
-ddp.py: data parallelism over processes started by torchrun, with torch.distributed as it is.
+ddp.py: where a process runs (its device and autocast), and data parallelism over the processes
+started by torchrun, with torch.distributed as it is. train.py and eval.py set up both with setup().
 
     torchrun --standalone --nproc_per_node=2 train.py       # 2 ranks on one machine
     python train.py                                         # 1 process: every function is a no-op
@@ -17,16 +18,21 @@ several forwards (the policy's completion tokens and the GEPO groups), so train.
 the gradients itself, once per backward, in one flat buffer.
 """
 import os
+import shutil
+import subprocess
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 
 
-def setup(device):
-    """Join torchrun's process group if it started us. Returns (rank, world_size, device): a
-    CUDA device becomes this rank's own GPU (cuda:LOCAL_RANK); CPU ranks split the cores."""
+def setup(device="auto", dtype="auto"):
+    """(rank, world_size, device, autocast) of this process: device_setup's device and autocast,
+    and torchrun's process group joined if it started us: a CUDA device becomes this rank's own
+    GPU (cuda:LOCAL_RANK); CPU ranks split the cores. A bad device or dtype is a ValueError."""
+    device, autocast = device_setup(device, dtype)
     if "RANK" not in os.environ:
-        return 0, 1, device
+        return 0, 1, device, autocast
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
     if torch.device(device).type == "cuda":
@@ -37,7 +43,61 @@ def setup(device):
         # N ranks on one machine share its cores: N processes of all the cores each would fight
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_world))
         dist.init_process_group("gloo")
-    return rank, world_size, device
+    return rank, world_size, device, autocast
+
+
+def device_setup(device="auto", dtype="auto"):
+    """(device, autocast) for a run: "auto" is cuda when torch sees a GPU, else cpu. dtype "auto"
+    is bfloat16 autocast on CUDA (any "cuda:N") and float32 elsewhere; "bfloat16" asks for
+    bfloat16 autocast on a CPU too (how the tests check the reduced-precision paths without a
+    GPU), "float32" for none. On CUDA float32 matmuls may use TF32 (as in nanoGPT).
+
+    A GPU that nvidia-smi lists but torch cannot use (a torch build for a newer driver, or a
+    CPU-only build) is an error, for "auto" too: quietly training on the CPU instead would run
+    the CPU preset for hours on a machine with a GPU."""
+    if (device == "auto" or torch.device(device).type == "cuda") and not torch.cuda.is_available():
+        gpus = nvidia_smi_gpus()
+        if gpus:
+            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(
+                f"nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0]}), but this torch ({torch.__version__}, {build}) "
+                f"cannot use them: its CUDA build needs a newer NVIDIA driver than this machine's (PyPI's "
+                f"torch for Linux is a build for a recent CUDA, which needs a recent driver), or it has no CUDA "
+                f"at all. Install this torch release built for your driver's CUDA (nvidia-smi shows the CUDA "
+                f"version the driver supports), e.g. `pip install torch=={torch.__version__.split('+')[0]} "
+                f"--index-url https://download.pytorch.org/whl/cu126`, or pass --device=cpu to train on the "
+                f"CPU deliberately.")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = torch.device(device).type
+    if device_type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (use --device=cpu or auto)")
+        if torch.device(device).index is not None:
+            # Triton launches its kernels on the current CUDA device, not on the device of the
+            # tensors they are given: on "cuda:1" with the current device left at 0 the fused
+            # log-prob kernel would read memory of the wrong GPU (an illegal address, which
+            # poisons the CUDA context for the rest of the process)
+            torch.cuda.set_device(torch.device(device))
+        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for the float32 matmuls left
+    if dtype not in ("auto", "bfloat16", "float32"):
+        raise ValueError(f"dtype must be 'auto', 'bfloat16' or 'float32'; got {dtype!r}")
+    if dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda"):
+        return device, torch.autocast(device_type, dtype=torch.bfloat16)
+    return device, nullcontext()
+
+
+def nvidia_smi_gpus():
+    """The GPUs `nvidia-smi -L` lists ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: ...)"), [] where there is
+    no nvidia-smi or it fails (no driver loaded)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        done = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.startswith("GPU ")]
 
 
 def active():

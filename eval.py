@@ -63,13 +63,14 @@ from contextlib import nullcontext
 import torch
 
 import benchmarks
+import checkpoints
 import ddp
 import gepo
 import reward
 import tasks
 import tokenizer
 from configurator import configure, snapshot
-from model import GPT, device_setup, load_checkpoint
+from model import GPT
 from rollout import rollout
 from stats import KS, budget_table, estimate, paired, pass_at_k, summarize  # noqa: F401 (eval.pass_at_k: DESIGN.md's public name)
 
@@ -104,9 +105,9 @@ chat = False             # with --benchmark: the prompt in the checkpoint's chat
 # ----------------------------------------------------------------------------- loading and sharding
 
 def read_checkpoint(path):
-    """model.load_checkpoint, its error (missing, random bytes, not a checkpoint) as one line."""
+    """checkpoints.load, its error (missing, random bytes, not a checkpoint) as one line."""
     try:
-        return load_checkpoint(path)
+        return checkpoints.load(path)
     except ValueError as e:
         raise SystemExit(f"eval.py: {e}") from None
 
@@ -132,8 +133,7 @@ def distributed_setup(device_request):
     (NCCL on CUDA, one GPU per rank; gloo on CPU, the cores split between the ranks), and each
     rank's reward workers get its share of the cores, so that N ranks on one machine do not run N
     times the programs the cores can take."""
-    device_name, autocast = device_setup(device_request)
-    rank, world, device_name = ddp.setup(device_name)
+    rank, world, device_name, autocast = ddp.setup(device_request)
     reward.share_cores(ddp.local_world_size())
     return rank, world, device_name, autocast
 
@@ -606,7 +606,7 @@ def benchmark_report(result, other=None):
 
 def benchmark_main(config):
     """--benchmark: one process (no torchrun sharding); the results to --out_json."""
-    device_name, autocast = device_setup(config["device"]) if not config["completions"] else ("cpu", nullcontext())
+    device_name, autocast = ddp.device_setup(config["device"]) if not config["completions"] else ("cpu", nullcontext())
     result = evaluate_benchmark(None if config["completions"] else config["ckpt"], config, device_name, autocast)
     other = evaluate_benchmark(config["compare"], config, device_name, autocast) if config["compare"] else None
     json_path = config["out_json"] or (config["completions"] or os.path.splitext(config["ckpt"])[0]) + ".benchmark.json"

@@ -38,7 +38,14 @@ import threading
 import sandbox
 
 MiB = 1 << 20
-COMPILE_TIMEOUT = 60.0     # seconds of CPU time for a compiler or syntax check
+# A check's budget: seconds of CPU time for one program, and for each further program of a
+# batched check; its wall clock is sandbox.WALL_FACTOR times more, seconds rather than minutes,
+# as a compiler made to wait on what never ends holds a worker that long. A program's check
+# takes a small fraction of it (RESULTS.md).
+COMPILE_TIMEOUT = 10.0
+BATCH_TIMEOUT = 0.5
+CHECK_OUTPUT = 32 * MiB     # bytes a check hands back to the host disk per program (its compiled program)
+WARM_UP_OUTPUT = 128 * MiB  # and a warm-up step (a precompiled header, a class archive)
 COMPILE_PROCESSES = 128    # tasks (threads count) of a compile: `go build` runs several multi-threaded tools
 
 
@@ -215,6 +222,8 @@ class Language:
                                  # move to {cache}, where they make every check start faster
     runtime_extra: tuple = ()    # more of the system in both steps' sandboxes: tools (by name) and
                                  # host paths (a benchmark harness's libraries and commands)
+    check_timeout: float = COMPILE_TIMEOUT  # a check's CPU seconds for its first program (and a warm-up step's)
+    batch_timeout: float = BATCH_TIMEOUT    # and for each further program of a batch
 
 
 LANGUAGES = {
@@ -269,7 +278,13 @@ LANGUAGES = {
                             ((("go", "build", "-o", "{out}/go-build-many", "{out}/go-build-many.go"), ("go-build-many",)),))),
     "lua": Language("main.lua", ("luac5.4", "-p", "{src}"), ("lua5.4", "{src}"), "lua5.4", compiled=False),
 }
-
+# The command a user would type to compile one program, where the table's check does more: no
+# batch, nothing from a warm-up (plain_compile). The benchmarks' naive baseline runs them.
+PLAIN_COMPILES = {
+    "cpp": ("g++", *CPP_FLAGS, *LINK_FLAGS, "-o", "{out}/main", "{src}"),
+    "java": ("javac", "-d", "{out}", "{src}"),
+    "go": ("go", "build", "-o", "{out}/main", "{src}"),
+}
 # ----------------------------------------------------------------------------- the benchmarks' table
 
 # Public benchmarks (benchmarks.py) are judged as their reference harnesses judge them, with the
@@ -299,9 +314,9 @@ for (const dir of dirs) {
 }
 """ % TYPESCRIPT
 # `go test -c` builds one package's test program per call (Go before 1.21): one call after
-# another in one sandbox. Go's build cache ($GOCACHE, in {out}) starts as a copy of the one the
-# warm-up made, where testify and the packages it imports (net/http among them, rebuilt without
-# cgo) are compiled once and for all. Vet is off.
+# another in one sandbox. Go's build cache (in the sandbox's $HOME) starts as a copy of the one
+# the warm-up made (-keep: in {out}), where testify and what it imports (net/http among them,
+# rebuilt without cgo) are compiled once and for all. Vet is off.
 GO_TEST_MANY = """\
 package main
 
@@ -313,8 +328,12 @@ import (
 )
 
 func main() {
-	os.Chdir(filepath.Dir(os.Args[1])) // the programs' directories are siblings
-	made, start := os.Getenv("GOCACHE"), os.Getenv("GOCACHE_START")
+	dirs, made, start := os.Args[1:], filepath.Join(os.Getenv("HOME"), "gocache"), os.Getenv("GOCACHE_START")
+	if dirs[0] == "-keep" {
+		dirs, made = dirs[1:], filepath.Join(filepath.Dir(dirs[1]), "gocache")
+	}
+	os.Setenv("GOCACHE", made)
+	os.Chdir(filepath.Dir(dirs[0])) // the programs' directories are siblings
 	filepath.WalkDir(start, func(path string, entry fs.DirEntry, err error) error {
 		if err == nil {
 			to := filepath.Join(made, path[len(start):])
@@ -326,7 +345,7 @@ func main() {
 		}
 		return nil
 	})
-	for _, dir := range os.Args[1:] {
+	for _, dir := range dirs {
 		name := filepath.Base(dir)
 		os.MkdirAll(filepath.Join(name, "prog"), 0o755)
 		said, failed := exec.Command("go", "test", "-c", "-vet=off", "-ldflags=-s -w", "-o",
@@ -343,8 +362,7 @@ SHELL_COMMANDS = ("cat", "cut", "date", "echo", "expr", "factor", "fold", "head"
                   "seq", "sort", "tac", "tail", "tr", "uniq", "wc", "basename", "dirname", "tee", "shuf", "numfmt",
                   "sed", "grep", "awk", "bc", "xargs")
 GO_TEST_ENV = (("CGO_ENABLED", "0"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local"), ("GOTELEMETRY", "off"),
-               ("GO111MODULE", "off"), ("GOPATH", GOPATH), ("GOMAXPROCS", "2"), ("GOCACHE", "{out}/gocache"),
-               ("GOCACHE_START", "{cache}/gocache"))
+               ("GO111MODULE", "off"), ("GOPATH", GOPATH), ("GOMAXPROCS", "2"), ("GOCACHE_START", "{cache}/gocache"))
 GO_TEST_WARM = ('package main\n\nimport (\n\t"io"\n\t"os"\n\t"testing"\n\t"github.com/stretchr/testify/assert"\n)\n\n'
                 'func TestMain(m *testing.M) { io.Copy(os.Stdout, os.Stdin); os.Exit(m.Run()) }\n\n'
                 'func TestWarm(t *testing.T) { assert.Equal(t, 1, 1) }\n')
@@ -364,14 +382,16 @@ BENCHMARK_LANGUAGES = {
     "cpp": Language("main.cpp", ("g++", "-std=c++17", "-O1", *LINK_FLAGS, "-I{cache}", "-o", "{out}/main", "{src}",
                                  "-lcrypto"), ("{prog}/main",), "g++ libboost-dev libssl-dev",
                     warm_up=(CPP_PRELUDES, tuple((("g++", "-std=c++17", "-O1", "-x", "c++-header", "-o", f"{{out}}/{name}.gch",
-                                                   f"{{out}}/{name}"), (name, f"{name}.gch")) for name in CPP_PRELUDES))),
+                                                   f"{{out}}/{name}"), (name, f"{name}.gch")) for name in CPP_PRELUDES)),
+                    check_timeout=30.0),  # (the warm-up precompiles <bits/stdc++.h>)
     "java": dataclasses.replace(
         LANGUAGES["java"], check=(*LANGUAGES["java"].check[:-4], f"-Djavac.classpath={JAVATUPLES}",
                                   *LANGUAGES["java"].check[-4:]),
         run=("java", *JVM_FLAGS, "-ea", "-cp", f"{{prog}}:{JAVATUPLES}", "Main"),
         package="default-jdk-headless libjavatuples-java", runtime_extra=(JAVATUPLES,)),
     "typescript": Language("main.ts", ("node", "-e", TYPESCRIPT_CHECK_MANY), ("node", "{prog}/main.js"),
-                           "nodejs node-typescript", batched=True, memory=1536 * MiB, runtime_extra=(TYPESCRIPT,)),
+                           "nodejs node-typescript", batched=True, memory=1536 * MiB, runtime_extra=(TYPESCRIPT,),
+                           check_timeout=30.0),  # (tsc's start: the TypeScript compiler loaded and its libraries read)
     # (mcs takes a word that begins with / for an option, as /out: is: the source comes in through -recurse:)
     "csharp": Language("main.cs", ("mono", MCS, "-nologo", "-d:DEBUG", "-r:System.Numerics.dll",
                                    "-main:BenchmarkMain", "-out:{out}/main.exe", "-recurse:{src}"),
@@ -387,7 +407,8 @@ BENCHMARK_LANGUAGES = {
                    batched=True, memory=1024 * MiB, env=GO_TEST_ENV, runtime_extra=(GOPATH,),
                    warm_up=({"go-test-many.go": GO_TEST_MANY, "warm/main_test.go": GO_TEST_WARM},
                             ((("go", "build", "-o", "{out}/go-test-many", "{out}/go-test-many.go"), ("go-test-many",)),
-                             (("{cache}/go-test-many", "{out}/warm"), ("gocache",))))),
+                             (("{cache}/go-test-many", "-keep", "{out}/warm"), ("gocache",)))),
+                   check_timeout=60.0, batch_timeout=3.0),  # the warm-up builds testify; a test program links it
     "lua": dataclasses.replace(LANGUAGES["lua"], runtime_extra=("/usr/share/lua/5.4/luaunit.lua",),
                                package="lua5.4 lua-unit"),
 }
@@ -441,6 +462,14 @@ def tools(lang, benchmark=False):
     return list(dict.fromkeys(command[0] for command in commands if command[0][0] != "{"))
 
 
+def plain_compile(lang):
+    """The command a user would type to compile one program of a compiled language `lang` ({src}
+    the source, {out} the output directory): PLAIN_COMPILES', or the table's check."""
+    if not LANGUAGES[lang].compiled:
+        raise ValueError(f"{lang} is not compiled: its source runs as it is")
+    return PLAIN_COMPILES.get(lang, LANGUAGES[lang].check)
+
+
 def missing_tools(lang, benchmark=False):
     """The tools (and, for a benchmark, the harness's files) of `lang` that are not installed
     here (empty when all are)."""
@@ -450,10 +479,11 @@ def missing_tools(lang, benchmark=False):
     return [name for name in tools(lang, benchmark) if tool(name) is None] + files
 
 
-def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=None, cache_dir=None):
+def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=None, cache_dir=None, copy_limit=0):
     """Runs a Language command in a fresh sandbox that holds `runtime` (see runtime): {src} is
-    the source among `files` ([(host path, name)]); out_dir, a host directory mounted writable at
-    {out}, and cache_dir, read-only at {cache}, are a compile's (which also gets more processes
+    the source among `files` ([(host path, name)]); out_dir, a host directory copied into a
+    tmpfs of the sandbox at {out} (as large as its memory) and `copy_limit` bytes of it copied
+    back, and cache_dir, read-only at {cache}, are a compile's (which also gets more processes
     and larger files)."""
     executable = command[0] if command[0][0] == "{" else tool(command[0])
     dirs = [("out", out_dir)] if out_dir else []
@@ -461,8 +491,7 @@ def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=Non
     compiling = bool(dirs or read_only)
     processes, file_size = (COMPILE_PROCESSES, 256 * MiB) if compiling else (sandbox.PROCESSES, sandbox.FILE_SIZE)
     return sandbox.run((executable, *command[1:]), files, stdin, timeout, memory, processes, file_size, env, dirs,
-                       read_only, runtime)
-
+                       read_only, runtime, dirs_size=memory, copy_limit=copy_limit)
 
 
 # ----------------------------------------------------------------------------- one runtime per sandbox
@@ -496,10 +525,8 @@ def _runtime(lang, step, spec, first, benchmark):
         # only `local`, `echo`, `[` and arithmetic, all builtins, so a translation needs no
         # external command (a short named list would go here if it did)
         return (first,)
-    if lang in ("javascript", "lua", "typescript"):  # node, lua5.4 (luac5.4 for the check): single executables
-        return (first,)
-    if lang == "csharp":  # mono: its class libraries and configuration are the runtime_extra
-        return (first,)
+    if lang in ("javascript", "lua", "typescript", "csharp"):  # node, lua5.4 (luac5.4 for the check): single
+        return (first,)  # executables (typescript's compiler and mono's class libraries: their runtime_extra)
     if lang == "php":  # php -n reads no php.ini: php alone; else also its php.ini, the .ini files
         # it scans, the extensions they load and the time zone database (Debian's PHP reads the
         # system's for the default time zone)
@@ -575,7 +602,7 @@ def _rust_linker(rustc):
 
 # ----------------------------------------------------------------------------- check and run
 
-_warmed_up = set()   # (language, benchmark) whose warm_up this process has seen to
+_warmed_up = set()   # (language, cache directory) whose warm_up this process has seen to
 _warming = {}        # language -> Lock held by the thread warming it up
 
 
@@ -584,9 +611,10 @@ def check(lang, sources, staging, cache_dir=None, benchmark=False):
     list of one. Each program gets staging/<i>/ with its source, and prog/ with what runs (the
     compiled program, or the source itself). Returns (errors, result): errors[i] is the
     compiler's message on sources[i] ("" if it compiled), or None where the check gave no
-    verdict on it (a batch stopped before it; the sandbox ran out of wall clock); result is the
-    sandbox's sandbox.Result. A language whose check reads {cache} is warmed up first (the
-    warm-up's failure is every source's error). benchmark: with the benchmarks' table."""
+    verdict on it (a batch stopped before it, or made more than it may copy back; the sandbox
+    ran out of wall clock); result is the sandbox's sandbox.Result. A language whose check
+    reads {cache} is warmed up first (the warm-up's failure is every source's error).
+    benchmark: with the benchmarks' table."""
     spec = table(benchmark)[lang]
     if "{cache}" in " ".join(spec.check):
         if why := warm_up(lang, cache_dir, benchmark):
@@ -600,12 +628,15 @@ def check(lang, sources, staging, cache_dir=None, benchmark=False):
         command = (*spec.check, *(f"{{out}}/{i}" for i in range(len(sources))))
     else:
         command = sandbox.fill(spec.check, {"{out}": "{out}/0/prog", "{src}": "{out}/0/" + name})
-    result = in_sandbox(command, [], b"", COMPILE_TIMEOUT, spec.compile_memory, spec.env,
-                        runtime(lang, "check", benchmark), staging, cache_dir)
+    result = in_sandbox(command, [], b"", spec.check_timeout + spec.batch_timeout * (len(sources) - 1),
+                        spec.compile_memory, spec.env, runtime(lang, "check", benchmark), staging, cache_dir,
+                        CHECK_OUTPUT * len(sources))
     errors = []
     for i in range(len(sources)):
         part = os.path.join(staging, str(i))
-        if os.path.exists(os.path.join(part, "done")):  # a batched check's verdict on this program
+        if result.status == "output_limit" and len(sources) > 1:
+            error = None  # what the batch made, too large to copy back whole: each program alone says whose
+        elif os.path.exists(os.path.join(part, "done")):  # a batched check's verdict on this program
             try:
                 with open(os.path.join(part, "error.txt"), errors="replace") as file:
                     error = file.read() or "the compiler failed"
@@ -615,7 +646,7 @@ def check(lang, sources, staging, cache_dir=None, benchmark=False):
                 result.status == "timeout" and result.exit_code is None):
             error = None  # no verdict on this program: a batch stopped before it, or out of wall clock
         elif result.status == "timeout":
-            error = f"the compiler ran out of CPU time ({COMPILE_TIMEOUT:.0f} s)"
+            error = f"the compiler ran out of CPU time ({spec.check_timeout:.0f} s)"
         elif result.status != "ok":
             error = (result.stderr + result.stdout).decode("utf-8", "replace") or \
                 f"the compiler failed ({result.status}, exit code {result.exit_code})"
@@ -644,10 +675,10 @@ def warm_up(lang, cache_dir, benchmark=False):
     files, steps = spec.warm_up or ({}, ())
     products = [os.path.join(cache_dir, product) for _, made in steps for product in made]
     with _lock:
-        lock = _warming.setdefault((lang, benchmark), threading.Lock())
+        lock = _warming.setdefault(lang, threading.Lock())
     with lock:
-        if (lang, benchmark) in _warmed_up or all(map(os.path.exists, products)):
-            _warmed_up.add((lang, benchmark))
+        if (lang, cache_dir) in _warmed_up or all(map(os.path.exists, products)):
+            _warmed_up.add((lang, cache_dir))
             return None
         staging = tempfile.mkdtemp(prefix=".staging-", dir=os.path.dirname(cache_dir))
         try:
@@ -656,8 +687,8 @@ def warm_up(lang, cache_dir, benchmark=False):
                 with open(os.path.join(staging, name), "w") as file:
                     file.write(text)
             for command, made in steps:
-                result = in_sandbox(command, [], b"", COMPILE_TIMEOUT, spec.compile_memory, spec.env,
-                                    runtime(lang, "check", benchmark), staging, cache_dir)
+                result = in_sandbox(command, [], b"", spec.check_timeout, spec.compile_memory, spec.env,
+                                    runtime(lang, "check", benchmark), staging, cache_dir, WARM_UP_OUTPUT)
                 if result.status == "infra_error":
                     raise InfraError(result.stderr.decode("utf-8", "replace").strip())
                 if result.status != "ok":
@@ -665,7 +696,7 @@ def warm_up(lang, cache_dir, benchmark=False):
                             + sandbox.first_lines((result.stderr + result.stdout).decode("utf-8", "replace"), 5))
                 for product in made:
                     os.replace(os.path.join(staging, product), os.path.join(cache_dir, product))
-            _warmed_up.add((lang, benchmark))
+            _warmed_up.add((lang, cache_dir))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

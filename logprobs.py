@@ -7,9 +7,12 @@ a check of the kernels against the torch path on a GPU, in a child process, befo
     from logprobs import fused_logprobs      # also importable as model.fused_logprobs
     logp = fused_logprobs(hidden, lm_head.weight, targets, temperature=0.8)   # (N,) float32
     ok, message = logprobs.self_check("cuda", torch.bfloat16, n_rows, d, vocab)  # at start-up
+    logprobs.disagreement(method, reference, hidden, weight, targets, grad)  # None, or what differs
+    logprobs.gpu_launches()   # every Triton launch a GPU can see, to compile ahead of time
 
-model.GPT.token_logprobs calls it; tests/test_logprobs.py checks both paths against the naive
-computation, bench.py times them and compiles the kernels ahead of time for GPUs.
+model.GPT's token_logprobs and completion_logprobs call fused_logprobs, train.py calls self_check
+at start-up; tests/test_logprobs.py checks both paths against the naive computation; bench.py
+times them, checks every method it times with disagreement and compiles gpu_launches for GPUs.
 """
 import contextlib
 import json
@@ -200,23 +203,37 @@ def _compare_with_torch(device, dtype, precision, problems):
             targets = torch.randint(0, V, (N,), device=device, generator=gen)
             targets[-2:] = torch.tensor([0, V - 1], device=device)  # both ends of the vocabulary
             grad = torch.randn(N, device=device, generator=gen)  # weights of both signs, like advantages
-            results = []
-            for function in (_TritonLogprobs, _ChunkedLogprobs):
-                h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
-                logp, _ = function.apply(h, w, targets, 1.0, False)
-                logp.backward(grad)
-                results.append((logp.detach(), h.grad, w.grad))
-            (logp, dh, dw), (ref_logp, ref_dh, ref_dw) = results
-            logp_error = (logp - ref_logp).abs().max().item()
-            grad_errors = [((t.float() - r.float()).abs().max() / r.float().abs().max()).item()
-                           for t, r in ((dh, ref_dh), (dw, ref_dw))]
-            if not (logp_error <= SELF_CHECK_LOGP_NATS and max(grad_errors) <= SELF_CHECK_GRAD_SHARE):  # (NaN too)
-                return (f"at N={N}: log-probs off by up to {logp_error:.3g} nats (bound {SELF_CHECK_LOGP_NATS}), "
-                        f"grad hidden and grad weight by {grad_errors[0]:.2g} and {grad_errors[1]:.2g} of "
-                        f"their largest value (bound {SELF_CHECK_GRAD_SHARE})")
+            problem = disagreement(lambda h, w, t: _TritonLogprobs.apply(h, w, t, 1.0, False)[0],
+                                   lambda h, w, t: _ChunkedLogprobs.apply(h, w, t, 1.0, False)[0],
+                                   hidden, weight, targets, grad)
+            if problem:
+                return f"at N={N}: {problem}"
     except Exception as e:  # (a kernel that does not compile or launch for this GPU)
         return f"it failed to run: {type(e).__name__}: {e}"
     return None
+
+
+def disagreement(method, reference, hidden, weight, targets, grad, reference_dtype=None):
+    """None when two ways of computing per-token log-probs, functions (hidden, weight, targets) ->
+    (N,), agree on these inputs, else what differs: the log-probs by more than
+    SELF_CHECK_LOGP_NATS, or a gradient of sum(grad * log p) (hidden's, weight's) by more than
+    SELF_CHECK_GRAD_SHARE of the reference's largest value. Each gets leaf copies of hidden and
+    weight of its own; the reference's in reference_dtype when given (bench.py: float64)."""
+    compared = torch.promote_types(reference_dtype or hidden.dtype, torch.float32)
+    results = []
+    for function, dtype in ((method, hidden.dtype), (reference, reference_dtype or hidden.dtype)):
+        h, w = (x.detach().to(dtype).requires_grad_() for x in (hidden, weight))
+        logp = function(h, w, targets)
+        logp.backward(grad.to(logp.dtype))
+        results.append([x.detach().to(compared) for x in (logp, h.grad, w.grad)])
+    (logp, dh, dw), (ref_logp, ref_dh, ref_dw) = results
+    logp_error = (logp - ref_logp).abs().max().item()
+    grad_errors = [((g - r).abs().max() / r.abs().max()).item() for g, r in ((dh, ref_dh), (dw, ref_dw))]
+    if logp_error <= SELF_CHECK_LOGP_NATS and all(error <= SELF_CHECK_GRAD_SHARE for error in grad_errors):  # (NaN: no)
+        return None
+    return (f"log-probs off by up to {logp_error:.3g} nats (bound {SELF_CHECK_LOGP_NATS}), grad hidden and "
+            f"grad weight by {grad_errors[0]:.2g} and {grad_errors[1]:.2g} of their largest value "
+            f"(bound {SELF_CHECK_GRAD_SHARE})")
 
 
 class _ChunkedLogprobs(torch.autograd.Function):
@@ -303,8 +320,8 @@ class _ChunkedLogprobs(torch.autograd.Function):
 # run on the tensor cores; fp32 inputs use IEEE fp32 unless torch allows TF32 matmuls).
 
 def _triton_tiles(dtype, on_gpu):
-    """(BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages) for inputs of this dtype (bench.py
-    compiles every choice for sm_80 and sm_90 ahead of time, in CI)."""
+    """(BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages) for inputs of this dtype (every GPU
+    choice is in gpu_launches, which CI compiles for sm_80 and sm_90 ahead of time)."""
     if not on_gpu:  # the interpreter: small tiles, so that small test shapes span many
         return 16, 32, 16, 1, 1
     # Chosen so that both kernels fit in the registers (ptxas -v for sm_90 reports no spills, or
@@ -313,6 +330,9 @@ def _triton_tiles(dtype, on_gpu):
         return 64, 64, 32, 8, 2
     # a tensor-core tile; BLOCK_D = 32, not 64: the backward holds its dL/dz tile meanwhile
     return 128, 128, 32, 8, 3
+
+
+BACKWARD_GROUP_ROWS = 8  # row blocks per group of the backward's programs (see its kernel)
 
 
 def _dot_precision():
@@ -515,7 +535,7 @@ class _TritonLogprobs(torch.autograd.Function):
                     hidden, weight, targets, lse, grad_logp,
                     grad_hidden if need_dh else lse, weight_acc if need_dw else lse,  # (lse: unused)
                     N, V, D, v0, v1, 1.0 / ctx.temperature,
-                    BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D, GROUP_ROWS=8,
+                    BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D, GROUP_ROWS=BACKWARD_GROUP_ROWS,
                     DOT_PRECISION=_dot_precision(), COMPUTE_DH=need_dh, COMPUTE_DW=need_dw,
                     num_warps=num_warps, num_stages=num_stages)
             if need_dw and not in_place:
@@ -523,3 +543,33 @@ class _TritonLogprobs(torch.autograd.Function):
         if need_dh:
             grad_hidden = grad_hidden.to(hidden.dtype)
         return grad_hidden, grad_weight, None, None, None
+
+
+# ----------------------------------------------------------------------------- ahead-of-time compile
+
+def gpu_launches():
+    """Every launch of a Triton kernel that fused_logprobs can make on a CUDA GPU, as
+    triton.compile takes it, so that it can be compiled without one (bench.py --part=gpu_compile,
+    tests/test_bench.py): the forward with and without entropy, the backward for each set of
+    gradients, for fp32 (IEEE or, when torch allows it, TF32 dots), bf16 and fp16 inputs, with
+    _triton_tiles' GPU tiles. Yields (name, kernel, dtype, signature, constexprs, options): the
+    Triton type of each argument, the compile-time constants and the launch options."""
+    for dtype, name in {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.items():
+        BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages = _triton_tiles(dtype, on_gpu=True)
+        tiles = dict(BLOCK_N=BLOCK_N, BLOCK_V=BLOCK_V, BLOCK_D=BLOCK_D)
+        options = dict(num_warps=num_warps, num_stages=num_stages)
+        inputs = dict(hidden_ptr=f"*{name}", weight_ptr=f"*{name}", targets_ptr="*i64")
+        forward = dict(inputs, partial_ptr="*fp32", N="i32", V="i32", D="i32", vocab_per_split="i32",
+                       inv_temperature="fp32")
+        backward = dict(inputs, lse_ptr="*fp32", grad_ptr="*fp32", grad_hidden_ptr="*fp32", grad_weight_ptr="*fp32",
+                        N="i32", V="i32", D="i32", vocab_start="i32", vocab_end="i32", inv_temperature="fp32")
+        # (the dot precision only changes fp32 dots; 16-bit ones run on the tensor cores either way)
+        for precision in (("ieee", "tf32") if dtype == torch.float32 else ("ieee",)):
+            label = f"{name}/{precision}" if dtype == torch.float32 else name
+            for entropy in (False, True):
+                yield ("forward" + " +entropy" * entropy, _logprobs_forward_kernel, label, forward,
+                       dict(tiles, DOT_PRECISION=precision, WITH_ENTROPY=entropy), options)
+            for dh, dw in ((True, True), (True, False), (False, True)):
+                yield (f"backward {'dh' * dh}{'+' * (dh and dw)}{'dw' * dw}", _logprobs_backward_kernel, label,
+                       backward, dict(tiles, GROUP_ROWS=BACKWARD_GROUP_ROWS, DOT_PRECISION=precision,
+                                      COMPUTE_DH=dh, COMPUTE_DW=dw), options)

@@ -2,31 +2,28 @@
 model.py: the GPT, in GPT-2's form for training from scratch (nanoGPT's) and in the Llama / Qwen
 form a pretrained start needs (RMSNorm, rotary positions, SwiGLU, grouped-query attention, Qwen3's
 QK-norm), chosen by GPTConfig; its per-token log-probs go through the fused kernel of logprobs.py.
-Also the KV cache the rollout decodes with, loading Hugging Face checkpoints (GPT-2, Llama, Qwen2,
-Qwen3) and our own, and the few helpers every script shares: packing prompt + completion rows,
-the device / autocast set-up.
+It decodes through the caches of caches.py, is built from our checkpoints (checkpoints.py reads
+them) or from a Hugging Face one (hugging_face.py maps it), and packs prompt + completion pairs
+into the batch of a training forward.
 
-    from model import GPT, device_setup, load_checkpoint
-    device, autocast = device_setup("auto")
-    gpt = GPT.from_checkpoint(load_checkpoint("out/sft.pt"), device)   # or GPT.from_pretrained(DIR)
+    import checkpoints, ddp
+    from model import GPT
+    device, autocast = ddp.device_setup("auto")
+    gpt = GPT.from_checkpoint(checkpoints.load("out/sft.pt"), device)   # or GPT.from_pretrained(DIR)
     with autocast:
         logp = gpt.sequence_logprobs([prompt_ids], [completion_ids])  # log pi(completion | prompt)
 
 Nothing to run here: tests/test_model.py and tests/test_model_families.py test it.
 """
 import math
-import os
-import shutil
-import subprocess
-import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+import hugging_face
+from caches import SharedPrefix, SharedPrefixCache, left_padded, shared_prefix_attention
 from logprobs import fused_logprobs
 
 
@@ -71,140 +68,6 @@ class GPTConfig:
             raise ValueError(f"rotary positions rotate pairs of channels: head_dim={self.head_dim} must be even")
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.n_embd
-
-
-class KVCache:
-    """Keys and values of every layer for a batch of rows: the prompts of a rollout, prefilled at
-    once (rollout.py; their samples then decode through a SharedPrefixCache).
-
-    Rows may be ragged (prompts of different lengths): every row writes to the same slots, and a
-    row whose prompt is shorter is left-padded with slots marked invalid. Invalid slots are never
-    attended to and do not count towards a row's positions, so each row sees exactly what a
-    full forward of that row alone would see. Only the key and value heads are kept (n_kv_head:
-    grouped-query attention shares them between query heads).
-
-    dtype should be that of the keys and values the model computes (under autocast, the autocast
-    dtype): a float32 cache under bf16 autocast would be cast again, whole, in every layer at
-    every decoded token.
-
-    The cache also serves the training forward of a rollout (GPT.completion_logprobs), with
-    gradients: each layer has a tensor of its own, written once per forward, so that what one
-    layer's attention saved for the backward pass is never overwritten by another's.
-    """
-
-    def __init__(self, config, batch_size, max_len, device, dtype=torch.float32):
-        # a row's position never exceeds its slot, so this bounds every position the cache sees
-        # (checked here, on the host, rather than on every decoded token on the device)
-        if max_len > config.block_size:
-            raise ValueError(f"KV cache of {max_len} slots > block_size {config.block_size}")
-        shape = (batch_size, config.n_kv_head, max_len, config.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.valid = torch.zeros(batch_size, max_len, device=device, dtype=torch.bool)
-        self.length = 0  # slots filled so far (the same for every row)
-
-    def repeat_rows(self, g):
-        """Each row repeated g times in place order (prefill a prompt once, sample G completions);
-        g may be a tensor of one count per row."""
-        out = KVCache.__new__(KVCache)
-        out.k = [k.repeat_interleave(g, dim=0) for k in self.k]
-        out.v = [v.repeat_interleave(g, dim=0) for v in self.v]
-        out.valid = self.valid.repeat_interleave(g, dim=0)
-        out.length = self.length
-        return out
-
-
-class SharedPrefix(NamedTuple):
-    """One layer's view of a SharedPrefixCache for one decoded token (see shared_prefix_attention)."""
-    prefix_k: torch.Tensor      # (B, n_kv_head, L, head_dim): the prompts' keys, once per prompt
-    prefix_v: torch.Tensor
-    prefix_valid: torch.Tensor  # (B, L): False on a prompt's left padding
-    own_k: torch.Tensor         # (N, n_kv_head, max_new, head_dim): the live samples' own keys
-    own_v: torch.Tensor
-    start: int                  # the slot of own_k this token writes
-    rows: torch.Tensor          # (N,) the live samples, b * G + g: own_k's rows in order
-    group_size: int
-
-
-class SharedPrefixCache:
-    """The decoding cache of G samples of each of B prompts (rollout.py): the prompts' keys and
-    values once (`prefix`, a KVCache of B rows, prefilled), and the keys and values of each
-    sample's own tokens in a row of its own. Decoding a token is memory-bound: it reads every
-    cached key and value once, and a prompt is most of what its samples attend to. Kept once, it
-    is read once for its G samples, not from G copies, and never copied when samples that have
-    ended leave the batch (select_rows moves the samples' own slots only). Each sample still sees
-    exactly its prompt's valid slots and its own tokens, as a forward of that row alone would."""
-
-    def __init__(self, prefix, group_size, max_new):
-        n_rows, (_, n_kv_head, _, head_dim) = prefix.valid.size(0) * group_size, prefix.k[0].shape
-        self.k = [k.new_zeros(n_rows, n_kv_head, max_new, head_dim) for k in prefix.k]
-        self.v = [v.new_zeros(n_rows, n_kv_head, max_new, head_dim) for v in prefix.v]
-        self.length = 0  # own slots written so far (the same for every sample)
-        self.prefix, self.group_size = prefix, group_size
-        self.rows = torch.arange(n_rows, device=prefix.valid.device)  # the live samples, b * G + g
-        # a sample's first token takes the position after its prompt's real tokens
-        self.prompt_tokens = prefix.valid[:, :prefix.length].sum(1)
-
-    def layer(self, i):
-        length = self.prefix.length
-        return SharedPrefix(self.prefix.k[i][:, :, :length], self.prefix.v[i][:, :, :length],
-                            self.prefix.valid[:, :length], self.k[i], self.v[i], self.length, self.rows,
-                            self.group_size)
-
-    def select_rows(self, keep):
-        """Only the live samples keep (a bool mask over them) selects; only written slots are copied."""
-        out = SharedPrefixCache.__new__(SharedPrefixCache)
-        out.prefix, out.group_size, out.prompt_tokens = self.prefix, self.group_size, self.prompt_tokens
-        out.rows, out.length = self.rows[keep], self.length
-        out.k, out.v = [], []
-        for kept, cached in ((out.k, self.k), (out.v, self.v)):
-            for x in cached:
-                kept.append(x.new_empty(len(out.rows), *x.shape[1:]))
-                kept[-1][:, :, :self.length] = x[keep, :, :self.length]
-        return out
-
-
-def shared_prefix_attention(q, k, v, cache):
-    """Causal attention of one new token per live sample over its prompt's slots (shared by the
-    G samples of a prompt) and its own tokens so far, k and v (N, n_kv_head, 1, head_dim) among
-    them: the scores of both parts in one softmax, in float32 as scaled_dot_product_attention
-    keeps them, then the two weighted sums added. q (N, n_head, 1, head_dim) -> the same shape."""
-    cache.own_k[:, :, cache.start:cache.start + 1] = k
-    cache.own_v[:, :, cache.start:cache.start + 1] = v
-    own_k, own_v = cache.own_k[:, :, :cache.start + 1], cache.own_v[:, :, :cache.start + 1]
-    N, n_head, _, head_dim = q.shape
-    B, n_kv_head, L, _ = cache.prefix_k.shape
-    G, per_kv = cache.group_size, n_head // n_kv_head
-
-    def by_prompt(x):  # (N, n_head, X) -> (B, n_kv_head, G * per_kv, X): a prompt's queries together
-        full = x.new_zeros(B * G, n_head, x.size(-1)).index_copy(0, cache.rows, x)  # (samples that ended: 0)
-        return full.view(B, G, n_kv_head, per_kv, -1).transpose(1, 2).reshape(B, n_kv_head, G * per_kv, -1)
-
-    def by_sample(x):  # the inverse, for the live samples
-        return x.view(B, n_kv_head, G, per_kv, -1).transpose(1, 2).reshape(B * G, n_head, -1)[cache.rows]
-
-    with torch.autocast(q.device.type, enabled=False):
-        scale = head_dim ** -0.5
-        prefix_scores = float32_products(by_prompt(q[:, :, 0]), cache.prefix_k.transpose(-1, -2)) * scale
-        prefix_scores = prefix_scores.masked_fill(~cache.prefix_valid[:, None, None, :], float("-inf"))
-        own_scores = float32_products(q.view(N, n_kv_head, per_kv, head_dim), own_k.transpose(-1, -2)) * scale
-        weights = torch.cat([by_sample(prefix_scores), own_scores.view(N, n_head, -1)], dim=-1).softmax(-1)
-        # (a GPU multiplies the weights in the values' dtype, as its fused attention does)
-        weights = weights.to(v.dtype) if v.is_cuda else weights
-        prefix_weights, own_weights = weights.split([L, weights.size(-1) - L], dim=-1)
-        y = by_sample(float32_products(by_prompt(prefix_weights), cache.prefix_v))
-        y = y + float32_products(own_weights.view(N, n_kv_head, per_kv, -1), own_v).view(N, n_head, head_dim)
-    return y.to(q.dtype)[:, :, None]
-
-
-def float32_products(a, b):
-    """a @ b (batched over the leading dimensions) in float32, from inputs in any float dtype:
-    on CUDA bf16 / fp16 inputs stay as they are and the matmul writes float32 (out_dtype); elsewhere
-    they are cast first (a CPU runs the CPU preset in float32, where this casts nothing)."""
-    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
-        out = torch.bmm(a.flatten(0, -3), b.flatten(0, -3), out_dtype=torch.float32)
-        return out.view(*a.shape[:-1], b.size(-1))
-    return a.float() @ b.float()
 
 
 class RMSNorm(nn.Module):
@@ -468,25 +331,26 @@ class GPT(nn.Module):
         lengths = torch.tensor([len(c) for c in completions], device=device)
         return logp.view(len(completions), width), torch.arange(width, device=device) < lengths[:, None]
 
-    def sequence_logprobs(self, prompts, completions, temperature=1.0):
+    def sequence_logprobs(self, prompts, completions, temperature=1.0, chunk_tokens=8192):
         """log pi(completion | prompt) summed over the completion's tokens, one float32 per pair
         (N,), differentiable (wrap in torch.no_grad() for the old policy or the reference).
         prompts, completions: N lists of token ids; a prompt needs at least one token. Pairs
-        that follow one another with the same prompt (an IR group's responses) share its forward."""
+        that follow one another with the same prompt (an IR group's responses) share its forward,
+        and a forward takes about chunk_tokens completion tokens (padding included)."""
         runs = []  # (prompt, first pair, pairs) of each run of pairs with one prompt
         for i, prompt in enumerate(prompts):
             if runs and list(prompt) == runs[-1][0] and runs[-1][1] + runs[-1][2] == i:
                 runs[-1][2] += 1
             else:
                 runs.append([list(prompt), i, 1])
-        # runs of about the same completion width together, in chunks of about SEQUENCE_CHUNK_TOKENS:
+        # runs of about the same completion width together, in chunks of about chunk_tokens:
         # each chunk is padded to its own longest completion (IRs run from ~100 to ~400 tokens),
         # its prompts to their longest, and the two together stay within the block
         width = [max(len(completions[j]) for j in range(i, i + n)) for _, i, n in runs]
         out = [None] * len(prompts)
         chunk, n_pairs, prompt_len = [], 0, 0
         for r in sorted(range(len(runs)), key=width.__getitem__) + [None]:  # (widths grow: r's is the chunk's)
-            if chunk and (r is None or (n_pairs + runs[r][2]) * width[r] > SEQUENCE_CHUNK_TOKENS
+            if chunk and (r is None or (n_pairs + runs[r][2]) * width[r] > chunk_tokens
                           or max(prompt_len, len(runs[r][0])) + width[r] - 1 > self.config.block_size):
                 pairs = [j for c in chunk for j in range(runs[c][1], runs[c][1] + runs[c][2])]
                 logp, mask = self.completion_logprobs([runs[c][0] for c in chunk], [completions[j] for j in pairs],
@@ -502,7 +366,7 @@ class GPT(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, checkpoint, device="cpu"):
-        """The GPT a checkpoint dict (see load_checkpoint) holds, on device."""
+        """The GPT a checkpoint dict (checkpoints.load) holds, on device."""
         model = cls(GPTConfig(**checkpoint["model_args"]))
         # a model saved while wrapped by torch.compile names its weights "_orig_mod.<name>"
         state = {k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()}
@@ -512,56 +376,14 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, model_dir, vocab_size=None):
         """A GPT with the weights of a Hugging Face GPT-2, Llama, Qwen2 or Qwen3 checkpoint in
-        model_dir (its config.json and weights; a name already in the local Hugging Face cache
-        works too), read with transformers offline: the user fetches the model, nothing is
-        downloaded. block_size is the checkpoint's context length. What this GPT does not compute
-        (rope scaling, sliding windows, biases it has no place for, mixtures of experts) is a
-        ValueError naming the setting, never a model that silently computes something else.
-
-        vocab_size keeps only the first vocab_size token embeddings and head rows: Qwen pads its
-        table beyond its tokenizer (151936 rows for 151669 tokens), and a sampled id must be one
-        the tokenizer can decode (the policy is then the model's, renormalised over those ids)."""
-        import transformers  # imported lazily: only this path needs it
-        try:
-            hf = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{model_dir} is not a Hugging Face model directory (no readable config.json; "
-                             f"nothing is downloaded, fetch the model yourself): {e}") from None
-        config = config_from_hugging_face(hf, model_dir)
-        if vocab_size is not None:
-            if vocab_size > config.vocab_size:
-                raise ValueError(f"{model_dir}: its model has {config.vocab_size} token embeddings, fewer than "
-                                 f"the {vocab_size} tokens of its tokenizer")
-            config.vocab_size = vocab_size
-        try:
-            hf_model, loading = transformers.AutoModelForCausalLM.from_pretrained(
-                model_dir, local_files_only=True, output_loading_info=True)
-        except (OSError, ValueError, RuntimeError) as e:  # (RuntimeError: weights of other shapes than config.json's)
-            raise ValueError(f"{model_dir}: could not load its weights: {e}") from None
+        model_dir, read with transformers offline (hugging_face.py maps it onto this GPT, and
+        refuses by name what this GPT does not compute). block_size is the checkpoint's context
+        length; vocab_size keeps the first vocab_size token ids only (those its tokenizer decodes)."""
+        hf = hugging_face.read_config(model_dir)
+        config = GPTConfig(**hugging_face.config_from_hugging_face(hf, model_dir, vocab_size))
+        hf_weights, loading = hugging_face.read_weights(model_dir)
         model = cls(config)
-        sd, sd_hf = model.state_dict(), hf_model.state_dict()
-        sources, transposed = hugging_face_names(hf.model_type, config, sd)
-        # Every weight of the checkpoint must have a place here, and every place a weight: an
-        # unmapped one (a bias this GPT lacks) would be dropped silently, a missing one left random,
-        # and the model would compute something else. transformers drops a weight its own class
-        # has no place for (and reports it), so its report counts as well as our own mapping.
-        used = {name for names in sources.values() for name in names}
-        derived = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "rotary_emb.original_inv_freq")
-        unused = sorted(k for k in set(loading["unexpected_keys"]) | (set(sd_hf) - used) if not k.endswith(derived)
-                        and not (k == "lm_head.weight" and config.tie_word_embeddings))
-        missing = sorted(set(loading["missing_keys"]) | (used - set(sd_hf)))
-        if unused or missing:
-            raise ValueError(f"{model_dir}: its weights do not match a {hf.model_type} of this GPT's form: "
-                             f"weights it has no place for {unused[:5]}, weights missing {missing[:5]}")
-        with torch.no_grad():
-            for key, names in sources.items():
-                src = torch.cat([sd_hf[name] for name in names])  # q, k, v (gate, up) stacked as we keep them
-                if key.endswith(transposed):
-                    src = src.t()
-                if key in ("transformer.wte.weight", "lm_head.weight"):
-                    src = src[:config.vocab_size]
-                assert src.shape == sd[key].shape, f"{key}: {tuple(src.shape)} != {tuple(sd[key].shape)}"
-                sd[key].copy_(src)
+        hugging_face.copy_weights(model, hf.model_type, hf_weights, loading, model_dir)
         return model
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device):
@@ -596,87 +418,7 @@ class GPT(nn.Module):
         return self.flops_per_token(seq_len, backward) * tokens / dt / peak_flops
 
 
-# ----------------------------------------------------------------------------- Hugging Face checkpoints
-
-PRETRAINED_TYPES = ("gpt2", "llama", "qwen2", "qwen3")
-
-
-def config_from_hugging_face(hf, model_dir):
-    """The GPTConfig that computes what a transformers config describes, or a ValueError naming
-    every setting of it this GPT does not implement."""
-    if hf.model_type not in PRETRAINED_TYPES:
-        raise ValueError(f"{model_dir} holds a {hf.model_type!r} model; GPT.from_pretrained loads the "
-                         f"{', '.join(PRETRAINED_TYPES)} architectures (dense ones: no mixture of experts)")
-    if hf.model_type == "gpt2":
-        # what GPT-2's form computes: tanh GELU, plain attention scaling
-        unsupported = dict(activation_function=hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh"),
-                           scale_attn_by_inverse_layer_idx=hf.scale_attn_by_inverse_layer_idx,
-                           scale_attn_weights=not hf.scale_attn_weights)
-        _refuse(hf, model_dir, unsupported)
-        return GPTConfig(block_size=hf.n_positions, vocab_size=hf.vocab_size, n_layer=hf.n_layer,
-                         n_head=hf.n_head, n_embd=hf.n_embd, bias=True, norm_eps=hf.layer_norm_epsilon,
-                         intermediate_size=hf.n_inner, tie_word_embeddings=hf.tie_word_embeddings)
-    # transformers 5 keeps rope_theta and rope_scaling in one dict, rope_parameters; 4.x apart
-    rope = getattr(hf, "rope_parameters", None) or dict(getattr(hf, "rope_scaling", None) or {},
-                                                        rope_theta=getattr(hf, "rope_theta", 10000.0))
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    layer_types = getattr(hf, "layer_types", None) or []
-    unsupported = dict(
-        rope_scaling=rope_type != "default",  # llama3, yarn, dynamic, ...: plain rotary positions only
-        hidden_act=hf.hidden_act != "silu",
-        # Llama and Qwen3 put a bias on all four attention projections (Qwen2 on q, k, v only, always)
-        attention_bias=getattr(hf, "attention_bias", False),
-        mlp_bias=getattr(hf, "mlp_bias", False),
-        use_sliding_window=getattr(hf, "use_sliding_window", False),
-        layer_types=any(t != "full_attention" for t in layer_types))
-    _refuse(hf, model_dir, unsupported, rope_scaling=rope)
-    return GPTConfig(block_size=hf.max_position_embeddings, vocab_size=hf.vocab_size,
-                     n_layer=hf.num_hidden_layers, n_head=hf.num_attention_heads, n_embd=hf.hidden_size,
-                     bias=False, norm="rmsnorm", norm_eps=hf.rms_norm_eps, position="rope",
-                     rope_theta=float(rope["rope_theta"]), mlp="swiglu", intermediate_size=hf.intermediate_size,
-                     n_kv_head=getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads,
-                     head_dim=getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads,
-                     qk_norm=hf.model_type == "qwen3", qkv_bias=hf.model_type == "qwen2",
-                     tie_word_embeddings=hf.tie_word_embeddings)
-
-
-def _refuse(hf, model_dir, unsupported, **shown):
-    bad = [k for k, v in unsupported.items() if v]
-    if bad:
-        raise ValueError(f"{model_dir}: a {hf.model_type} with settings this GPT does not implement: "
-                         + ", ".join(f"{k}={shown.get(k, getattr(hf, k, None))!r}" for k in bad))
-
-
-def hugging_face_names(model_type, config, ours):
-    """{each of our weight names (ours): the checkpoint's weight names it is made of, concatenated
-    in order} and the suffixes of our weights that are the checkpoint's transposed. A tied LM head
-    is the token embedding: loading one loads both."""
-    ours = [k for k in ours if not (k == "lm_head.weight" and config.tie_word_embeddings)]
-    if model_type == "gpt2":  # the same names; GPT-2 stores its matmuls as Conv1D (in, out), nn.Linear is (out, in)
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        return {k: [k] for k in ours}, transposed
-    sources = {"transformer.wte.weight": ["model.embed_tokens.weight"],
-               "transformer.ln_f.weight": ["model.norm.weight"]}
-    for i in range(config.n_layer):
-        mine, theirs = f"transformer.h.{i}.", f"model.layers.{i}."
-        sources |= {mine + "ln_1.weight": [theirs + "input_layernorm.weight"],
-                    mine + "attn.c_attn.weight": [theirs + f"self_attn.{p}_proj.weight" for p in "qkv"],
-                    mine + "attn.c_proj.weight": [theirs + "self_attn.o_proj.weight"],
-                    mine + "ln_2.weight": [theirs + "post_attention_layernorm.weight"],
-                    mine + "mlp.c_fc.weight": [theirs + "mlp.gate_proj.weight", theirs + "mlp.up_proj.weight"],
-                    mine + "mlp.c_proj.weight": [theirs + "mlp.down_proj.weight"]}
-        if config.qkv_bias:
-            sources[mine + "attn.c_attn.bias"] = [theirs + f"self_attn.{p}_proj.bias" for p in "qkv"]
-        if config.qk_norm:
-            sources |= {mine + "attn.q_norm.weight": [theirs + "self_attn.q_norm.weight"],
-                        mine + "attn.k_norm.weight": [theirs + "self_attn.k_norm.weight"]}
-    if not config.tie_word_embeddings:
-        sources["lm_head.weight"] = ["lm_head.weight"]
-    assert sorted(sources) == sorted(ours), sorted(set(sources) ^ set(ours))
-    return sources, ()
-
-
-# ----------------------------------------------------------------------------- shared helpers
+# ----------------------------------------------------------------------------- a GPU's peak, a training batch
 
 # Dense bf16 tensor-core peaks from NVIDIA's data sheets, by a substring of the device name
 # (first match wins: "H100 PCIe" before "H100").
@@ -713,95 +455,3 @@ def pack(prompts, completions, pad_id):
     end = torch.tensor([len(row) - 1 for row in rows])[:, None]
     target = torch.arange(width - 1)[None, :]
     return full[:, :-1], full[:, 1:], (target >= first) & (target < end)
-
-
-SEQUENCE_CHUNK_TOKENS = 8192  # completion tokens (padding included) per forward of sequence_logprobs
-
-
-def left_padded(model, prompts, new_tokens):
-    """(idx, valid, cache) for B prompts of token ids: the prompts left-padded, so that every one
-    ends at the same slot (built on the host, sent at once), and a KV cache with room for
-    new_tokens more."""
-    device = model.lm_head.weight.device
-    prompt_len = max(len(p) for p in prompts)
-    assert prompt_len + new_tokens <= model.config.block_size, (
-        f"prompt of {prompt_len} + {new_tokens} new tokens > block_size {model.config.block_size}")
-    idx = torch.tensor([[0] * (prompt_len - len(p)) + list(p) for p in prompts]).to(device)
-    lengths = torch.tensor([len(p) for p in prompts]).to(device)
-    valid = torch.arange(prompt_len, device=device) >= prompt_len - lengths[:, None]
-    # keys and values come out of the model in the autocast dtype when autocast is on
-    dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
-             else model.lm_head.weight.dtype)
-    return idx, valid, KVCache(model.config, len(prompts), prompt_len + new_tokens, device, dtype)
-
-
-def load_checkpoint(path):
-    """A checkpoint written by train.py, on the CPU (the caller moves what belongs on a GPU; RNG
-    states must stay on the CPU). weights_only=True: tensors and plain data only, so a crafted
-    file cannot run code. A missing, unreadable or foreign file is a ValueError naming it."""
-    if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path}: no such file")
-    try:
-        with warnings.catch_warnings():  # (random bytes can read as a legacy file, which torch warns of)
-            warnings.simplefilter("ignore")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # (random bytes, a truncated file, or a pickle of other objects)
-        raise ValueError(f"checkpoint {path}: not a readable checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(checkpoint, dict) or not {"model", "model_args"} <= checkpoint.keys():
-        raise ValueError(f"checkpoint {path}: a torch file, but not a checkpoint of this project "
-                         f"(it should be a dict with 'model' and 'model_args')")
-    return checkpoint
-
-
-def device_setup(device="auto", dtype="auto"):
-    """(device, autocast) for a run: "auto" is cuda when torch sees a GPU, else cpu. dtype "auto"
-    is bfloat16 autocast on CUDA (any "cuda:N") and float32 elsewhere; "bfloat16" asks for
-    bfloat16 autocast on a CPU too (how the tests check the reduced-precision paths without a
-    GPU), "float32" for none. On CUDA float32 matmuls may use TF32 (as in nanoGPT).
-
-    A GPU that nvidia-smi lists but torch cannot use (a torch build for a newer driver, or a
-    CPU-only build) is an error, for "auto" too: quietly training on the CPU instead would run
-    the CPU preset for hours on a machine with a GPU."""
-    if (device == "auto" or torch.device(device).type == "cuda") and not torch.cuda.is_available():
-        gpus = nvidia_smi_gpus()
-        if gpus:
-            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-            raise ValueError(
-                f"nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0]}), but this torch ({torch.__version__}, {build}) "
-                f"cannot use them: its CUDA build needs a newer NVIDIA driver than this machine's (PyPI's "
-                f"torch 2.13.0 is the CUDA 13 build, which needs a recent driver), or it has no CUDA at all. "
-                f"Install the torch wheel matching your driver (nvidia-smi shows the CUDA version the "
-                f"driver supports), e.g. `pip install torch==2.13.0 --index-url "
-                f"https://download.pytorch.org/whl/cu126`, or pass --device=cpu to train on the CPU deliberately.")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device_type = torch.device(device).type
-    if device_type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: torch sees no CUDA GPU here (use --device=cpu or auto)")
-        if torch.device(device).index is not None:
-            # Triton launches its kernels on the current CUDA device, not on the device of the
-            # tensors they are given: on "cuda:1" with the current device left at 0 the fused
-            # log-prob kernel would read memory of the wrong GPU (an illegal address, which
-            # poisons the CUDA context for the rest of the process)
-            torch.cuda.set_device(torch.device(device))
-        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for the float32 matmuls left
-    if dtype not in ("auto", "bfloat16", "float32"):
-        raise ValueError(f"dtype must be 'auto', 'bfloat16' or 'float32'; got {dtype!r}")
-    if dtype == "bfloat16" or (dtype == "auto" and device_type == "cuda"):
-        return device, torch.autocast(device_type, dtype=torch.bfloat16)
-    return device, nullcontext()
-
-
-def nvidia_smi_gpus():
-    """The GPUs `nvidia-smi -L` lists ("GPU 0: NVIDIA H100 80GB HBM3 (UUID: ...)"), [] where there is
-    no nvidia-smi or it fails (no driver loaded)."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return []
-    try:
-        done = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in done.stdout.splitlines() if line.startswith("GPU ")]

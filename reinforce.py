@@ -17,7 +17,10 @@ Two ways to turn rewards into per-token advantages A_t (train.py's adv_estimator
 
 Both feed the same PPO-style clipped surrogate (eq. 5), rho_t = pi_theta / pi_old:
 
-      L_OnP = - mean_t min(rho_t * A_t, clip(rho_t, 1 - eps, 1 + eps) * A_t)
+      L_OnP = - mean_t min(rho_t * A_t, clip(rho_t, 1 - eps, 1 + eps_high) * A_t)
+
+with eps_high = eps in eq. 5; a larger eps_high is DAPO's clip-higher (arXiv 2503.14476), which
+lets a token with A > 0 and a low probability grow further in one update, against entropy collapse.
 
     adv, _ = reinforce_pp_advantages(rewards, logp_old, logp_ref, mask, beta_kl=0.01)
     for epoch in range(ppo_epochs):
@@ -160,7 +163,7 @@ def kl_k3(logp, logp_ref, mask):
     return torch.exp(log_ratio) - log_ratio - 1
 
 
-def policy_loss(logp, logp_old, advantages, mask, clip_eps=0.2, token_count=None):
+def policy_loss(logp, logp_old, advantages, mask, clip_eps=0.2, token_count=None, clip_eps_high=None):
     """The clipped surrogate of eq. 5. Returns (loss, stats).
 
     logp (N, T): log pi_theta of the sampled tokens (with grad); logp_old: the same under the
@@ -169,12 +172,14 @@ def policy_loss(logp, logp_old, advantages, mask, clip_eps=0.2, token_count=None
     "approx_kl" (k3 estimate of KL(pi_old || pi_theta), how far the update has moved), floats.
     token_count: for a micro-batch, the whole batch's number of completion tokens (see
     masked_mean); the loss and both stats are then this micro-batch's share, to be summed.
+    clip_eps_high: the upper clip, ratio <= 1 + clip_eps_high (None: clip_eps, eq. 5's symmetric clip).
     """
     _check_tokens(mask, logp=logp, logp_old=logp_old, advantages=advantages)
+    clip_eps_high = clip_eps if clip_eps_high is None else clip_eps_high
     log_ratio = torch.where(mask, logp - logp_old, 0.0)
     ratio = torch.exp(log_ratio)
     unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps_high) * advantages
     # The pessimistic (smaller) of the two: once the ratio has moved more than eps in the
     # direction the advantage favours, the clipped term wins and that token's gradient is 0.
     per_token = -torch.min(unclipped, clipped)
@@ -184,7 +189,7 @@ def policy_loss(logp, logp_old, advantages, mask, clip_eps=0.2, token_count=None
     loss = masked_mean(per_token, mask, token_count)
 
     with torch.no_grad():
-        clip_active = ((ratio > 1.0 + clip_eps) & (advantages > 0)) | ((ratio < 1.0 - clip_eps) & (advantages < 0))
+        clip_active = ((ratio > 1.0 + clip_eps_high) & (advantages > 0)) | ((ratio < 1.0 - clip_eps) & (advantages < 0))
         share = global_masked_mean if token_count is None else masked_mean
         extra = () if token_count is None else (token_count,)
         stats = {"clip_frac": share(clip_active.float(), mask, *extra).item(),

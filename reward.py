@@ -25,9 +25,11 @@ tests again.
 Compiled programs (and the syntax checks of interpreted languages) are cached by (language,
 source) in memory and in a private directory under the system temp dir, written atomically
 (built in a staging directory, then renamed) so that threads and several trainer processes
-share it. Failures are cached too, compile timeouts included: the same source fails the same
-way, and a compile bomb the policy keeps sampling costs one timeout. The same directory keeps,
-per language, what the language's warm-up makes (languages.warm_up).
+share it. Failures are cached too, CPU-time timeouts included: the same source fails the same
+way, and a compile bomb the policy keeps sampling costs one timeout; a wall-clock timeout is not
+(a busy machine, maybe). Each entry's message is capped (ERROR_LINES, ERROR_CHARS) and the
+whole cache bounded (CACHE_ENTRIES, CACHE_BYTES). The same directory keeps, per language, what
+the language's warm-up makes (languages.warm_up).
 """
 import collections
 import contextlib
@@ -55,14 +57,17 @@ RUN_TIMEOUT = 0.5          # seconds of CPU time for one run (all of a task's te
                            # executes at most tasks.MAX_STEPS statements, so every reference runs in
                            # < 0.2 s of CPU, the JVM's start included (RESULTS.md); a program stuck in
                            # a loop holds a worker this long, and there are a few in every RL step
-ERROR_LINES = 20           # lines of a compiler error kept for logging
+ERROR_LINES = 20           # lines of a compiler error or of stderr kept for logging
+ERROR_CHARS = 2000         # and characters at most (one line can be a megabyte)
+FAILURE_CHARS = 300        # characters of a verdict's first_failure at most (the program's line in it)
 WORKERS = len(os.sched_getaffinity(0))  # score() runs this many programs at once (share_cores)
 CACHE_ENTRIES = 20000      # compiled programs kept on disk (the least recently used go first)
 CACHE_BYTES = 2 << 30      # and their bytes on disk, at most
 ARTIFACT_LIMIT = 16 * MiB  # the largest compiled program: a larger one is a compile error, never cached
-CACHE_FORMAT = 3           # changes whenever what a cache entry means changes
+CACHE_FORMAT = 4           # changes whenever what a cache entry means changes
 VERDICT_ENTRIES = 200_000  # verdicts kept on disk for later Scorers (the oldest go first): an
                            # ablation keeps ~100,000, of a few hundred bytes each
+VERDICT_BYTES = 256 * MiB  # and their bytes, at most (each entry is capped: ERROR_CHARS, FAILURE_CHARS)
 
 Execution = collections.namedtuple("Execution", "status stdout stderr")
 
@@ -78,6 +83,10 @@ class Verdict:
     error: str     # the first lines of the compiler's message or of stderr ("" if none)
     first_failure: str = ""  # the first test it failed, "input '3 4': expected '7', got '8'" ("" if
                              # none, or it never ran)
+    decided: bool = dataclasses.field(default=True, compare=False)  # False where the machine, not
+                             # the program, decided it: no toolchain, the sandbox failed, a wall
+                             # clock ran out (the machine may be busy); never kept for later runs.
+                             # (Not compared: two verdicts that judge alike are equal.)
 
 
 # ----------------------------------------------------------------------------- the reward (eq. 4)
@@ -120,7 +129,7 @@ def score_details(completions, tasks, truncated=None, timeout=RUN_TIMEOUT):
                     _compile_many(lang, [program for _, program, _ in lang_jobs])
                 except (InfraError, OSError):  # each program then compiles alone, with a verdict of its own
                     pass
-            return [pool.submit(execute, program, lang, stdin, timeout) for _, program, stdin in lang_jobs]
+            return [pool.submit(_execution, program, lang, stdin, timeout) for _, program, stdin in lang_jobs]
 
         # the batches first, a compiled language's (one long compiler run) before a checked one's
         order = sorted(by_lang, key=lambda lang: (not LANGUAGES[lang].batched, not LANGUAGES[lang].compiled))
@@ -128,7 +137,7 @@ def score_details(completions, tasks, truncated=None, timeout=RUN_TIMEOUT):
         for lang_jobs, batch in batches:
             for job, run in zip(lang_jobs, batch.result()):
                 for i in jobs[job]:
-                    verdicts[i] = _judge(run.result(), tasks[i]["tests"])
+                    verdicts[i] = _judge(*run.result(), tasks[i]["tests"])
     return verdicts
 
 
@@ -216,9 +225,11 @@ class Scorer:
 # the sandbox's limits and isolation, and the run's budget: all of them are the key of a verdict
 # kept on disk, beside the compile cache, so that a Scorer of another run does not run a program
 # again (the evaluations of an ablation sample the same program for ~60% of their tasks: the
-# SFT model and its RL runs agree on most). Kept: every verdict of a program that ran or failed
-# to compile. Never kept: infrastructure failures (no judgement of the program), and malformed
-# completions (judged without running anything).
+# SFT model and its RL runs agree on most). Kept: every verdict the program decided, by running
+# or failing to compile. Never kept: what the machine decided (Verdict.decided: no toolchain,
+# an infrastructure failure, a wall clock run out on a machine that may be busy), and malformed
+# completions (judged without running anything). Each verdict's text is capped (ERROR_CHARS,
+# FAILURE_CHARS), and the store holds VERDICT_ENTRIES and VERDICT_BYTES at most.
 
 @contextlib.contextmanager
 def _verdict_store():
@@ -239,7 +250,8 @@ def verdict_key(task, completion, cut, timeout=RUN_TIMEOUT):
     """The key of a verdict of this completion of task (cut off at the token limit: cut) at this
     budget: a hash of all the verdict depends on."""
     limits = (sandbox.OUTPUT_LIMIT, sandbox.FILE_SIZE, sandbox.TMPFS_SIZE, sandbox.SHM_SIZE, sandbox.OPEN_FILES,
-              sandbox.PROCESSES, sandbox.WALL_FACTOR, sandbox.WALL_SLACK, sandbox.check())
+              sandbox.PROCESSES, sandbox.WALL_FACTOR, sandbox.WALL_SLACK, sandbox.check(), languages.COMPILE_TIMEOUT,
+              languages.CHECK_OUTPUT)
     lang = task["tgt_lang"]
     described = (CACHE_FORMAT, lang, LANGUAGES.get(lang), limits, timeout, bool(cut), task["n_args"],
                  [tuple(test) for test in task["tests"]], completion.split(EOT, 1)[0])
@@ -256,25 +268,37 @@ def stored_verdicts(keys):
 
 
 def store_verdicts(keys, verdicts):
-    """Keeps each verdict that judged a program under its key (verdict_key)."""
-    kept = [(key, json.dumps(dataclasses.astuple(v))) for key, v in zip(keys, verdicts)
-            if v.status not in ("infra_error", "malformed")]
+    """Keeps each verdict that the program decided under its key (verdict_key), then drops the
+    oldest beyond VERDICT_ENTRIES, and beyond VERDICT_BYTES (down to nine tenths of it)."""
+    kept = [(key, json.dumps(dataclasses.astuple(dataclasses.replace(
+                v, error=_capped(v.error, ERROR_CHARS), first_failure=_capped(v.first_failure, FAILURE_CHARS)))))
+            for key, v in zip(keys, verdicts) if v.decided and v.status not in ("infra_error", "unavailable", "malformed")]
     if not kept:
         return
     with _verdict_store() as store:
         store.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?)", kept)
         store.execute("DELETE FROM verdicts WHERE rowid <= (SELECT max(rowid) FROM verdicts) - ?", (VERDICT_ENTRIES,))
+        size, rows = store.execute("SELECT total(length(key) + length(verdict)), count(*) FROM verdicts").fetchone()
+        if size > VERDICT_BYTES:
+            store.execute("DELETE FROM verdicts WHERE rowid IN (SELECT rowid FROM verdicts ORDER BY rowid LIMIT ?)",
+                          (rows - int(rows * 0.9 * VERDICT_BYTES / size),))
 
 
-def _judge(execution, tests):
+def _capped(text, limit):
+    """text, cut to `limit` characters (marked) if longer."""
+    return text if len(text) <= limit else text[:limit - 15] + " [... cut off]"
+
+
+def _judge(execution, decided, tests):
     expected = [output.strip() for _, output in tests]
     lines = [line.strip() for line in execution.stdout.rstrip().splitlines()]
     passed = sum(got == want for got, want in zip(lines, expected))
     if execution.status == "ok" and passed == len(tests) == len(lines):
         return Verdict(1.0, "passed", passed, len(tests), "")
     status = "wrong_answer" if execution.status == "ok" else execution.status
-    return Verdict(0.0, status, passed, len(tests), sandbox.first_lines(execution.stderr, ERROR_LINES),
-                   _first_failure(status, tests, lines))
+    error = _capped(sandbox.first_lines(execution.stderr, ERROR_LINES), ERROR_CHARS)
+    return Verdict(0.0, status, passed, len(tests), error, _capped(_first_failure(status, tests, lines), FAILURE_CHARS),
+                   decided)
 
 
 def _first_failure(status, tests, lines):
@@ -305,20 +329,25 @@ def execute(program, lang, stdin="", timeout=RUN_TIMEOUT):
     "timeout", "output_limit", "unavailable" (no working toolchain here) or "infra_error" (the
     sandbox, a cgroup or the disk failed: it says nothing of the program, and is never cached). Raises
     sandbox.Unavailable where the sandbox cannot isolate (see sandbox.check)."""
+    return _execution(program, lang, stdin, timeout)[0]
+
+
+def _execution(program, lang, stdin, timeout):
+    """execute's Execution, and whether the program decided it (see Verdict.decided)."""
     if not isinstance(program, str) or not isinstance(stdin, str):
         raise TypeError("execute(program, lang, stdin): program and stdin must be str")
     if not available(lang):
         return Execution("unavailable", "", f"no working {lang} toolchain here "
-                                            f"(apt-get install {LANGUAGES[lang].package})")
+                                            f"(apt-get install {LANGUAGES[lang].package})"), False
     return _execute(program, lang, stdin, timeout)
 
 
 def _execute(program, lang, stdin, timeout):
     try:
         for attempt in range(2):
-            directory, error = _artifact(lang, program)
-            if error is not None:
-                return Execution("compile_error", "", error)
+            directory, error, cached = _artifact(lang, program)
+            if error is not None:  # (not cached: the compiler's wall clock ran out, or its warm-up failed)
+                return Execution("compile_error", "", error), cached
             try:
                 result = languages.run(lang, os.path.join(directory, "prog"), stdin.encode(), timeout)
                 break
@@ -328,9 +357,11 @@ def _execute(program, lang, stdin, timeout):
                 if attempt:
                     raise
     except (InfraError, OSError) as error:  # the sandbox, a cgroup or the disk failed: no verdict on the program
-        return Execution("infra_error", "", f"{type(error).__name__}: {error}")
+        return Execution("infra_error", "", f"{type(error).__name__}: {error}"), False
     status = "runtime_error" if result.status == "memory_limit" else result.status  # a memory bomb is a crash
-    return Execution(status, result.stdout.decode("utf-8", "replace"), result.stderr.decode("utf-8", "replace"))
+    decided = status != "infra_error" and not (status == "timeout" and result.exit_code is None)  # (the wall clock)
+    out, err = result.stdout.decode("utf-8", "replace"), result.stderr.decode("utf-8", "replace")
+    return Execution(status, out, err), decided
 
 
 
@@ -361,7 +392,7 @@ def available(lang):
                    f"`apt-get install {package}`; until then every {lang} program gets status 'unavailable'.")
         works = False
     else:
-        hello = _execute(languages.HELLO[lang], lang, "", languages.COMPILE_TIMEOUT)
+        hello, _ = _execute(languages.HELLO[lang], lang, "", languages.COMPILE_TIMEOUT)
         if "timed out" in hello.stderr or hello.status in ("timeout", "infra_error"):
             return True  # out of wall clock on a very busy machine, maybe, or the sandbox failed: ask again next time
         works = hello.status == "ok" and hello.stdout == "ok\n"
@@ -398,15 +429,38 @@ def _cache_root():
     return _cache_dir
 
 
+@contextlib.contextmanager
+def fresh_cache(directory):
+    """Within the block, programs are compiled, warmed up for and judged as if for the first time:
+    the compile cache and the kept verdicts are in `directory` (empty, yours, mode 700), and what
+    this process remembers of the usual ones is set aside until the block ends. For measuring what
+    a run pays once (bench.py), with no other thread scoring meanwhile."""
+    global _cache_dir
+    with _lock:
+        usual, remembered = _cache_dir, collections.OrderedDict(_memory_cache)
+        _cache_dir = directory
+        _memory_cache.clear()
+    try:
+        yield directory
+    finally:
+        with _lock:
+            _cache_dir = usual
+            _memory_cache.clear()
+            _memory_cache.update(remembered)
+
+
 def _cache_key(lang, source):
     # CACHE_FORMAT is part of the key: an entry written under other rules (compilers running as
     # the trainer's user, failures not cached, compilers seeing the whole system) is never read back
-    return f"{lang}-" + hashlib.sha256(repr((CACHE_FORMAT, LANGUAGES[lang].check, source)).encode()).hexdigest()[:40]
+    described = (CACHE_FORMAT, LANGUAGES[lang].check, languages.COMPILE_TIMEOUT, languages.CHECK_OUTPUT, source)
+    return f"{lang}-" + hashlib.sha256(repr(described).encode()).hexdigest()[:40]
 
 
 def _artifact(lang, source):
-    """(directory, error) of this source's cache entry: from memory, from disk, or compiled now.
-    One thread compiles a given source; the others wait for it."""
+    """(directory, error, cached) of this source's cache entry: from memory, from disk, or
+    compiled now; cached is False for a source given no entry (_compile's `left`: its error
+    says why, the machine's doing, not the program's). One thread compiles a given source; the
+    others wait for it."""
     key = _cache_key(lang, source)
     with _lock:
         lock = _compiling.setdefault(key, threading.Lock())
@@ -415,12 +469,12 @@ def _artifact(lang, source):
             with _lock:
                 if key in _memory_cache and os.path.isdir(_memory_cache[key][0]):
                     _memory_cache.move_to_end(key)
-                    return _memory_cache[key]
+                    return (*_memory_cache[key], True)
             directory = os.path.join(_cache_root(), key)
             if os.path.isdir(directory):
                 os.utime(directory)  # recently used: pruning keeps it
             elif left := _compile(lang, [source]):
-                return directory, left[source]
+                return directory, left[source], False
             try:
                 with open(os.path.join(directory, "error.txt")) as file:
                     artifact = directory, file.read()
@@ -430,7 +484,7 @@ def _artifact(lang, source):
                 _memory_cache[key] = artifact
                 if len(_memory_cache) > CACHE_ENTRIES:
                     _memory_cache.popitem(last=False)
-            return artifact
+            return (*artifact, True)
         finally:
             with _lock:
                 _compiling.pop(key, None)
@@ -458,13 +512,14 @@ def _compile(lang, sources):
         for i, (source, error) in enumerate(zip(sources, errors)):
             if error is None:
                 # out of wall clock, not of CPU time: a machine too busy, maybe; not cached
+                wall_clock = languages.COMPILE_TIMEOUT * sandbox.WALL_FACTOR + sandbox.WALL_SLACK
                 left[source] = ("its batch stopped before it" if len(sources) > 1 else
-                                f"the compiler timed out after {languages.COMPILE_TIMEOUT * sandbox.WALL_FACTOR:.0f} s of wall clock")
+                                f"the compiler timed out after {wall_clock:.0f} s of wall clock")
                 continue
             # Failures are cached too, CPU-time timeouts included: a compile that ran out of CPU
             # time will again (a compile bomb the policy keeps sampling costs a worker one timeout).
             part = os.path.join(staging, str(i))
-            error = sandbox.first_lines(error, ERROR_LINES)
+            error = _capped(sandbox.first_lines(error, ERROR_LINES), ERROR_CHARS)
             prog = os.path.join(part, "prog")
             size = _tree_size(prog)
             if size > ARTIFACT_LIMIT:  # the verdict is cached, the artifact never is

@@ -3,9 +3,9 @@ rollout.py: sample G completions for each of B prompts with the KV cache (the "r
 and the sampling rule it draws tokens by.
 
 Each prompt is prefilled once; its keys and values then serve its G rows without being copied
-(model.SharedPrefixCache), and all B*G rows decode together, one token per step, until every row
+(caches.SharedPrefixCache), and all B*G rows decode together, one token per step, until every row
 has written end-of-text (checked every few tokens) or max_new_tokens. Prompts of different
-lengths are left-padded inside the cache (see model.KVCache), so each row computes exactly what
+lengths are left-padded inside the cache (see caches.KVCache), so each row computes exactly what
 a forward pass of that row alone would.
 
 Tokens are drawn from softmax(logits / T) (then top-k / top-p), with the LM head computed as the
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model import SharedPrefixCache, left_padded
+from caches import SharedPrefixCache, left_padded
 
 # Reading a tensor on the host makes a GPU wait for the step in flight and leaves it idle while
 # the next is launched, so the loop does it only every few tokens: then the rows that have ended

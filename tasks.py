@@ -19,8 +19,9 @@ program's tests are its domain; a program with too few valid inputs is rejected.
 
     python tasks.py          # prints one random program in every language, with its tests
 
-Used by reward.py and ir.py (harness, EOT), prepare.py (generate, render, prompts), train.py and
-eval.py (prompts, the language lists).
+Used by reward.py (harness, defines_f, EOT), ir.py (generate, render, harness), prepare.py
+(generate, render, make_prompt, the language lists), bench.py (generate, render, harness,
+heaviest), and train.py, eval.py, stats.py and ablation.py (the language lists).
 """
 import random
 import re

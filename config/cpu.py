@@ -2,6 +2,8 @@
 # data preparation included). train.py picks it when the run's device is the CPU.
 #   python train.py                      # preset=auto on a CPU
 #   python train.py --preset=cpu         # the same, on any machine
+# It sets every key train.py marks "preset" (the model's shape, the stages' steps and batches,
+# rl_lr, rl_warmup_frac), and score_while_decoding; train.py's defaults hold for the rest.
 #
 # The model: 4 layers of 128 at the project's ~750-token vocabulary, 0.88M parameters. It learns
 # the translation world's grammar in 1500 SFT steps of 32 pairs (~12 passes over the training

@@ -1,6 +1,8 @@
 # The GPU preset: what `python train.py` trains on one CUDA GPU (preset=auto on a CUDA device).
 #   python train.py                      # preset=auto with CUDA
 #   torchrun --standalone --nproc_per_node=8 train.py   # the same global batches over 8 GPUs
+# It sets every key train.py marks "preset" (the model's shape, the stages' steps and batches,
+# rl_lr, rl_warmup_frac), and sft_lr; train.py's defaults hold for the rest.
 #
 # The model: 8 layers of 512 at the project's ~750-token vocabulary, 26.0M parameters (12 * 8 *
 # 512^2 = 25.2M of them in the blocks). sft_lr 1e-3 lies between nanoGPT's 6e-4 for 124M parameters

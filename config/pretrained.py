@@ -1,6 +1,8 @@
 # The preset for a pretrained start (--init_from=DIR, a local Hugging Face GPT-2, Llama, Qwen2 or
 # Qwen3 directory): train.py picks it whenever init_from is set.
 #   python train.py --init_from=$HOME/models/Qwen3-0.6B
+# It sets every key train.py marks "preset" but the model's shape (the pretrained model's own), and
+# sft_lr and sft_warmup_frac; train.py's defaults hold for the rest.
 #
 # Learning rates far below from-scratch ones: the weights already encode language and code, and
 # large steps erase it (the paper fine-tunes Qwen3-8B at 5e-7). A short SFT teaches the prompt

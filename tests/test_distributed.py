@@ -2,7 +2,9 @@
 ranks, and of 3 ranks on a batch they cannot split evenly (one of them holding no IR group), equal
 one process's on the union batch; uneven shares, and the gradient sum with a rank that learnt
 nothing; config/smoke.py end to end under torchrun on uneven batches, its SFT weights equal to
-one process's."""
+one process's. Also the device set-up: the device and autocast a run asks for, and a GPU that
+torch cannot use refused by name."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -152,3 +154,89 @@ def test_smoke_under_torchrun_matches_one_process_sft_and_resumes(data_dir, tmp_
     stdout = run(*torchrun, *common, f"--out_dir={tmp_path}/two", "--rl_steps=3", "--resume=True")
     assert "resume: OORL from step 2" in stdout
     assert torch.load(tmp_path / "two" / "ckpt.pt", weights_only=True)["step"] == 3
+
+
+# ----------------------------------------------------------------------------- device set-up
+
+def test_device_setup_decides_by_device_type(monkeypatch):
+    device, autocast = ddp.device_setup("cpu")
+    assert device == "cpu" and isinstance(autocast, contextlib.nullcontext)
+    if not ddp.nvidia_smi_gpus():
+        assert ddp.device_setup("auto")[0] == ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = torch.get_float32_matmul_precision()
+    try:  # a GPU machine, as CPU-only torch can pretend: "cuda:0" is CUDA too
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+        device, autocast = ddp.device_setup("cuda:0")
+        assert device == "cuda:0" and isinstance(autocast, torch.autocast)
+        assert autocast.device == "cuda" and autocast.fast_dtype == torch.bfloat16
+        assert torch.get_float32_matmul_precision() == "high"  # TF32 matmuls
+        assert isinstance(ddp.device_setup("cuda:0", dtype="float32")[1], contextlib.nullcontext)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    device, autocast = ddp.device_setup("cpu", dtype="bfloat16")  # reduced precision on a CPU
+    assert isinstance(autocast, torch.autocast) and autocast.device == "cpu" and autocast.fast_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be"):
+        ddp.device_setup("cpu", dtype="float16")
+    if not torch.cuda.is_available() and not ddp.nvidia_smi_gpus():
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            ddp.device_setup("cuda")
+
+
+def test_device_setup_makes_a_numbered_gpu_the_current_one(monkeypatch):
+    """Triton launches its kernels on the current CUDA device, whatever device the tensors are on:
+    --device=cuda:1 must make GPU 1 current, or the log-prob kernel reads another GPU's memory."""
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    precision = torch.get_float32_matmul_precision()
+    try:
+        ddp.device_setup("cuda:1")
+        assert made_current == [torch.device("cuda", 1)]
+        ddp.device_setup("cuda")  # no index: the current device stays (torchrun's rank sets its own)
+        assert made_current == [torch.device("cuda", 1)]
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+def fake_nvidia_smi(tmp_path, monkeypatch, output, exit_code=0):
+    """An nvidia-smi first on PATH that prints output (whatever its arguments) and exits with exit_code."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncat <<'END'\n{output}END\nexit {exit_code}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_gpu_that_torch_cannot_use_stops_the_run_instead_of_a_quiet_cpu_one(tmp_path, monkeypatch):
+    """PyPI's torch for Linux is a build for a recent CUDA: on an older driver torch sees no GPU,
+    and "auto" would train the CPU preset on the CPU of a GPU machine. nvidia-smi tells, and the
+    message names this torch release built for another CUDA (no copy of requirements.txt's pin)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fake_nvidia_smi(tmp_path, monkeypatch, "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0b1c)\n")
+    assert ddp.nvidia_smi_gpus() == ["GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0b1c)"]
+    for device in ("auto", "cuda", "cuda:1"):
+        with pytest.raises(ValueError) as error:
+            ddp.device_setup(device)
+        message = str(error.value)
+        assert "nvidia-smi lists 1 GPU(s) (GPU 0: NVIDIA H100" in message and torch.__version__ in message
+        release = torch.__version__.split("+")[0]
+        assert f"pip install torch=={release} --index-url https://download.pytorch.org/whl/cu126" in message
+        assert "--device=cpu" in message
+    assert ddp.device_setup("cpu")[0] == "cpu"  # the CPU, asked for deliberately
+    # nvidia-smi present but no GPU to talk to (no driver loaded): nothing to say, the CPU it is
+    fake_nvidia_smi(tmp_path, monkeypatch, "NVIDIA-SMI has failed because it couldn't communicate with "
+                                           "the NVIDIA driver.\n", exit_code=9)
+    assert ddp.nvidia_smi_gpus() == [] and ddp.device_setup("auto")[0] == "cpu"
+
+
+def test_setup_outside_torchrun_is_one_rank_on_the_device_it_was_given(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    rank, world_size, device, autocast = ddp.setup("cpu", "bfloat16")
+    assert (rank, world_size, device) == (0, 1, "cpu") and autocast.fast_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be"):
+        ddp.setup("cpu", "float16")

@@ -153,7 +153,8 @@ def test_gepo_rejects_bad_input():
 class TinyCausalLM(torch.nn.Module):
     """A stand-in for model.GPT: the hidden state at t is the mean of the embeddings of
     tokens 0..t (causal), then a linear head. token_logprobs and sequence_logprobs have GPT's
-    contract (sequence_logprobs packs the pairs with model.pack, as GPT does)."""
+    contract (this sequence_logprobs packs every pair with model.pack: the direct way, which
+    GPT's shares a prompt's forward between its responses to match)."""
 
     def __init__(self, vocab_size=13, n_embd=8):
         super().__init__()

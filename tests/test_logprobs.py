@@ -241,6 +241,41 @@ def test_first_triton_call_without_a_start_up_check_checks_at_its_shapes(checked
     assert len(triton_forward_calls) == 2
 
 
+def naive_logprobs(hidden, weight, targets):
+    return torch.log_softmax(hidden @ weight.T, dim=-1).gather(1, targets[:, None]).squeeze(1)
+
+
+def test_disagreement_passes_a_right_method_and_names_what_a_wrong_one_gets_wrong():
+    """The self-check's comparison, and bench.py's against float64: every log-prob, both gradients."""
+    hidden, weight, targets, grad = logprob_problem(300, 16, 500, 1.0)
+    chunked = lambda h, w, t: logprobs.fused_logprobs(h, w, t, backend="torch")
+    assert logprobs.disagreement(chunked, naive_logprobs, hidden, weight, targets, grad, torch.float64) is None
+
+    def shifted(h, w, t):  # log-probs off by 0.1 nats
+        return naive_logprobs(h, w, t) + 0.1
+    assert "log-probs off by up to 0.1 nats" in logprobs.disagreement(shifted, naive_logprobs, hidden, weight,
+                                                                      targets, grad, torch.float64)
+
+    def nan_weight_gradient(h, w, t):  # right log-probs and grad hidden; NaN in grad weight
+        w.register_hook(lambda g: g * float("nan"))
+        return naive_logprobs(h, w, t)
+    problem = logprobs.disagreement(nan_weight_gradient, naive_logprobs, hidden, weight, targets, grad)
+    assert problem and "grad hidden and grad weight by 0 and nan" in problem
+
+
+def test_gpu_launches_name_every_argument_of_the_kernels():
+    """What CI compiles ahead of time (tests/test_bench.py) is what the dispatcher launches: every
+    argument typed or constant, with the dispatcher's GPU tiles, for each dtype and gradient set."""
+    launches = list(logprobs.gpu_launches())
+    assert len(launches) == 4 * (2 + 3)  # fp32 IEEE and TF32, bf16, fp16: 2 forwards, 3 backwards
+    for name, kernel, dtype, signature, constexprs, options in launches:
+        assert list(signature) + list(constexprs) == kernel.arg_names, name
+        tiles = logprobs._triton_tiles(getattr(torch, {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+                                               [dtype.split("/")[0]]), on_gpu=True)
+        assert (constexprs["BLOCK_N"], constexprs["BLOCK_V"], constexprs["BLOCK_D"], options["num_warps"],
+                options["num_stages"]) == tiles
+
+
 def test_self_check_problems_take_the_paths_a_run_takes():
     """On an H100 (132 SMs) in bf16: a GPU-preset update (N=163840, V=745) makes one vocabulary
     split, a few rows several; GPT-2's vocabulary comes in many dL/dW chunks."""

@@ -134,6 +134,30 @@ def test_policy_loss_clipping_by_hand():
     assert stats["approx_kl"] == pytest.approx(sum(k3) / 5, abs=1e-6)  # 0.1160108
 
 
+def test_clip_higher_widens_only_the_upper_clip():
+    # the tokens of test_policy_loss_clipping_by_hand, with eps = 0.2 below and 0.6 above: the
+    # ratio range is [0.8, 1.6]; token 1 (ratio 1.5, A > 0) is no longer clipped, token 3
+    # (ratio 0.5, A < 0) still is, and token 4 (ratio 1.5, A < 0) was never clipped
+    ratios = [1.1, 1.5, 0.5, 0.5, 1.5]
+    adv = torch.tensor([[2.0, 1.0, 1.0, -1.0, -1.0]])
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    logp_old = torch.tensor([[-2.0, -1.0, -3.0, -0.5, -4.0]])
+    logp = (logp_old + torch.log(torch.tensor([ratios]))).requires_grad_(True)
+    loss, stats = policy_loss(logp, logp_old, adv, mask, clip_eps=0.2, clip_eps_high=0.6)
+    assert loss.item() == pytest.approx(-(2.2 + 1.5 + 0.5 - 0.8 - 1.5) / 5, abs=1e-6)
+    loss.backward()
+    assert torch.allclose(logp.grad, torch.tensor([[-2.2 / 5, -1.5 / 5, -0.5 / 5, 0.0, 1.5 / 5]]), atol=1e-6)
+    assert stats["clip_frac"] == pytest.approx(1 / 5)
+    # past the wider bound the upper clip acts again; the lower bound is clip_eps's whatever clip_eps_high
+    logp_far = (logp_old + torch.log(torch.tensor([[1.1, 1.7, 0.5, 0.7, 1.5]]))).requires_grad_(True)
+    loss, stats = policy_loss(logp_far, logp_old, adv, mask, clip_eps=0.2, clip_eps_high=0.6)
+    assert loss.item() == pytest.approx(-(2.2 + 1.6 + 0.5 - 0.8 - 1.5) / 5, abs=1e-6)
+    assert stats["clip_frac"] == pytest.approx(2 / 5)
+    # None is eq. 5's symmetric clip
+    same = [policy_loss(logp.detach(), logp_old, adv, mask, 0.2, clip_eps_high=high)[0].item() for high in (None, 0.2)]
+    assert same[0] == same[1] == pytest.approx(-(2.2 + 1.2 + 0.5 - 0.8 - 1.5) / 5, abs=1e-6)
+
+
 def test_policy_loss_at_ratio_one_is_token_level_mean_of_advantages():
     # one completion of 1 token (A = 3), one of 3 tokens (A = 1): the token-level mean weighs
     # every token equally, -(3 + 1 + 1 + 1) / 4 = -1.5 (a per-completion mean would give -2)

@@ -26,7 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import cgroups
 import languages
+import mounts
 import reward
 import sandbox
 import tasks
@@ -513,14 +515,14 @@ def test_an_infrastructure_failure_is_a_verdict_of_its_own_and_never_cached(fail
     program = task["reference"] + f"\n# {TOKEN} {failure}\n"  # a new source: its check is not cached yet
     assert reward.available("python")  # (bubblewrap probed, and python's hello-world run, before it fails)
     if failure == "bubblewrap":  # bubblewrap's own setup fails: a mount of a missing path
-        mounts = sandbox._system_mounts
-        monkeypatch.setattr(sandbox, "_system_mounts",
-                            lambda runtime: [*mounts(runtime), "--ro-bind", f"/oorl-missing-{TOKEN}", "/x"])
+        system_mounts = mounts.system_mounts
+        monkeypatch.setattr(mounts, "system_mounts", lambda runtime, loader: [
+            *system_mounts(runtime, loader), "--ro-bind", f"/oorl-missing-{TOKEN}", "/x"])
     else:
-        def refuse(memory):
+        def refuse(memory, processes):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(sandbox, "_make_cgroup", refuse)
+        monkeypatch.setattr(cgroups, "make", refuse)
     verdicts = reward.score_details([program, "no code at all"], [task] * 2)
     assert [(v.status, v.reward) for v in verdicts] == [("infra_error", 0.0), ("malformed", 0.0)], verdicts
     monkeypatch.undo()
@@ -628,8 +630,8 @@ def test_identical_programs_run_once(monkeypatch):
     completions = [tasks_[0]["reference"]] * 5 + [tasks_[1]["reference"]] * 3 + ["no code"] * 2
     batch = [tasks_[0]] * 5 + [tasks_[1]] * 3 + [tasks_[1]] * 2
     runs = []
-    execute = reward.execute
-    monkeypatch.setattr(reward, "execute", lambda *args: runs.append(args) or execute(*args))
+    execution = reward._execution  # (what score_details runs for each program)
+    monkeypatch.setattr(reward, "_execution", lambda *args: runs.append(args) or execution(*args))
     assert reward.score(completions, batch) == [1.0] * 8 + [0.0] * 2
     assert len(runs) == 2
 
@@ -767,8 +769,8 @@ def test_duplicates_are_compiled_and_run_once_and_judged_alike(monkeypatch):
     batch = [programs[c] for c in completions]
     assert reward.available("java") and reward.available("python")  # (their hello-world programs: not counted)
     runs = []
-    execute = reward.execute
-    monkeypatch.setattr(reward, "execute", lambda *args: runs.append(args) or execute(*args))
+    execution = reward._execution  # (what score_details runs for each program)
+    monkeypatch.setattr(reward, "_execution", lambda *args: runs.append(args) or execution(*args))
     compiles = counting_compiles(monkeypatch)
     verdicts = reward.score_details(completions, batch)
     assert len(runs) == 3 and sorted(map(len, compiles)) == [1, 2]  # (Python's one check, Java's batch of two)
@@ -871,8 +873,8 @@ def test_a_scorer_fed_piece_by_piece_judges_as_score_details_does(monkeypatch):
         truncated.append(True)  # cut off at the token limit: 0 whatever it holds
     whole = reward.score_details(completions, batch, truncated)
     runs = []
-    execute = reward.execute
-    monkeypatch.setattr(reward, "execute", lambda *args: runs.append(args) or execute(*args))
+    execution = reward._execution  # (what score_details runs for each program)
+    monkeypatch.setattr(reward, "_execution", lambda *args: runs.append(args) or execution(*args))
     order = list(range(len(completions)))
     random.Random(0).shuffle(order)
     with reward.Scorer(batch) as scorer:
@@ -911,8 +913,8 @@ def test_a_later_scorer_takes_a_kept_verdict_for_the_same_program_tests_and_budg
     task, _ = make_task(TASK_SEED, "python")
     completions = [f"{completion}\n# {TOKEN} kept" for completion in mutations(task)] + ["no function here"]
     runs = []
-    execute = reward.execute
-    monkeypatch.setattr(reward, "execute", lambda *args: runs.append(args[0]) or execute(*args))
+    execution = reward._execution
+    monkeypatch.setattr(reward, "_execution", lambda *args: runs.append(args[0]) or execution(*args))
 
     def scored(batch, completions, timeout=reward.RUN_TIMEOUT):
         with reward.Scorer(batch, timeout) as scorer:
@@ -941,3 +943,79 @@ def test_a_later_scorer_takes_a_kept_verdict_for_the_same_program_tests_and_budg
                           [first[0]] * 3)
     with reward._verdict_store() as store:
         assert store.execute("SELECT count(*) FROM verdicts").fetchone()[0] == 2
+
+
+# ----------------------------------------------------------------------------- only the program's own verdicts, bounded
+
+def scored_by_a_scorer(task, completion):
+    with reward.Scorer([task]) as scorer:
+        scorer.submit([0], [completion], [False])
+    return scorer.verdicts[0]
+
+
+def test_a_compile_finds_no_terminal_to_wait_on(monkeypatch, tmp_path):
+    """A compiler told to read a pseudo-terminal or a terminal (`#include "/dev/ptmx"`) would
+    wait for ever: the sandbox has neither, so the compile fails at once, its wall clock unused."""
+    fresh_cache(monkeypatch, tmp_path / "cache")
+    monkeypatch.setattr(languages, "COMPILE_TIMEOUT", 1.0)  # (a wall clock of seconds: what waits fails fast)
+    task, _ = make_task(TASK_SEED, "c")
+    for device in ("/dev/ptmx", "/dev/tty"):
+        verdict = scored_by_a_scorer(task, f'#include "{device}"\n{task["reference"]}\n// {TOKEN}')
+        assert verdict.status == "compile_error" and "No such file" in verdict.error, verdict
+
+
+def test_a_compile_out_of_wall_clock_is_neither_cached_nor_kept(monkeypatch, tmp_path):
+    """A wall clock that runs out says the machine was busy (or the compiler waited on what never
+    ends), not that the program is wrong: the verdict says so (decided False), and neither the
+    compile cache nor the verdict store keeps it, so the next Scorer compiles again. (A wall
+    clock of 50 ms plays the busy machine.)"""
+    fresh_cache(monkeypatch, tmp_path / "cache")
+    task, _ = make_task(TASK_SEED, "c")
+    completion = f'{task["reference"]}\n// {TOKEN}'
+    assert reward.available("c")
+    monkeypatch.setattr(sandbox, "WALL_FACTOR", 0)
+    monkeypatch.setattr(sandbox, "WALL_SLACK", 0.05)
+    compiles = counting_compiles(monkeypatch)
+    for attempt in (1, 2):
+        verdict = scored_by_a_scorer(task, completion)
+        assert verdict.status == "compile_error" and "wall clock" in verdict.error, verdict
+        assert reward.stored_verdicts([reward.verdict_key(task, completion, False)]) == [None]
+        assert len(compiles) == attempt, "a wall-clock timeout was cached"
+        assert not verdict.decided
+
+
+def test_a_megabyte_of_output_keeps_a_bounded_verdict(monkeypatch, tmp_path):
+    """A short completion that prints a megabyte line to stdout and to stderr: its verdict's
+    error and first_failure are capped, and the store as a whole holds VERDICT_BYTES at most."""
+    fresh_cache(monkeypatch, tmp_path / "cache")
+    task, _ = make_task(TASK_SEED, "python")
+    completion = f"{task['reference']}\nimport sys\nsys.stderr.write('e' * 10**6)\nprint('x' * 10**6)  # {TOKEN}"
+    verdict = scored_by_a_scorer(task, completion)
+    assert verdict.status == "wrong_answer", verdict.status
+    assert len(verdict.error) <= 2000 and len(verdict.first_failure) <= 2000, (len(verdict.error),
+                                                                             len(verdict.first_failure))
+    with reward._verdict_store() as store:
+        (size,), = store.execute("SELECT length(verdict) FROM verdicts").fetchall()
+    assert size < 5000, size
+    monkeypatch.setattr(reward, "VERDICT_BYTES", 20 * size)
+    keys = [reward.verdict_key(task, f"{completion}\n# {i}", False) for i in range(100)]
+    reward.store_verdicts(keys, [verdict] * 100)
+    with reward._verdict_store() as store:
+        (total, rows), = store.execute("SELECT total(length(key) + length(verdict)), count(*) FROM verdicts").fetchall()
+    assert total <= reward.VERDICT_BYTES and 0 < rows < 100, (total, rows)
+    assert reward.stored_verdicts(keys[-1:]) == [verdict]  # (the newest kept)
+
+
+def test_an_unavailable_verdict_is_never_kept(monkeypatch, tmp_path):
+    """A toolchain missing (or failing its check) here says nothing of the program: the next
+    Scorer, the toolchain working again, judges it."""
+    fresh_cache(monkeypatch, tmp_path / "cache")
+    task, _ = make_task(TASK_SEED, "lua")
+    monkeypatch.setattr(languages, "_tool_paths", {**languages._tool_paths, "lua5.4": None})
+    monkeypatch.setattr(reward, "_availability", {})
+    with pytest.warns(RuntimeWarning, match="lua"):
+        assert scored_by_a_scorer(task, task["reference"]).status == "unavailable"
+    assert reward.stored_verdicts([reward.verdict_key(task, task["reference"], False)]) == [None]
+    monkeypatch.undo()
+    monkeypatch.setattr(reward, "_cache_dir", str(tmp_path / "cache"))  # (the same store, lua back)
+    assert scored_by_a_scorer(task, task["reference"]).status == "passed"

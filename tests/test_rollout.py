@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import rollout as rollout_module
 
+import caches
 import model
 from rollout import rollout, sample
 
@@ -160,20 +161,20 @@ def test_greedy_rollout_equals_argmax_of_full_forwards():
 def test_kv_cache_is_allocated_in_the_autocast_dtype(monkeypatch):
     """Under bf16 autocast keys and values come out of c_attn in bf16: a float32 cache would be
     cast back to bf16, whole, in every layer at every step."""
-    caches = []
+    made = []
 
-    class RecordedCache(model.KVCache):
+    class RecordedCache(caches.KVCache):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            caches.append(self)
+            made.append(self)
 
-    monkeypatch.setattr(model, "KVCache", RecordedCache)
+    monkeypatch.setattr(caches, "KVCache", RecordedCache)
     gpt = tiny_gpt()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         rollout(gpt, prompts(), group_size=2, max_new_tokens=12, eot_id=EOT, generator=torch.Generator().manual_seed(3))
-    assert caches and all(k.dtype == v.dtype == torch.bfloat16 for c in caches for k, v in zip(c.k, c.v))
+    assert made and all(k.dtype == v.dtype == torch.bfloat16 for c in made for k, v in zip(c.k, c.v))
     rollout(gpt, prompts(), group_size=2, max_new_tokens=4, eot_id=EOT)
-    assert caches[-1].k[0].dtype == torch.float32  # without autocast: the weights' dtype
+    assert made[-1].k[0].dtype == torch.float32  # without autocast: the weights' dtype
 
 
 class HostReads(TorchDispatchMode):

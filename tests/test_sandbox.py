@@ -1,6 +1,8 @@
 """
 Tests for sandbox.py: isolation alone, with system tools (python3, gcc) as the commands (gcc's
-runtime as reward.py finds it); the attacks in every language are in tests/test_reward.py.
+runtime as languages.py finds it); the attacks in every language are in tests/test_reward.py,
+the cgroups', the mount set's and the seccomp filter's own in tests/test_cgroups.py,
+tests/test_mounts.py and tests/test_seccomp.py.
 
     python -m pytest tests/test_sandbox.py
 """
@@ -16,8 +18,11 @@ import warnings
 
 import pytest
 
+import cgroups
 import languages
+import mounts
 import sandbox
+import seccomp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = shutil.which("python3", path="/usr/bin:/bin")  # the system's: nobody can run it
@@ -42,7 +47,8 @@ def test_works_for_an_unprivileged_user():
               "print(json.dumps([sandbox.check(), os.getuid()] + [[r.status, r.stdout.decode()] for r in (py, cc, bomb)]))\n")
     home = tempfile.mkdtemp()
     try:
-        shutil.copy(os.path.join(REPO, "sandbox.py"), home)
+        for room in ("sandbox.py", "cgroups.py", "mounts.py", "seccomp.py", "spawn.py"):
+            shutil.copy(os.path.join(REPO, room), home)
         os.chmod(home, 0o755)
         user = {}
         if os.geteuid() == 0:
@@ -120,164 +126,7 @@ def test_reduced_isolation_never_runs_as_root_and_kills_the_whole_tree(monkeypat
     assert live_processes(marker) == [], "a fork bomb's processes outlived the sandbox"
 
 
-# ----------------------------------------------------------------------------- memory, per sandbox
-
-SHM_FLOOD = ("import os\nwritten = 0\n"  # files in every writable tmpfs, 16 MiB each, until refused
-             "for directory in ('/dev/shm', '/dev', '/tmp', '.'):\n"
-             "    for i in range(200):\n"
-             "        try:\n"
-             "            with open(f'{directory}/flood-{i}', 'wb') as file:\n"
-             "                file.write(b'x' * (16 << 20))\n"
-             "            written += 16 << 20\n"
-             "        except OSError:\n"
-             "            break\n"
-             "print(written >> 20, 'MiB written')\n")
-CHILDREN = ("import os, time\n"  # 15 children touching 200 MiB each: 3 GiB in all, each under 256 MiB
-            "for _ in range(15):\n"
-            "    try:\n"
-            "        if os.fork() == 0:\n"
-            "            block = b'x' * (200 << 20)\n"
-            "            time.sleep(4)\n"
-            "            os._exit(0)\n"
-            "    except OSError:\n"
-            "        pass\n"
-            "time.sleep(4)\n")
-
-
-def host_memory_reached(marker, attack):
-    """Runs attack() while sampling, every 10 ms, the host memory held by the attack: the growth
-    of shared memory (tmpfs pages, /proc/meminfo Shmem) plus the anonymous and shared pages of
-    the processes whose command line holds marker. Returns (the attack's result, peak bytes)."""
-    def shmem():
-        with open("/proc/meminfo") as file:
-            return 1024 * int(next(line for line in file if line.startswith("Shmem:")).split()[1])
-
-    def processes_memory():
-        total = 0
-        for pid in live_processes(marker):
-            try:
-                with open(f"/proc/{pid}/status") as file:
-                    fields = dict(line.split(":", 1) for line in file if ":" in line)
-                total += 1024 * sum(int(fields.get(k, "0 kB").split()[0]) for k in ("RssAnon", "RssShmem"))
-            except OSError:
-                pass
-        return total
-
-    baseline, peak, done = shmem(), 0, threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, shmem() - baseline + processes_memory())
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        result = attack()
-    finally:
-        done.set()
-        sampler.join()
-    return result, peak
-
-
-@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup-where-possible", "no-cgroup"])
-@pytest.mark.parametrize("attack", ["shm_flood", "children"])
-def test_memory_is_bounded_per_sandbox(attack, cgroup, monkeypatch):
-    """Two attacks that a per-process bound lets through: files in /dev/shm and /dev (tmpfs,
-    host memory), and many children each under the address-space limit. With a memory cgroup
-    the sandbox holds at most `memory` in all; without one, a sized /dev/shm, a read-only /dev
-    and the process cap bound it by processes x memory plus its small tmpfs."""
-    monkeypatch.setattr(sandbox, "USE_CGROUP", cgroup)
-    marker = f"attack-{uuid.uuid4().hex[:12]}"
-    program = SHM_FLOOD if attack == "shm_flood" else CHILDREN
-    memory = 256 * sandbox.MiB
-    processes = sandbox.PROCESSES if cgroup else 4  # (with a cgroup, 15 children may start: it holds them)
-    result, reached = host_memory_reached(marker, lambda: sandbox.run(
-        [PYTHON, "-c", program, marker], timeout=6.0, memory=memory, processes=processes, runtime=RUNTIME))
-    print(f"{attack}, cgroup {sandbox._cgroup_parent() if cgroup else None}: {result.status}, "
-          f"host memory reached {reached / sandbox.MiB:.0f} MiB")
-    if cgroup and sandbox._cgroup_parent():
-        # (slack for the sampler: summed RSS counts a page that forked children share with
-        # their parent once per child, and pages being freed between samples)
-        bound = memory + 128 * sandbox.MiB
-    else:
-        bound = processes * memory + 2 * sandbox.TMPFS_SIZE + sandbox.SHM_SIZE
-    assert reached <= bound, f"{attack} reached {reached / sandbox.MiB:.0f} MiB (bound {bound / sandbox.MiB:.0f} MiB)"
-    assert live_processes(marker) == []
-
-
-# ----------------------------------------------------------------------------- one runtime, no nested namespaces
-
-def test_a_command_sees_its_runtime_and_nothing_else_of_the_system():
-    """A Python command has python3 and its standard library: no shell, no other language's
-    interpreter or compiler to hand its work to. A call that names no runtime is refused."""
-    program = ("import json, os\n"
-               "print(json.dumps([sorted(os.listdir('/usr/bin')), [path for path in ('/bin/sh', '/usr/bin/bash',"
-               " '/usr/bin/gcc', '/usr/bin/node', '/usr/bin/perl') if os.path.exists(path)]]))\n")
-    result = sandbox.run([PYTHON, "-c", program], runtime=RUNTIME)
-    assert result.status == "ok", result
-    programs, others = json.loads(result.stdout)
-    assert others == []
-    # (prlimit and setpriv start the command: they run only what the sandbox holds)
-    assert all(name.startswith("python3") or name in ("prlimit", "setpriv") for name in programs), programs
-    with pytest.raises(TypeError, match="runtime"):
-        sandbox.run([PYTHON, "-c", "print('ran')"])
-
-
-NESTED_USER_NAMESPACES = (
-    "import ctypes, os, sys\n"
-    "libc = ctypes.CDLL(None, use_errno=True)\n"
-    "clone, clone3 = map(int, sys.argv[1:])\n"
-    "def outcome(result):\n"
-    "    return 'made' if result >= 0 else os.strerror(ctypes.get_errno())\n"
-    "print('unshare', outcome(libc.unshare(0x10000000)))\n"       # CLONE_NEWUSER
-    "pid = libc.syscall(clone, 0x10000000 | 17, 0, 0, 0, 0)\n"     # CLONE_NEWUSER | SIGCHLD, as fork
-    "if pid == 0:\n"
-    "    os._exit(0)\n"
-    "if pid > 0:\n"
-    "    os.waitpid(pid, 0)\n"
-    "print('clone', outcome(pid))\n"
-    "print('clone3', outcome(libc.syscall(clone3, 0, 0)))\n")
-
-
-def test_no_sandbox_makes_a_nested_user_namespace():
-    """A root trainer's sandboxes have no user namespace of their own, so bubblewrap's
-    --disable-userns cannot apply: the seccomp filter refuses unshare and clone with
-    CLONE_NEWUSER (and clone3, whose flags it cannot read)."""
-    if os.uname().machine not in sandbox.SECCOMP_ARCHES:
-        pytest.skip(f"no seccomp filter for {os.uname().machine}")
-    _, _, clone, clone3 = sandbox.SECCOMP_ARCHES[os.uname().machine]
-    result = sandbox.run([PYTHON, "-c", NESTED_USER_NAMESPACES, str(clone), str(clone3)], runtime=RUNTIME)
-    assert result.status == "ok", result
-    assert result.stdout.decode().splitlines() == ["unshare Operation not permitted", "clone Operation not permitted",
-                                                   "clone3 Function not implemented"]
-
-
-# ----------------------------------------------------------------------------- one CPU budget, infrastructure failures
-
-CPU_HOG = ("import os, time\n"  # 3 children spinning 1.8 s of CPU each, the parent 1.5 s: 6.9 s in all
-           "def spin(seconds):\n"
-           "    end = time.process_time() + seconds\n"
-           "    while time.process_time() < end:\n"
-           "        pass\n"
-           "for _ in range(3):\n"
-           "    if os.fork() == 0:\n"
-           "        spin(1.8)\n"
-           "        os._exit(0)\n"
-           "spin(1.5)\n"
-           "for _ in range(3):\n"
-           "    os.wait()\n"
-           "print('done')\n")
-
-
-def test_the_cpu_budget_is_the_whole_sandboxs():
-    """Each process stays under its own CPU time limit; together they are far over the budget."""
-    if not sandbox._cpu_cgroup_parent():
-        pytest.skip("no cgroup with CPU accounting here: the budget is per process (see sandbox.py)")
-    result = sandbox.run([PYTHON, "-c", CPU_HOG], timeout=2.0, runtime=RUNTIME)
-    assert result.status == "timeout" and result.exit_code is not None, result  # (an exit code: not the wall clock)
-
+# ----------------------------------------------------------------------------- infrastructure failures
 
 def test_only_the_sandboxs_own_failures_are_infra_errors(monkeypatch):
     """bubblewrap failing to set up and a cgroup that cannot be made are "infra_error"; a command
@@ -286,26 +135,151 @@ def test_only_the_sandboxs_own_failures_are_infra_errors(monkeypatch):
     fake = sandbox.run([PYTHON, "-c", "import sys\nsys.stderr.write(\"bwrap: Can't find source path /x\\n\")\n"
                                       "sys.exit(1)\n"], runtime=RUNTIME)
     assert fake.status == "runtime_error", fake
-    mounts = sandbox._system_mounts
-    monkeypatch.setattr(sandbox, "_system_mounts",
-                        lambda runtime: [*mounts(runtime), "--ro-bind", "/oorl-missing", "/x"])
+    system_mounts = mounts.system_mounts
+    monkeypatch.setattr(mounts, "system_mounts",
+                        lambda runtime, loader: [*system_mounts(runtime, loader), "--ro-bind", "/oorl-missing", "/x"])
     broken = sandbox.run([PYTHON, "-c", "print('ran')"], runtime=RUNTIME)
     assert broken.status == "infra_error" and broken.exit_code is None and b"bwrap" in broken.stderr, broken
     monkeypatch.undo()
 
-    def refuse(memory):
+    def refuse(memory, processes):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sandbox, "_make_cgroup", refuse)
+    monkeypatch.setattr(cgroups, "make", refuse)
     assert sandbox.run([PYTHON, "-c", "print('ran')"], runtime=RUNTIME).status == "infra_error"
 
 
 def test_a_mechanism_the_machine_lacks_is_named_once(monkeypatch):
     monkeypatch.setattr(sandbox, "MODE", None)
-    monkeypatch.setattr(sandbox, "_seccomp_program", lambda: None)
-    monkeypatch.setattr(sandbox, "_cpu_cgroup_parent", lambda: None)
+    monkeypatch.setattr(seccomp, "filter_program", lambda: None)
+    monkeypatch.setattr(cgroups, "cpu_parent", lambda: None)
     with pytest.warns(RuntimeWarning, match="the seccomp filter.*the whole-sandbox CPU budget"):
         assert sandbox.check() == "bwrap"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert sandbox.check() == "bwrap"
+
+
+# ----------------------------------------------------------------------------- the machinery out of the program's reach
+
+# Fills every writable tmpfs (/tmp, /work: pages that belong to no process) in 4 KiB writes
+# until refused: a program far smaller than bubblewrap's monitor, so that the OOM killer of a
+# cgroup holding both would pick the monitor.
+FILL_TMPFS = r"""
+#include <fcntl.h>
+#include <unistd.h>
+static char page[4096];
+int main(void) {
+    const char *names[] = {"/tmp/a", "/tmp/b", "/tmp/c", "/tmp/d", "/work/a", "/work/b", "/work/c", "/work/d"};
+    for (int i = 0; i < 8; i++) {
+        int fd = open(names[i], O_WRONLY | O_CREAT, 0600);
+        while (write(fd, page, sizeof page) == sizeof page)
+            ;
+        close(fd);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tmpfs_filler():
+    """FILL_TMPFS built static (it needs no library in the sandbox)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        with open(os.path.join(scratch, "fill.c"), "w") as file:
+            file.write(FILL_TMPFS)
+        subprocess.run(["gcc", "-static", "-O1", "-o", os.path.join(scratch, "fill"), os.path.join(scratch, "fill.c")],
+                       check=True)
+        yield os.path.join(scratch, "fill")
+
+
+def test_a_program_cannot_make_its_verdict_an_infra_error(tmpfs_filler):
+    """A program that fills its memory cgroup with pages no process owns, being smaller than
+    bubblewrap's monitor, gets its own verdict: the monitor is not in its cgroup."""
+    for _ in range(3):
+        result = sandbox.run(["{prog}/fill"], [(tmpfs_filler, "fill")], timeout=2.0, memory=32 * sandbox.MiB,
+                             runtime=())
+        assert result.status == ("memory_limit" if cgroups.memory_parent() else "ok"), result
+
+
+KEY_SYSCALLS = {"x86_64": (248, 249, 250), "aarch64": (217, 218, 219)}  # add_key, request_key, keyctl
+KEYS = ("import ctypes, os, sys\n"  # add_key, request_key, keyctl(KEYCTL_READ), as sys.argv says
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "add_key, request_key, keyctl = map(int, sys.argv[1:4])\n"
+        "def said(result):\n"
+        "    return str(result) if result >= 0 else os.strerror(ctypes.get_errno())\n"
+        "if sys.argv[4] == 'add':\n"
+        "    secret = b'oorl-secret'\n"
+        "    key = libc.syscall(add_key, b'user', b'oorl-left', secret, len(secret), -4)\n"  # the user keyring
+        "    print('add_key', said(key))\n"
+        "    if key >= 0:\n"
+        "        print('setperm', said(libc.syscall(keyctl, 5, key, 0x3f3f3f3f)))\n"  # KEYCTL_SETPERM: all
+        "else:\n"
+        "    key = libc.syscall(request_key, b'user', b'oorl-left', None, 0)\n"
+        "    print('request_key', said(key))\n"
+        "    buffer = ctypes.create_string_buffer(64)\n"
+        "    print('read', said(libc.syscall(keyctl, 11, key, buffer, 64)), buffer.value)\n")  # KEYCTL_READ
+HONEST_THREADS = ("import threading\n"  # 4 tasks at once: the interpreter and 3 threads
+                  "done = []\n"
+                  "threads = [threading.Thread(target=done.append, args=(i,)) for i in range(3)]\n"
+                  "for thread in threads:\n    thread.start()\n"
+                  "for thread in threads:\n    thread.join()\n"
+                  "print(sorted(done))\n")
+SUBREAPER_TRAINER = """
+import ctypes, json, sys
+import sandbox
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: as a trainer that is PID 1 of a container
+python, stdlib, filler, keys, honest, numbers = sys.argv[1:]
+statuses = [sandbox.run(["{prog}/fill"], [(filler, "fill")], timeout=2.0, memory=32 << 20, processes=6,
+                        runtime=()).status for _ in range(8)]
+added = sandbox.run([python, "-c", keys, *numbers.split(), "add"], processes=6, runtime=(stdlib,))
+found = sandbox.run([python, "-c", keys, *numbers.split(), "find"], processes=6, runtime=(stdlib,))
+after = sandbox.run([python, "-c", honest], processes=6, runtime=(stdlib,))
+print(json.dumps([statuses, added.stdout.decode(), found.stdout.decode(), after.status, after.stdout.decode()]))
+"""
+
+
+def test_nothing_of_a_sandbox_reaches_the_next_one(tmpfs_filler):
+    """In a trainer that is a subreaper (orphans come to it, as to PID 1 of a container), eight
+    sandboxes that fill their memory, then one that leaves a key in its user's keyring (opened
+    to all), then an honest program of 4 tasks in the same slot, with 6 tasks allowed: no
+    zombie counts against it, and the key was never made."""
+    numbers = " ".join(map(str, KEY_SYSCALLS[os.uname().machine]))
+    done = subprocess.run([PYTHON, "-c", SUBREAPER_TRAINER, PYTHON, STDLIB, tmpfs_filler, KEYS, HONEST_THREADS,
+                           numbers], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    statuses, added, found, status, printed = json.loads(done.stdout)
+    assert "infra_error" not in statuses, statuses
+    assert added.split("\n")[0] == "add_key Operation not permitted", added
+    assert "oorl-secret" not in found and found.split("\n")[0] == "request_key Operation not permitted", found
+    assert (status, printed) == ("ok", "[0, 1, 2]\n")
+
+
+def test_a_compilers_output_reaches_the_host_disk_only_through_the_bounded_copy():
+    """rustc writes its object file beside its output: a program of one large static array
+    makes it write hundreds of MiB. The output directory is a tmpfs of the sandbox, and what
+    comes back to the host directory is bounded (copy_limit, by default FILE_SIZE)."""
+    with tempfile.TemporaryDirectory() as out:
+        with open(os.path.join(out, "main.rs"), "w") as file:
+            file.write("static BIG: [u8; 200 << 20] = [1; 200 << 20];\nfn main() { println!(\"{}\", BIG[12345]); }\n")
+        reached, done = 0, threading.Event()
+
+        def sample():
+            nonlocal reached
+            while not done.is_set():
+                reached = max(reached, sum(os.path.getsize(os.path.join(out, name)) for name in os.listdir(out)
+                                           if os.path.isfile(os.path.join(out, name))))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = sandbox.run([languages.tool("rustc"), "-C", "opt-level=0", "-o", "{out}/main", "{out}/main.rs"],
+                                 timeout=30, memory=2 << 30, processes=64, file_size=1 << 30,
+                                 dirs=[("out", out)], runtime=languages.runtime("rust", "check"))
+        finally:
+            done.set()
+            sampler.join()
+        print(f"{result.status}: the host directory reached {reached / sandbox.MiB:.0f} MiB")
+        assert reached <= sandbox.FILE_SIZE, f"{reached / sandbox.MiB:.0f} MiB reached the host disk"
+        assert os.path.exists(os.path.join(out, "main.rs"))  # (what was there stays)

@@ -81,6 +81,25 @@ def test_smoke_runs_both_stages_and_resumes(data_dir, smoke_run, tmp_path):
     assert isinstance(checkpoint["python_rng"], tuple)
 
 
+def test_sft_logs_validation_losses_on_held_out_pairs(data_dir, tmp_path):
+    """SFT rows carry val_loss (held-out translation pairs) and val_loss_ir (held-out C -> IR
+    pairs) every sft_eval_interval steps and at the last step, and only there (0: the last alone)."""
+    run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--sft_steps=12", "--rl_steps=0",
+        "--sft_eval_interval=5", "--sft_eval_examples=16")
+    rows = [r for r in metrics(tmp_path) if r["stage"] == "sft"]
+    validated = [r for r in rows if "val_loss" in r]
+    assert [r["step"] for r in validated] == [0, 5, 10, 11]
+    assert all(0 < r["val_loss"] < 20 and 0 < r["val_loss_ir"] < 20 for r in validated)
+    assert validated[-1]["val_loss"] < validated[0]["val_loss"]  # 12 steps from random weights learn something
+    # validating draws no random number and changes no weight: the training losses are those of a
+    # run that validates only at its last step
+    run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={tmp_path}/once", "--sft_steps=12", "--rl_steps=0",
+        "--sft_eval_interval=0", "--sft_eval_examples=16")
+    once = [r for r in metrics(tmp_path / "once") if r["stage"] == "sft"]
+    assert [r["step"] for r in once if "val_loss" in r] == [11]
+    assert [(r["step"], r["loss"]) for r in once] == [(r["step"], r["loss"]) for r in rows if r["step"] in (0, 10, 11)]
+
+
 @pytest.mark.slow
 def test_resume_refuses_a_changed_model_shape(data_dir, smoke_run):
     done = run(TRAIN, SMOKE, f"--data_dir={data_dir}", f"--out_dir={smoke_run}", "--rl_steps=4",
@@ -137,12 +156,29 @@ def test_preset_follows_the_device_the_run_uses(data_dir, tmp_path):
     ("--ppo_epochs=0", "ppo_epochs"), ("--temperature=0", "temperature"), ("--top_k=abc", "top_k"),
     ("--prompts_per_step=100000", "prompts_per_step"), ("--adv_estimator=grpo --group_size=1", "group_size"),
     ("--top_p=1.5", "top_p"), ("--n_embd=130", "n_embd"), ("--init_from=/no/such/dir", "init_from"),
-    ("--dtype=float16", "dtype"), ("--rl_stpes=3", "rl_stpes"),
+    ("--dtype=float16", "dtype"), ("--rl_stpes=3", "rl_stpes"), ("--epsilon_high=0", "epsilon_high"),
+    ("--max_num_gen_batches=0", "max_num_gen_batches"), ("--filter_groups=1", "filter_groups"),
+    ("--n_head=0", "n_head"), ("--device=foo", "device"), ("--preset=pretrained", "preset"),
 ])
 def test_bad_settings_fail_before_any_work(data_dir, tmp_path, setting, key):
     done = run(TRAIN, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *setting.split(), ok=False)
     assert done.returncode != 0 and key in done.stderr, done.stderr[-2000:]
     assert "sft step" not in done.stdout and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_every_key_train_py_leaves_to_the_preset_is_set_by_each_preset():
+    """A key marked "preset" in train.py holds a placeholder that no run may use: each preset that
+    uses it sets it (config/pretrained.py takes the model's shape from the pretrained model)."""
+    import re
+    from configurator import read_file
+    with open(TRAIN) as f:
+        marked = re.findall(r"^(\w+) = .*# preset\b", f.read(), flags=re.M)
+    shape = {"n_layer", "n_head", "n_embd", "block_size"}
+    assert shape < set(marked) and {"rl_steps", "prompts_per_step", "group_size"} < set(marked)
+    for name in ("cpu", "gpu", "pretrained"):
+        preset = read_file(os.path.join(ROOT, "config", f"{name}.py"))
+        for key in marked:
+            assert key in preset or (name == "pretrained" and key in shape), (name, key)
 
 
 def test_a_missing_data_dir_is_an_error_not_a_new_dataset(tmp_path):
@@ -270,6 +306,34 @@ def test_runs_of_one_seed_see_the_same_prompts_whatever_their_preference_loss(da
         prompts[loss] = json.loads(done.stdout.split("prompts: ")[-1])
     assert len(prompts["none"]) == 3 and prompts["none"] == prompts["dpo"] == prompts["gepo"]
     assert len({tuple(step) for step in prompts["gepo"]}) == 3
+
+
+@pytest.mark.slow
+def test_levers_dynamic_sampling_replay_clip_higher_and_no_kl_run_together(data_dir, smoke_run, tmp_path):
+    """filter_groups, replay_successes, epsilon_high and beta_kl = 0 in one run: the batch that
+    reaches the advantages still holds prompts_per_step groups (the smoke model fails every
+    program, so every round is sampled and the first round's groups make up the number), and
+    with beta_kl = 0 (and no preference loss, whose reference log-probs are another matter) the
+    frozen reference never runs a completion forward; with 0.01 it does."""
+    record = ["-c", "import atexit, runpy, sys, model, reinforce; original = model.GPT.completion_logprobs; "
+                    "frozen = []; rows = []\n"
+                    "def logprobs(self, *a, **k):\n"
+                    "    frozen.append(not any(p.requires_grad for p in self.parameters()))\n"
+                    "    return original(self, *a, **k)\n"
+                    "model.GPT.completion_logprobs = logprobs; advantages = reinforce.reinforce_pp_advantages\n"
+                    "reinforce.reinforce_pp_advantages = lambda r, *a: (rows.append(len(r)), advantages(r, *a))[1]\n"
+                    "atexit.register(lambda: print('reference forwards:', sum(frozen), 'rows:', rows))\n"
+                    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"]
+    common = [TRAIN, SMOKE, f"--data_dir={data_dir}", f"--sft_ckpt={smoke_run}/sft.pt", "--rl_steps=2",
+              "--probe_interval=0", "--pref_loss=none", "--prompts_per_step=2", "--group_size=4", "--filter_groups=True",
+              "--max_num_gen_batches=2", "--replay_successes=True", "--epsilon_high=0.28"]
+    done = run(*common, "--beta_kl=0", f"--out_dir={tmp_path}/a", prefix=record)
+    assert "reference forwards: 0 rows: [8, 8]" in done.stdout
+    rl_rows = [r for r in metrics(tmp_path / "a") if r["stage"] == "oorl"]
+    assert [r["gen_batches"] for r in rl_rows] == [2, 2] and all(r["kl"] is None for r in rl_rows)
+    assert all(r["replayed"] == 0 for r in rl_rows)  # nothing ever passed: nothing to replay
+    done = run(*common, "--beta_kl=0.01", f"--out_dir={tmp_path}/b", prefix=record)
+    assert "reference forwards: 0 " not in done.stdout and "rows: [8, 8]" in done.stdout
 
 
 @pytest.mark.slow
