@@ -12,6 +12,8 @@ probe (does the policy prefer equivalent IRs over inequivalent ones, relative to
                                                               # interval width per (tasks, n) at 40 programs a pair
     torchrun --standalone --nproc_per_node=2 eval.py -- --ckpt=out/oorl.pt --n=4   # tasks sharded over 2 ranks
     python eval.py --plot=out/metrics.jsonl                   # training curves -> out/metrics.png
+    python eval.py --ckpt=out/oorl.pt --benchmark=multipl-e/  # a public benchmark (benchmarks.py), as Table 2
+    python eval.py --benchmark=humaneval-x/ --completions=mine.jsonl   # completions made elsewhere, no model
 
 For every selected task, n completions are sampled with the KV cache (rollout.py) and each is run
 against the task's unit tests (reward.py): 1 if it is well formed, compiles and passes every test,
@@ -36,6 +38,14 @@ own (--n=4: --nnodes, --nproc_per_node) as its own. Every rank samples and score
 batches (its reward workers and torch threads sized to its share of the cores); rank 0 alone
 gathers, prints and writes, and the JSON equals one process's.
 
+A public benchmark (--benchmark=FILE or folder: MultiPL-E, HumanEval-X) is sampled in one process:
+a base model continues each prompt up to the benchmark's stop tokens, a chat model (--chat=True)
+answers the prompt put in its chat template and its reply's first code block is the completion;
+--translate_from=FILE makes HumanEval-X a translation task from that file's language. Each
+completion is judged by benchmarks.judge as the benchmark's reference harness would judge it, only
+stricter (the tests must run to their end); pass@k per language with its 95% interval over
+problems, the average over languages, and with --compare the paired difference per language.
+
 Languages whose toolchain is missing (reward.available) are dropped from the evaluated pairs,
 with one message naming them. The results go to <checkpoint without .pt>.eval.json beside the
 checkpoint and are reused when the same checkpoint (same modification time) is evaluated again
@@ -52,6 +62,7 @@ from contextlib import nullcontext
 
 import torch
 
+import benchmarks
 import checkpoints
 import ddp
 import gepo
@@ -61,7 +72,7 @@ import tokenizer
 from configurator import configure, snapshot
 from model import GPT
 from rollout import rollout
-from stats import budget_table, paired, pass_at_k, summarize  # noqa: F401 (eval.pass_at_k: DESIGN.md's public name)
+from stats import KS, budget_table, estimate, paired, pass_at_k, summarize  # noqa: F401 (eval.pass_at_k: DESIGN.md's public name)
 
 # ----------------------------------------------------------------------------- configuration
 ckpt = "out/oorl.pt"
@@ -85,6 +96,10 @@ show = 0                 # print this many sampled translations with their verdi
 probe_groups = "ir_groups_val.jsonl"  # the IR probe's held-out groups, in data_dir ("": no probe)
 budget = 0               # > 0 with --compare: interval widths of (tasks, n) choices at this many programs a pair
 plot = ""                # plot a train.py metrics.jsonl (training curves) and exit
+benchmark = ""           # a MultiPL-E or HumanEval-X file or folder (benchmarks.py): pass@k per language, as Table 2
+completions = ""         # with --benchmark: score these instead of sampling (JSONL {"name" or "task_id", "completion"})
+translate_from = ""      # with --benchmark (HumanEval-X): translate this HumanEval-X file's solutions into its languages
+chat = False             # with --benchmark: the prompt in the checkpoint's chat template; the reply's first code block
 
 
 # ----------------------------------------------------------------------------- loading and sharding
@@ -464,6 +479,142 @@ def plot_metrics(metrics_path):
     return png
 
 
+# ----------------------------------------------------------------------------- public benchmarks
+
+def benchmark_prompts(config):
+    """{problem name: (problem, the prompt a model continues)}: the benchmark's own prompts, or
+    (--translate_from) HumanEval-X's translations from that file's language into each other one."""
+    problems = read_benchmark(config["benchmark"])
+    if not config["translate_from"]:
+        return {p.name: (p, p.prompt) for p in problems}
+    sources = {p.name.split("/")[-1]: p for p in read_benchmark(config["translate_from"])}
+    if any(p.canonical is None for p in [*problems, *sources.values()]):
+        raise SystemExit("--translate_from makes translations of HumanEval-X problems: both files must be HumanEval-X's")
+    return {p.name: (p, benchmarks.translation_prompt(sources[p.name.split("/")[-1]], p)) for p in problems
+            if p.name.split("/")[-1] in sources and p.language != sources[p.name.split("/")[-1]].language}
+
+
+def read_benchmark(path):
+    """benchmarks.read, a missing or malformed file as one line."""
+    try:
+        return benchmarks.read(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"eval.py: {e}") from None
+
+
+def benchmark_samples(ckpt_path, prompts, config, device, autocast):
+    """{name: [completion per sample]} sampled from a checkpoint, and the names whose prompt does
+    not fit the model's block (they score 0, counted apart)."""
+    model, enc, checkpoint_config = load(ckpt_path, device)
+    s = resolve_settings(config, checkpoint_config)
+    if config["chat"] and not hasattr(enc, "hf"):
+        raise SystemExit("--chat=True needs a checkpoint with a Hugging Face tokenizer (its chat template)")
+    ids = {}
+    for name, (problem, prompt) in prompts.items():
+        if config["chat"]:  # (the template's text holds its special tokens, e.g. a bos: none added)
+            text = enc.hf.apply_chat_template([{"role": "user", "content": "Complete this code:\n" + prompt}],
+                                              add_generation_prompt=True, tokenize=False)
+            ids[name] = enc.hf.encode(text, add_special_tokens=False)
+        else:
+            ids[name] = enc.encode(prompt)
+    too_long = [name for name in ids if len(ids[name]) + s["max_new_tokens"] > model.config.block_size]
+    order, samples = [name for name in ids if name not in too_long], {}
+    per_batch = max(1, s["batch_size"] // s["n"])
+    for b in range(0, len(order), per_batch):
+        batch = order[b:b + per_batch]
+        generator = torch.Generator(device=device).manual_seed(s["seed"] * 1_000_003 + b)
+        with autocast:
+            out = rollout(model, [ids[name] for name in batch], s["n"], s["max_new_tokens"], enc.eot,
+                          s["temperature"], s["top_k"], s["top_p"], generator)
+        texts = [enc.decode(completion) for completion in out.completion_lists()]
+        for i, name in enumerate(batch):
+            problem = prompts[name][0]
+            samples[name] = [benchmarks.cut(benchmarks.code_block(text, problem) if config["chat"] else text, problem)
+                             for text in texts[i * s["n"]:(i + 1) * s["n"]]]
+    return samples, too_long, s
+
+
+def evaluate_benchmark(ckpt_path, config, device="cpu", autocast=nullcontext()):
+    """pass@k per language on a public benchmark (a checkpoint's samples, or --completions: n is
+    then the fewest completions a problem has, and each problem's first n count), the .json's
+    "benchmark" entry: {language: {"pass@1" (percent), "ci95", "problems", "outcomes", "statuses"}}."""
+    prompts, too_long, s = benchmark_prompts(config), [], dict(n=config["n"])
+    if config["completions"]:
+        samples = {}
+        try:
+            lines = benchmarks.records(config["completions"])
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"eval.py: --completions: {e}") from None
+        for line in lines:
+            name = line.get("name", line.get("task_id"))
+            if not isinstance(line.get("completion"), str):
+                raise SystemExit(f"{config['completions']}: a line without a \"completion\" string: {str(line)[:200]}")
+            if name not in prompts:
+                raise SystemExit(f"{config['completions']}: {name!r} is not a problem of {config['benchmark']}")
+            samples.setdefault(name, []).append(line["completion"])
+        s["n"] = min(map(len, samples.values()))
+    else:
+        samples, too_long, s = benchmark_samples(ckpt_path, prompts, config, device, autocast)
+    jobs = [(prompts[name][0], completion) for name in samples for completion in samples[name][:s["n"]]]
+    verdicts = iter(benchmarks.judge(jobs))
+    by_language = {}
+    for name in prompts:
+        if name not in samples and name not in too_long:
+            continue
+        entry = by_language.setdefault(prompts[name][0].language, dict(outcomes={}, statuses={}))
+        statuses = ["prompt_too_long"] * s["n"] if name in too_long else [next(verdicts).status for _ in range(s["n"])]
+        entry["outcomes"][name] = [int(status == "passed") for status in statuses]
+        for status in statuses:
+            entry["statuses"][status] = entry["statuses"].get(status, 0) + 1
+    for entry in by_language.values():
+        entry["problems"] = len(entry["outcomes"])
+        for k in [k for k in KS if k <= s["n"]]:
+            value, ci = estimate({"all": [pass_at_k(s["n"], sum(o), k) for o in entry["outcomes"].values()]})
+            entry[f"pass@{k}"], entry.setdefault("ci95", {})[f"pass@{k}"] = 100 * value, [
+                None if x is None else 100 * x for x in ci]
+    return dict(ckpt=ckpt_path or config["completions"], benchmark=by_language, prompt_too_long=len(too_long),
+                settings=dict(s, benchmark=config["benchmark"], translate_from=config["translate_from"], chat=config["chat"]))
+
+
+def benchmark_report(result, other=None):
+    """pass@1 per language with its 95% interval and the average over languages, as the paper's
+    Table 2; with `other`, the paired difference per language (problem by problem)."""
+    lines = [f"pass@1 (%) [95% interval] of {result['ckpt']} on {result['settings']['benchmark']}"
+             + (f" (translated from {result['settings']['translate_from']})" if result["settings"]["translate_from"] else "")]
+    for lang, entry in sorted(result["benchmark"].items()):
+        lo, hi = entry["ci95"]["pass@1"]
+        line = f"{lang:>12}: {entry['pass@1']:5.1f} [{lo if lo is None else f'{lo:.1f}'}, {hi if hi is None else f'{hi:.1f}'}]"
+        line += f"  ({entry['problems']} problems)" + "".join(
+            f"  {key} {entry[key]:.1f}" for key in entry if key.startswith("pass@") and key != "pass@1")
+        if other and lang in other["benchmark"]:
+            a, b = entry["outcomes"], other["benchmark"][lang]["outcomes"]
+            differences = [statistics.fmean(a[p]) - statistics.fmean(b[p]) for p in a if p in b]
+            value, (lo, hi) = estimate({"all": differences}, -1.0, 1.0)
+            line += f"  vs {other['ckpt']}: {100 * value:+.1f}"
+            line += f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else ""
+        lines.append(line)
+    lines.append(f"{'average':>12}: {statistics.fmean(e['pass@1'] for e in result['benchmark'].values()):5.1f}")
+    if result["prompt_too_long"]:
+        lines.append(f"{result['prompt_too_long']} prompts do not fit the model's block with max_new_tokens: scored 0")
+    statuses = {}
+    for entry in result["benchmark"].values():
+        for status, count in entry["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    lines.append("outcomes: " + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items(), key=lambda kv: -kv[1])))
+    return "\n".join(lines)
+
+
+def benchmark_main(config):
+    """--benchmark: one process (no torchrun sharding); the results to --out_json."""
+    device_name, autocast = ddp.device_setup(config["device"]) if not config["completions"] else ("cpu", nullcontext())
+    result = evaluate_benchmark(None if config["completions"] else config["ckpt"], config, device_name, autocast)
+    other = evaluate_benchmark(config["compare"], config, device_name, autocast) if config["compare"] else None
+    json_path = config["out_json"] or (config["completions"] or os.path.splitext(config["ckpt"])[0]) + ".benchmark.json"
+    write_json(dict(result, compared_with=other), json_path)
+    print(benchmark_report(result, other))
+    print(f"-> {json_path}")
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(config):
@@ -504,6 +655,13 @@ if __name__ == "__main__":
         if not os.path.exists(plot):
             raise SystemExit(f"--plot: no file {plot}")
         plot_metrics(plot)
+        sys.exit(0)
+    if (completions or translate_from or chat) and not benchmark:
+        raise SystemExit("--completions, --translate_from and --chat go with --benchmark=FILE")
+    if benchmark:
+        if completions and compare:
+            raise SystemExit("--compare needs two checkpoints: --completions scores one set of completions")
+        benchmark_main(snapshot(globals()))
         sys.exit(0)
     if n < 1 or max_tasks_per_pair < 0 or batch_size < 1 or show < 0 or budget < 0:
         raise SystemExit("need n >= 1, max_tasks_per_pair >= 0 (0: all), batch_size >= 1, show >= 0, budget >= 0")

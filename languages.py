@@ -10,7 +10,7 @@ at once. reward.py (eq. 4) reads it; so does anything else that runs programs.
     errors, result = languages.check("cpp", [source_a, source_b], staging, cache_dir)
     languages.run("cpp", staging + "/0/prog", stdin=b"3 4\n", timeout=0.5)
 
-    python languages.py   # which languages' tools are found here, and the runtime of each
+    python languages.py   # which languages' tools are found here (the reward's, the benchmarks'), and each runtime
 
 A batched language's programs are checked together where the toolchain can do it in one start
 (javac in one JVM, Go's in one `go build`, Python's and JavaScript's checks in one process,
@@ -76,9 +76,10 @@ import javax.tools.*;
 class Javac {
     public static void main(String[] dirs) throws IOException {
         JavaCompiler javac = ToolProvider.getSystemJavaCompiler();
+        String classPath = System.getProperty("javac.classpath", "");  // a benchmark harness's libraries
         for (String dir : dirs) {
             ByteArrayOutputStream said = new ByteArrayOutputStream();
-            if (javac.run(null, said, said, "-proc:none", "-encoding", "UTF-8", "-nowarn",
+            if (javac.run(null, said, said, "-proc:none", "-encoding", "UTF-8", "-nowarn", "-cp", classPath,
                           "-d", dir + "/prog", dir + "/Main.java") != 0)
                 try (OutputStream error = new FileOutputStream(dir + "/error.txt")) { said.writeTo(error); }
             new FileOutputStream(dir + "/done").close();
@@ -219,6 +220,10 @@ class Language:
     warm_up: tuple = ()          # ({file: text}, ((command, products), ...)): run once per cache in
                                  # {out}, which holds the files; after each command its products
                                  # move to {cache}, where they make every check start faster
+    runtime_extra: tuple = ()    # more of the system in both steps' sandboxes: tools (by name) and
+                                 # host paths (a benchmark harness's libraries and commands)
+    check_timeout: float = COMPILE_TIMEOUT  # a check's CPU seconds for its first program (and a warm-up step's)
+    batch_timeout: float = BATCH_TIMEOUT    # and for each further program of a batch
 
 
 LANGUAGES = {
@@ -280,6 +285,134 @@ PLAIN_COMPILES = {
     "java": ("javac", "-d", "{out}", "{src}"),
     "go": ("go", "build", "-o", "{out}/main", "{src}"),
 }
+# ----------------------------------------------------------------------------- the benchmarks' table
+
+# Public benchmarks (benchmarks.py) are judged as their reference harnesses judge them, with the
+# libraries and commands those harnesses have: MultiPL-E's (Java with assertions on and javatuples,
+# C# with DEBUG defined, Lua with luaunit, Go as `go test`, Bash with the usual text commands) and
+# HumanEval-X's (Go with testify, C++ with Boost and OpenSSL's md5, Python with numpy). Each
+# program still runs in a sandbox of its own that holds its language's runtime and nothing else:
+# these runtimes are wider than the reward's, never another language's interpreter or compiler.
+TYPESCRIPT = "/usr/share/nodejs/typescript"
+MCS = "/usr/lib/mono/4.5/mcs.exe"
+JAVATUPLES = "/usr/share/java/javatuples.jar"
+GOPATH = "/usr/share/gocode"  # Debian's Go sources: testify and what it imports
+# Every program is a module of its own (benchmarks.py ends each with `export {}`), so one
+# TypeScript program holds a whole batch without their names meeting; each file is type-checked
+# and emitted alone, as `tsc --target esnext` would (MultiPL-E's harness), into its prog/main.js.
+TYPESCRIPT_CHECK_MANY = """\
+const ts = require("%s/lib/typescript.js"), fs = require("fs");
+const dirs = process.argv.slice(1), options = {target: ts.ScriptTarget.ESNext, module: ts.ModuleKind.CommonJS};
+const program = ts.createProgram(dirs.map(dir => dir + "/main.ts"), options);
+const host = {getCanonicalFileName: name => name, getCurrentDirectory: () => "/", getNewLine: () => "\\n"};
+for (const dir of dirs) {
+    const file = program.getSourceFile(dir + "/main.ts");
+    const said = ts.getPreEmitDiagnostics(program, file);
+    if (said.length) fs.writeFileSync(dir + "/error.txt", ts.formatDiagnostics(said, host));
+    else program.emit(file, (name, text) => fs.writeFileSync(dir + "/prog/main.js", text));
+    fs.writeFileSync(dir + "/done", "");
+}
+""" % TYPESCRIPT
+# `go test -c` builds one package's test program per call (Go before 1.21): one call after
+# another in one sandbox. Go's build cache (in the sandbox's $HOME) starts as a copy of the one
+# the warm-up made (-keep: in {out}), where testify and what it imports (net/http among them,
+# rebuilt without cgo) are compiled once and for all. Vet is off.
+GO_TEST_MANY = """\
+package main
+
+import (
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+func main() {
+	dirs, made, start := os.Args[1:], filepath.Join(os.Getenv("HOME"), "gocache"), os.Getenv("GOCACHE_START")
+	if dirs[0] == "-keep" {
+		dirs, made = dirs[1:], filepath.Join(filepath.Dir(dirs[1]), "gocache")
+	}
+	os.Setenv("GOCACHE", made)
+	os.Chdir(filepath.Dir(dirs[0])) // the programs' directories are siblings
+	filepath.WalkDir(start, func(path string, entry fs.DirEntry, err error) error {
+		if err == nil {
+			to := filepath.Join(made, path[len(start):])
+			if entry.IsDir() {
+				os.MkdirAll(to, 0o755)
+			} else if data, err := os.ReadFile(path); err == nil {
+				os.WriteFile(to, data, 0o644)
+			}
+		}
+		return nil
+	})
+	for _, dir := range dirs {
+		name := filepath.Base(dir)
+		os.MkdirAll(filepath.Join(name, "prog"), 0o755)
+		said, failed := exec.Command("go", "test", "-c", "-vet=off", "-ldflags=-s -w", "-o",
+			filepath.Join(name, "prog", "main"), "./"+name).CombinedOutput()
+		if failed != nil {
+			os.WriteFile(filepath.Join(name, "error.txt"), append(said, []byte(failed.Error())...), 0o644)
+		}
+		os.WriteFile(filepath.Join(name, "done"), nil, 0o644)
+	}
+}
+"""
+# MultiPL-E's Bash harness runs in a full system: its problems' programs use these commands
+SHELL_COMMANDS = ("cat", "cut", "date", "echo", "expr", "factor", "fold", "head", "od", "paste", "printf", "rev",
+                  "seq", "sort", "tac", "tail", "tr", "uniq", "wc", "basename", "dirname", "tee", "shuf", "numfmt",
+                  "sed", "grep", "awk", "bc", "xargs")
+GO_TEST_ENV = (("CGO_ENABLED", "0"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local"), ("GOTELEMETRY", "off"),
+               ("GO111MODULE", "off"), ("GOPATH", GOPATH), ("GOMAXPROCS", "2"), ("GOCACHE_START", "{cache}/gocache"))
+GO_TEST_WARM = ('package main\n\nimport (\n\t"io"\n\t"os"\n\t"testing"\n\t"github.com/stretchr/testify/assert"\n)\n\n'
+                'func TestMain(m *testing.M) { io.Copy(os.Stdout, os.Stdin); os.Exit(m.Run()) }\n\n'
+                'func TestWarm(t *testing.T) { assert.Equal(t, 1, 1) }\n')
+# Parsing the headers is most of g++'s time on a benchmark's program: each program's first line
+# includes the one of these that its benchmark's programs all include (benchmarks.py), whose
+# precompiled form the warm-up makes.
+CPP_PRELUDES = {"multipl-e.h": "#include <bits/stdc++.h>\n",
+                "humaneval-x.h": "".join(f"#include <{name}>\n" for name in (
+                    "cstdio", "stdlib.h", "algorithm", "math.h", "stdio.h", "vector", "string", "climits", "cstring",
+                    "iostream"))}
+
+BENCHMARK_LANGUAGES = {
+    **{lang: LANGUAGES[lang] for lang in ("javascript", "lua")},
+    # with site (no -S): the interpreter's dist-packages, where HumanEval-X's numpy is
+    "python": dataclasses.replace(LANGUAGES["python"], run=("python3", "-I", "{src}"), package="python3-numpy"),
+    # Boost's headers come with the toolchain's include directory; -lcrypto: OpenSSL's md5
+    "cpp": Language("main.cpp", ("g++", "-std=c++17", "-O1", *LINK_FLAGS, "-I{cache}", "-o", "{out}/main", "{src}",
+                                 "-lcrypto"), ("{prog}/main",), "g++ libboost-dev libssl-dev",
+                    warm_up=(CPP_PRELUDES, tuple((("g++", "-std=c++17", "-O1", "-x", "c++-header", "-o", f"{{out}}/{name}.gch",
+                                                   f"{{out}}/{name}"), (name, f"{name}.gch")) for name in CPP_PRELUDES)),
+                    check_timeout=30.0),  # (the warm-up precompiles <bits/stdc++.h>)
+    "java": dataclasses.replace(
+        LANGUAGES["java"], check=(*LANGUAGES["java"].check[:-4], f"-Djavac.classpath={JAVATUPLES}",
+                                  *LANGUAGES["java"].check[-4:]),
+        run=("java", *JVM_FLAGS, "-ea", "-cp", f"{{prog}}:{JAVATUPLES}", "Main"),
+        package="default-jdk-headless libjavatuples-java", runtime_extra=(JAVATUPLES,)),
+    "typescript": Language("main.ts", ("node", "-e", TYPESCRIPT_CHECK_MANY), ("node", "{prog}/main.js"),
+                           "nodejs node-typescript", batched=True, memory=1536 * MiB, runtime_extra=(TYPESCRIPT,),
+                           check_timeout=30.0),  # (tsc's start: the TypeScript compiler loaded and its libraries read)
+    # (mcs takes a word that begins with / for an option, as /out: is: the source comes in through -recurse:)
+    "csharp": Language("main.cs", ("mono", MCS, "-nologo", "-d:DEBUG", "-r:System.Numerics.dll",
+                                   "-main:BenchmarkMain", "-out:{out}/main.exe", "-recurse:{src}"),
+                       ("mono", "{prog}/main.exe"), "mono-mcs mono-runtime", memory=1024 * MiB,
+                       # (libmono-native: the class libraries' file and system calls, which mono loads by name)
+                       runtime_extra=("/usr/lib/mono", "/etc/mono", "/usr/lib/libmono-native.so")),
+    "php": dataclasses.replace(LANGUAGES["php"], run=("php", "-d", "display_errors=stderr", "{src}")),
+    "bash": dataclasses.replace(LANGUAGES["bash"], runtime_extra=SHELL_COMMANDS),
+    # overflow checks and debug assertions on, as rustc's and cargo's default (debug) builds have them
+    "rust": Language("main.rs", ("rustc", "--edition", "2021", "-A", "warnings", "-C", "opt-level=0", "-C", "debuginfo=0",
+                                 "-C", "strip=symbols", "-o", "{out}/main", "{src}"), ("{prog}/main",), "rustc"),
+    "go": Language("main_test.go", ("{cache}/go-test-many",), ("{prog}/main",), "golang-go golang-github-stretchr-testify-dev",
+                   batched=True, memory=1024 * MiB, env=GO_TEST_ENV, runtime_extra=(GOPATH,),
+                   warm_up=({"go-test-many.go": GO_TEST_MANY, "warm/main_test.go": GO_TEST_WARM},
+                            ((("go", "build", "-o", "{out}/go-test-many", "{out}/go-test-many.go"), ("go-test-many",)),
+                             (("{cache}/go-test-many", "-keep", "{out}/warm"), ("gocache",)))),
+                   check_timeout=60.0, batch_timeout=3.0),  # the warm-up builds testify; a test program links it
+    "lua": dataclasses.replace(LANGUAGES["lua"], runtime_extra=("/usr/share/lua/5.4/luaunit.lua",),
+                               package="lua5.4 lua-unit"),
+}
+
 TOOL_ALTERNATIVES = {"gcc": ("gcc", "clang"), "g++": ("g++", "clang++")}
 # Programs that print "ok": available() runs one per language in the sandbox, once.
 HELLO = {
@@ -317,9 +450,14 @@ def tool(name):
     return _tool_paths[name]
 
 
-def tools(lang):
+def table(benchmark=False):
+    """The table of languages: the reward's, or (benchmark=True) the public benchmarks'."""
+    return BENCHMARK_LANGUAGES if benchmark else LANGUAGES
+
+
+def tools(lang, benchmark=False):
     """The tools that `lang`'s commands start, by name."""
-    spec = LANGUAGES[lang]
+    spec = table(benchmark)[lang]
     commands = [spec.check, spec.run, *(command for command, _ in (spec.warm_up or ({}, ()))[1])]
     return list(dict.fromkeys(command[0] for command in commands if command[0][0] != "{"))
 
@@ -332,11 +470,13 @@ def plain_compile(lang):
     return PLAIN_COMPILES.get(lang, LANGUAGES[lang].check)
 
 
-def missing_tools(lang):
-    """The tools of `lang` that are not installed here (empty when all are)."""
-    if lang not in LANGUAGES:
-        raise ValueError(f"unknown language {lang!r}; known: {', '.join(LANGUAGES)}")
-    return [name for name in tools(lang) if tool(name) is None]
+def missing_tools(lang, benchmark=False):
+    """The tools (and, for a benchmark, the harness's files) of `lang` that are not installed
+    here (empty when all are)."""
+    if lang not in table(benchmark):
+        raise ValueError(f"unknown language {lang!r}; known: {', '.join(table(benchmark))}")
+    files = [path for path in table(benchmark)[lang].runtime_extra if path.startswith("/") and not os.path.exists(path)]
+    return [name for name in tools(lang, benchmark) if tool(name) is None] + files
 
 
 def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=None, cache_dir=None, copy_limit=0):
@@ -362,26 +502,35 @@ def in_sandbox(command, files, stdin, timeout, memory, env, runtime, out_dir=Non
 # interpreter or compiler. Each tool is asked where its files are, once per process.
 
 @functools.lru_cache(maxsize=None)
-def runtime(lang, step):
+def runtime(lang, step, benchmark=False):
     """The host paths that `step` ("check" or "run") of `lang` may use in its sandbox: the
     interpreter and what it loads, or the compiler's toolchain, or (a compiled program's run)
     only the shared libraries that the toolchain links programs with. (first: the command's
-    executable.)"""
-    first = tool(getattr(LANGUAGES[lang], step)[0]) if getattr(LANGUAGES[lang], step)[0][0] != "{" else None
-    if lang == "python":  # the interpreter and its standard library: not even /bin/sh
+    executable.) A benchmark's language also holds its Language.runtime_extra."""
+    spec = table(benchmark)[lang]
+    command = getattr(spec, step)
+    first = tool(command[0]) if command[0][0] != "{" else None
+    extra = tuple(path if path.startswith("/") else tool(path) for path in spec.runtime_extra)
+    return (*_runtime(lang, step, spec, first, benchmark), *(path for path in extra if path))
+
+
+def _runtime(lang, step, spec, first, benchmark):
+    if lang == "python":  # the interpreter and its standard library: not even /bin/sh (a benchmark's: numpy too)
         return (first, *_ask(first, "-I", "-c", "import sysconfig; print(sysconfig.get_path('stdlib')); "
-                                              "print(sysconfig.get_path('platstdlib'))").split())
+                                              "print(sysconfig.get_path('platstdlib'))").split(),
+                *(_ask(first, "-I", "-c", "import numpy, os; print(os.path.dirname(numpy.__file__))").split()
+                  if benchmark else ()))
     if lang == "bash":
         # bash alone: tasks.harness reads with `read`, and the functions tasks.render writes use
         # only `local`, `echo`, `[` and arithmetic, all builtins, so a translation needs no
         # external command (a short named list would go here if it did)
         return (first,)
-    if lang in ("javascript", "lua"):  # node, lua5.4 (luac5.4 for the check): single executables
-        return (first,)
+    if lang in ("javascript", "lua", "typescript", "csharp"):  # node, lua5.4 (luac5.4 for the check): single
+        return (first,)  # executables (typescript's compiler and mono's class libraries: their runtime_extra)
     if lang == "php":  # php -n reads no php.ini: php alone; else also its php.ini, the .ini files
         # it scans, the extensions they load and the time zone database (Debian's PHP reads the
         # system's for the default time zone)
-        if "-n" in getattr(LANGUAGES[lang], step):
+        if "-n" in getattr(spec, step):
             return (first,)
         return (first, *_ask(first, "-r", 'echo php_ini_loaded_file(), "\\n", PHP_CONFIG_FILE_SCAN_DIR, "\\n", '
                                         'ini_get("extension_dir");').split(), "/usr/share/zoneinfo")
@@ -393,8 +542,8 @@ def runtime(lang, step):
         linker, libraries = _rust_linker(tool("rustc"))
         files, shared = _cc_toolchain(linker, "c", libraries)
         return (first, _ask(first, "--print", "sysroot"), *files) if step == "check" else shared
-    files, shared = _cc_toolchain(tool(LANGUAGES[lang].check[0]), "c++" if lang == "cpp" else "c",
-                                  tuple(word for word in LANGUAGES[lang].check if word.startswith("-l")))
+    files, shared = _cc_toolchain(tool(spec.check[0]), "c++" if lang == "cpp" else "c",
+                                  tuple(word for word in spec.check if word.startswith("-l")))
     return files if step == "check" else shared
 
 
@@ -457,17 +606,18 @@ _warmed_up = set()   # (language, cache directory) whose warm_up this process ha
 _warming = {}        # language -> Lock held by the thread warming it up
 
 
-def check(lang, sources, staging, cache_dir=None):
+def check(lang, sources, staging, cache_dir=None, benchmark=False):
     """Compiles (or checks) `sources` in one sandbox: all of them for a batched language, else a
     list of one. Each program gets staging/<i>/ with its source, and prog/ with what runs (the
     compiled program, or the source itself). Returns (errors, result): errors[i] is the
     compiler's message on sources[i] ("" if it compiled), or None where the check gave no
     verdict on it (a batch stopped before it, or made more than it may copy back; the sandbox
     ran out of wall clock); result is the sandbox's sandbox.Result. A language whose check
-    reads {cache} is warmed up first (the warm-up's failure is every source's error)."""
-    spec = LANGUAGES[lang]
+    reads {cache} is warmed up first (the warm-up's failure is every source's error).
+    benchmark: with the benchmarks' table."""
+    spec = table(benchmark)[lang]
     if "{cache}" in " ".join(spec.check):
-        if why := warm_up(lang, cache_dir):
+        if why := warm_up(lang, cache_dir, benchmark):
             return [why] * len(sources), None
     name = spec.source if spec.compiled else "prog/" + spec.source  # prog/: what runs, the output or the source
     for i, source in enumerate(sources):
@@ -478,8 +628,9 @@ def check(lang, sources, staging, cache_dir=None):
         command = (*spec.check, *(f"{{out}}/{i}" for i in range(len(sources))))
     else:
         command = sandbox.fill(spec.check, {"{out}": "{out}/0/prog", "{src}": "{out}/0/" + name})
-    result = in_sandbox(command, [], b"", COMPILE_TIMEOUT + BATCH_TIMEOUT * (len(sources) - 1), spec.compile_memory,
-                        spec.env, runtime(lang, "check"), staging, cache_dir, CHECK_OUTPUT * len(sources))
+    result = in_sandbox(command, [], b"", spec.check_timeout + spec.batch_timeout * (len(sources) - 1),
+                        spec.compile_memory, spec.env, runtime(lang, "check", benchmark), staging, cache_dir,
+                        CHECK_OUTPUT * len(sources))
     errors = []
     for i in range(len(sources)):
         part = os.path.join(staging, str(i))
@@ -495,7 +646,7 @@ def check(lang, sources, staging, cache_dir=None):
                 result.status == "timeout" and result.exit_code is None):
             error = None  # no verdict on this program: a batch stopped before it, or out of wall clock
         elif result.status == "timeout":
-            error = f"the compiler ran out of CPU time ({COMPILE_TIMEOUT:.0f} s)"
+            error = f"the compiler ran out of CPU time ({spec.check_timeout:.0f} s)"
         elif result.status != "ok":
             error = (result.stderr + result.stdout).decode("utf-8", "replace") or \
                 f"the compiler failed ({result.status}, exit code {result.exit_code})"
@@ -507,20 +658,21 @@ def check(lang, sources, staging, cache_dir=None):
     return errors, result
 
 
-def run(lang, prog_dir, stdin=b"", timeout=1.0):
+def run(lang, prog_dir, stdin=b"", timeout=1.0, benchmark=False):
     """Runs what `check` left in prog_dir (a compiled program, or the source) with `lang`'s run
     command in a fresh sandbox that holds its runtime: a sandbox.Result."""
-    spec = LANGUAGES[lang]
+    spec = table(benchmark)[lang]
     command = sandbox.fill(spec.run, {"{src}": "{prog}/" + spec.source})
     files = [(os.path.join(prog_dir, name), name) for name in sorted(os.listdir(prog_dir))]
-    return in_sandbox(command, files, stdin, timeout, spec.memory, spec.env, runtime(lang, "run"))
+    return in_sandbox(command, files, stdin, timeout, spec.memory, spec.env, runtime(lang, "run", benchmark))
 
 
-def warm_up(lang, cache_dir):
+def warm_up(lang, cache_dir, benchmark=False):
     """Runs the language's warm_up once per cache: not again in this process, nor where another
     process made all its products. The other threads wait for it, as a check may need what it
     makes. Returns why it failed, or None."""
-    files, steps = LANGUAGES[lang].warm_up or ({}, ())
+    spec = table(benchmark)[lang]
+    files, steps = spec.warm_up or ({}, ())
     products = [os.path.join(cache_dir, product) for _, made in steps for product in made]
     with _lock:
         lock = _warming.setdefault(lang, threading.Lock())
@@ -535,8 +687,8 @@ def warm_up(lang, cache_dir):
                 with open(os.path.join(staging, name), "w") as file:
                     file.write(text)
             for command, made in steps:
-                result = in_sandbox(command, [], b"", COMPILE_TIMEOUT, LANGUAGES[lang].compile_memory,
-                                    LANGUAGES[lang].env, runtime(lang, "check"), staging, cache_dir, WARM_UP_OUTPUT)
+                result = in_sandbox(command, [], b"", spec.check_timeout, spec.compile_memory, spec.env,
+                                    runtime(lang, "check", benchmark), staging, cache_dir, WARM_UP_OUTPUT)
                 if result.status == "infra_error":
                     raise InfraError(result.stderr.decode("utf-8", "replace").strip())
                 if result.status != "ok":
@@ -552,7 +704,10 @@ def warm_up(lang, cache_dir):
 
 if __name__ == "__main__":
     print(f"sandbox: {sandbox.check()}")
-    for language in LANGUAGES:
-        missing = missing_tools(language)
-        found = f"missing {', '.join(missing)} (apt-get install {LANGUAGES[language].package})" if missing else "found"
-        print(f"{language:>10}: {found}; runtime: {' '.join(map(str, runtime(language, 'run'))) or '(none: static)'}")
+    for benchmark in (False, True):
+        print("the public benchmarks' harnesses:" if benchmark else "the reward's languages:")
+        for language, spec in table(benchmark).items():
+            missing = missing_tools(language, benchmark)
+            found = f"missing {', '.join(missing)} (apt-get install {spec.package})" if missing else "found"
+            run_paths = ' '.join(map(str, runtime(language, 'run', benchmark))) or '(none: static)'
+            print(f"{language:>10}: {found}; runtime: {run_paths}")

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c "import torch, numpy, tiktoken, transformers, pytest, matplotlib" 2>/dev/null \
+if ! "$PYTHON" -c "import torch, numpy, tiktoken, transformers, pytest, matplotlib, pyarrow" 2>/dev/null \
    || { [ "$(uname -s)" = Linux ] && ! "$PYTHON" -c "import triton" 2>/dev/null; }; then
     echo "setup: installing Python packages"
     "$PYTHON" -m pip install -q torch==2.13.0
@@ -27,10 +27,21 @@ fi
 declare -A PACKAGE=(
     [g++]=g++ [javac]=default-jdk-headless [node]=nodejs [php]=php-cli [rustc]=rustc
     [go]=golang-go [lua5.4]=lua5.4 [clang]=clang [bwrap]=bubblewrap
+    [tsc]=node-typescript [mcs]=mono-mcs [mono]=mono-runtime [bc]=bc
+)
+# file -> Debian package: what the public benchmarks' harnesses have (benchmarks.py)
+declare -A HARNESS=(
+    [/usr/share/lua/5.4/luaunit.lua]=lua-unit [/usr/share/java/javatuples.jar]=libjavatuples-java
+    [/usr/share/gocode/src/github.com/stretchr/testify]=golang-github-stretchr-testify-dev
+    [/usr/include/boost/version.hpp]=libboost-dev [/usr/include/openssl/md5.h]=libssl-dev
+    [/usr/lib/python3/dist-packages/numpy]=python3-numpy
 )
 missing=()
 for cmd in "${!PACKAGE[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGE[$cmd]}")
+done
+for file in "${!HARNESS[@]}"; do
+    [ -e "$file" ] || missing+=("${HARNESS[$file]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""

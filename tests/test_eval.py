@@ -202,3 +202,101 @@ def test_an_oracle_that_samples_the_reference_once_in_five_scores_a_fifth(tiny_w
     assert result["groups"]["rl"]["pass@1"] == pytest.approx(1 / 5)
     assert result["groups"]["heldout"]["pass@5"] == pytest.approx(1.0)
     assert len(result["pairs"]) == 16 and result["statuses"] == {"passed": 2 * 16, "malformed": 2 * 4 * 16}
+
+
+# ----------------------------------------------------------------------------- public benchmarks
+
+def write_humaneval_x(path, langs):
+    from test_benchmarks import humaneval_x_record, write_jsonl
+    return write_jsonl(path, [humaneval_x_record(lang) for lang in langs])
+
+
+@pytest.mark.slow
+def test_benchmark_from_a_checkpoint_with_compare_and_a_too_long_prompt(tiny_world, tmp_path):
+    data, a, b = tiny_world
+    bench = write_humaneval_x(tmp_path / "humaneval_x.jsonl", ["python", "javascript"])
+    out = run_eval(f"--ckpt={a}", f"--compare={b}", f"--benchmark={bench}", f"--out_json={tmp_path / 'a.json'}",
+                   "--max_new_tokens=500", "--n=2")  # 500 of the block's 512: a prompt does not fit
+    result = json.loads((tmp_path / "a.json").read_text())
+    for lang, name in (("python", "Python/0"), ("javascript", "JavaScript/0")):
+        entry = result["benchmark"][lang]
+        assert entry["problems"] == 1 and len(entry["outcomes"][name]) == 2 and entry["pass@1"] == 0.0
+    assert result["prompt_too_long"] == 2 and "2 prompts do not fit" in out
+    assert "average:   0.0" in out and f"vs {b}: +0.0" in out
+    out = run_eval(f"--ckpt={a}", f"--benchmark={bench}", f"--out_json={tmp_path / 'b.json'}")
+    statuses = {s for e in json.loads((tmp_path / "b.json").read_text())["benchmark"].values() for s in e["statuses"]}
+    assert "prompt_too_long" not in statuses and statuses - {"passed"}, statuses  # sampled and judged
+
+
+def benchmark_config(**settings):
+    return dict(dict(benchmark="", translate_from="", completions="", chat=False, n=1, temperature=0.8, greedy=False,
+                     top_k=None, top_p=None, max_new_tokens=0, max_tasks_per_pair=0, seed=0, data_dir="",
+                     batch_size=8, split="test"), **settings)
+
+
+def test_benchmark_completions_and_translations_are_scored(tmp_path):
+    bench = write_humaneval_x(tmp_path / "humaneval_x.jsonl", ["python", "javascript"])
+    completions = tmp_path / "completions.jsonl"
+    completions.write_text("".join(json.dumps(line) + "\n" for line in (
+        {"task_id": "Python/0", "completion": "    return a + b\n"}, {"task_id": "Python/0", "completion": "    return a\n"},
+        {"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"},
+        {"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"})))
+    result = evaluation.evaluate_benchmark(None, benchmark_config(benchmark=str(bench), completions=str(completions)))
+    scores = result["benchmark"]
+    assert scores["python"]["outcomes"] == {"Python/0": [1, 0]} and scores["python"]["pass@1"] == 50.0
+    assert scores["javascript"]["statuses"] == {"passed": 2} and result["settings"]["n"] == 2
+    assert "average:  75.0" in evaluation.benchmark_report(result)
+    # a translation from Python: only the JavaScript problem is a translation; the completion continues its prompt
+    source = write_humaneval_x(tmp_path / "python.jsonl", ["python"])
+    completions.write_text(json.dumps({"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"}) + "\n")
+    config = benchmark_config(benchmark=str(bench), translate_from=source, completions=str(completions))
+    result = evaluation.evaluate_benchmark(None, config)
+    assert list(result["benchmark"]) == ["javascript"] and result["benchmark"]["javascript"]["pass@1"] == 100.0
+    prompt = evaluation.benchmark_prompts(config)["JavaScript/0"][1]
+    assert "return a + b" in prompt and prompt.endswith("const add = (a, b) => {\n")
+    completions.write_text(json.dumps({"task_id": "Python/0", "completion": "    return a + b\n"}) + "\n")
+    with pytest.raises(SystemExit, match="'Python/0' is not a problem"):
+        evaluation.evaluate_benchmark(None, config)
+    completions.write_text(json.dumps({"task_id": "Python/0"}) + "\n")
+    with pytest.raises(SystemExit, match='a line without a "completion"'):
+        evaluation.evaluate_benchmark(None, dict(config, translate_from=""))
+    with pytest.raises(SystemExit, match="no benchmark file or folder"):
+        evaluation.evaluate_benchmark(None, dict(config, benchmark=str(tmp_path / "missing")))
+
+
+QWEN_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_benchmark_chat_on_a_tiny_qwen3_directory_takes_the_replys_code_block(tmp_path, monkeypatch):
+    """A checkpoint started from a tiny random Qwen3 directory with a chat template: the prompt
+    goes through the template, and a reply whose code block repeats the signature is judged on
+    its body (sampling replaced by known replies: one right, one wrong)."""
+    import transformers
+    from test_model_families import make_tiny_family
+    model_dir = make_tiny_family(tmp_path / "qwen3", "qwen3")
+    hf = transformers.AutoTokenizer.from_pretrained(model_dir)
+    hf.chat_template = QWEN_CHAT_TEMPLATE
+    hf.save_pretrained(model_dir)
+    enc = tokenizer.load(init_from=model_dir)
+    model = GPT.from_pretrained(model_dir, vocab_size=enc.n_vocab)
+    torch.save(dict(model=model.state_dict(), model_args=vars(model.config), stage="sft", tokenizer=enc.record(),
+                    config=dict(data_dir=str(tmp_path), max_new_tokens=64)), tmp_path / "qwen3.pt")
+    bench = write_humaneval_x(tmp_path / "humaneval_x.jsonl", ["python"])
+    replies = ["Sure:\n```python\ndef add(a, b):\n    return a + b\n```\n", "```python\n    return b\n```"]
+    seen = []
+
+    def chat_model(model, prompts, group_size, max_new_tokens, eot_id, *args, on_end=None):
+        seen.extend(enc.decode(p) for p in prompts)
+        rows = [enc.encode(reply) + [eot_id] for reply in replies]
+        width = max(map(len, rows))
+        completions, mask = torch.full((len(rows), width), eot_id), torch.zeros(len(rows), width, dtype=torch.bool)
+        for r, row in enumerate(rows):
+            completions[r, :len(row)], mask[r, :len(row)] = torch.tensor(row), True
+        return Rollout([list(p) for p in prompts], group_size, completions, mask,
+                       torch.zeros(len(rows), dtype=torch.bool), torch.zeros(len(rows), width))
+
+    monkeypatch.setattr(evaluation, "rollout", chat_model)
+    result = evaluation.evaluate_benchmark(str(tmp_path / "qwen3.pt"), benchmark_config(benchmark=str(bench), chat=True, n=2))
+    assert seen and seen[0].startswith("<|im_start|>user\n") and seen[0].endswith("<|im_start|>assistant\n")
+    assert result["benchmark"]["python"]["outcomes"] == {"Python/0": [1, 0]}
