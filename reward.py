@@ -324,7 +324,8 @@ def share_cores(processes_on_this_machine):
 
 def execute(program, lang, stdin="", timeout=RUN_TIMEOUT):
     """Compiles (if `lang` needs it) and runs a complete program in the sandbox, feeding it
-    `stdin`. Returns Execution(status, stdout, stderr); status is one of "ok", "compile_error"
+    `stdin`, within `timeout` seconds of CPU time (times the language's run_budget_scale).
+    Returns Execution(status, stdout, stderr); status is one of "ok", "compile_error"
     (stderr: the first lines of the compiler's message), "runtime_error" (a non-zero exit),
     "timeout", "output_limit", "unavailable" (no working toolchain here) or "infra_error" (the
     sandbox, a cgroup or the disk failed: it says nothing of the program, and is never cached). Raises
@@ -349,7 +350,8 @@ def _execute(program, lang, stdin, timeout):
             if error is not None:  # (not cached: the compiler's wall clock ran out, or its warm-up failed)
                 return Execution("compile_error", "", error), cached
             try:
-                result = languages.run(lang, os.path.join(directory, "prog"), stdin.encode(), timeout)
+                result = languages.run(lang, os.path.join(directory, "prog"), stdin.encode(),
+                                       timeout * LANGUAGES[lang].run_budget_scale)
                 break
             except FileNotFoundError:  # another process pruned the entry just now: compile it again
                 with _lock:
@@ -452,7 +454,7 @@ def fresh_cache(directory):
 def _cache_key(lang, source):
     # CACHE_FORMAT is part of the key: an entry written under other rules (compilers running as
     # the trainer's user, failures not cached, compilers seeing the whole system) is never read back
-    described = (CACHE_FORMAT, LANGUAGES[lang].check, languages.COMPILE_TIMEOUT, languages.CHECK_OUTPUT, source)
+    described = (CACHE_FORMAT, LANGUAGES[lang].check, LANGUAGES[lang].check_timeout, languages.CHECK_OUTPUT, source)
     return f"{lang}-" + hashlib.sha256(repr(described).encode()).hexdigest()[:40]
 
 
@@ -512,7 +514,7 @@ def _compile(lang, sources):
         for i, (source, error) in enumerate(zip(sources, errors)):
             if error is None:
                 # out of wall clock, not of CPU time: a machine too busy, maybe; not cached
-                wall_clock = languages.COMPILE_TIMEOUT * sandbox.WALL_FACTOR + sandbox.WALL_SLACK
+                wall_clock = LANGUAGES[lang].check_timeout * sandbox.WALL_FACTOR + sandbox.WALL_SLACK
                 left[source] = ("its batch stopped before it" if len(sources) > 1 else
                                 f"the compiler timed out after {wall_clock:.0f} s of wall clock")
                 continue
