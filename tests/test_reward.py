@@ -553,7 +553,8 @@ def test_compile_failures_are_cached_timeouts_included(monkeypatch):
     bomb = ("constexpr long spin() {\n    long s = 0;\n"
             "    for (long i = 0; i < 200000; ++i)\n        for (long j = 0; j < 200000; ++j) s += i ^ j;\n"
             "    return s;\n}\n"
-            f"static_assert(spin() != {int(TOKEN, 16) % 1000}, \"spin\");\nint main() {{ return 0; }}\n")
+            f"static_assert(spin() != 7, \"spin\");\nint main() {{ return 0; }}\n// {TOKEN}\n")
+    # (TOKEN whole makes the source new to this run: the cache in the temp dir outlives runs)
     # not C++: an unknown name (the prefix keeps it a name: TOKEN alone can be all digits, a number)
     broken = f"int main() {{ return undeclared_{TOKEN}; }}\n"
     assert reward.available("cpp")
