@@ -14,9 +14,9 @@ at once. reward.py (eq. 4) reads it; so does anything else that runs programs.
 
 A batched language's programs are checked together where the toolchain can do it in one start
 (javac in one JVM, Go's in one `go build`, Python's and JavaScript's checks in one process,
-bash's and PHP's in one sandbox), each program on its own, with its own message. Limits are per
-language: the JVM, V8 and Go reserve far more address space than they use, compilers need more
-memory and time than programs. Time limits are CPU time (sandbox.py), so a busy machine does
+bash's and PHP's in one sandbox; batch_checks.py holds those programs), each program on its own,
+with its own message. Limits are per language: the JVM, V8 and Go reserve far more address space
+than they use, compilers need more memory and time than programs. Time limits are CPU time (sandbox.py), so a busy machine does
 not turn a correct program into a timeout.
 
 Compilers read untrusted source but never run it: a check runs in the same kind of sandbox, as
@@ -35,6 +35,7 @@ import subprocess
 import tempfile
 import threading
 
+import batch_checks
 import sandbox
 
 MiB = 1 << 20
@@ -65,142 +66,6 @@ CPP_FLAGS = ("-O1", "-std=c++17")
 # third of a C++ program's compile (RESULTS.md); without gold in binutils, the default linker.
 LINK_FLAGS = ("-fuse-ld=gold",) if shutil.which("ld.gold", path=sandbox.SEARCH_PATH) else ()
 
-# The checks of a batched language (Language.batched) take the programs' directories. In each
-# one they leave error.txt (the message) if the program fails, then an empty file "done".
-# javac's own JVM compiles each program alone, as the javac command would, one after another:
-# the JVM starts once and javac's code is warm after the first program.
-JAVAC_MANY = """\
-import java.io.*;
-import javax.tools.*;
-
-class Javac {
-    public static void main(String[] dirs) throws IOException {
-        JavaCompiler javac = ToolProvider.getSystemJavaCompiler();
-        String classPath = System.getProperty("javac.classpath", "");  // a benchmark harness's libraries
-        for (String dir : dirs) {
-            ByteArrayOutputStream said = new ByteArrayOutputStream();
-            if (javac.run(null, said, said, "-proc:none", "-encoding", "UTF-8", "-nowarn", "-cp", classPath,
-                          "-d", dir + "/prog", dir + "/Main.java") != 0)
-                try (OutputStream error = new FileOutputStream(dir + "/error.txt")) { said.writeTo(error); }
-            new FileOutputStream(dir + "/done").close();
-        }
-    }
-}
-"""
-PYTHON_CHECK_MANY = """\
-import sys, traceback
-for d in sys.argv[1:]:
-    try:
-        compile(open(d + '/prog/main.py', 'rb').read(), d + '/prog/main.py', 'exec')
-    except Exception as error:
-        open(d + '/error.txt', 'w').write(''.join(traceback.format_exception_only(error)))
-    open(d + '/done', 'w').close()
-"""
-# as `node --check` does: the source compiled as the body of CommonJS's module function
-JAVASCRIPT_CHECK_MANY = """\
-const fs = require("fs"), vm = require("vm");
-for (const dir of process.argv.slice(1)) {
-    const file = dir + "/prog/main.js";
-    try {
-        vm.compileFunction(fs.readFileSync(file, "utf8"), ["exports", "require", "module", "__filename", "__dirname"],
-                           {filename: file});
-    } catch (error) {
-        fs.writeFileSync(dir + "/error.txt", String(error.stack).split("\\n    at ")[0]);
-    }
-    fs.writeFileSync(dir + "/done", "");
-}
-"""
-# `bash -n` and `php -l` check one file: one child per program, without a shell (none is in the sandbox)
-BASH_CHECK_MANY = 'for d; do e=$("$BASH" -n "$d/prog/main.sh" 2>&1) || printf "%s\\n" "$e" > "$d/error.txt"; : > "$d/done"; done'
-PHP_CHECK_MANY = """\
-foreach (array_slice($argv, 1) as $dir) {
-    $lint = proc_open([PHP_BINARY, "-n", "-l", "$dir/prog/main.php"], [1 => ["pipe", "w"], 2 => ["pipe", "w"]], $pipes);
-    $said = stream_get_contents($pipes[2]) . stream_get_contents($pipes[1]);
-    if (proc_close($lint) != 0) file_put_contents("$dir/error.txt", $said);
-    touch("$dir/done");
-}
-"""
-# go stops a whole build at a program it cannot load (an unknown import), and builds a package
-# that is not main without making a program: `go list` finds those first, and the others are
-# built by one `go build`, whose messages come under a "# <package>" line each. A program given
-# neither a binary nor a message is left to a build of its own.
-GO_BUILD_MANY = """\
-package main
-
-import (
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-)
-
-func main() {
-	os.Chdir(filepath.Dir(os.Args[1])) // the programs' directories are siblings
-	list := []string{"list", "-e", "-json"}
-	for _, dir := range os.Args[1:] {
-		list = append(list, "./"+filepath.Base(dir))
-	}
-	said, _ := exec.Command("go", list...).Output()
-	decoder, dirOf := json.NewDecoder(strings.NewReader(string(said))), map[string]string{}
-	build := []string{"build", "-ldflags=-s -w", "-o", "bin/"} // -s -w: no symbol table nor DWARF to link
-	for decoder.More() {
-		var found struct {
-			Dir, ImportPath, Name string
-			Error           *struct{ Err string }
-			DepsErrors      []struct{ Err string }
-		}
-		if decoder.Decode(&found) != nil {
-			return
-		}
-		dir := filepath.Base(found.Dir)
-		if found.Error != nil {
-			finish(dir, found.Error.Err+"\\n")
-		} else if len(found.DepsErrors) > 0 {
-			finish(dir, found.DepsErrors[0].Err+"\\n")
-		} else if found.Name != "main" { // go build would make no program of it
-			finish(dir, "package "+found.Name+" is not a main package\\n")
-		} else {
-			dirOf[found.ImportPath] = dir
-			build = append(build, "./"+dir)
-		}
-	}
-	if len(dirOf) == 0 {
-		return
-	}
-	said, _ = exec.Command("go", build...).CombinedOutput()
-	messages, owner := map[string]string{}, ""
-	for _, line := range strings.SplitAfter(string(said), "\\n") {
-		if header := strings.TrimPrefix(line, "# "); header != line {
-			owner = dirOf[strings.TrimSpace(header)]
-		} else if owner != "" {
-			messages[owner] += strings.TrimPrefix(line, owner+"/")
-		}
-	}
-	left := false
-	for _, dir := range dirOf {
-		if os.Rename(filepath.Join("bin", dir), filepath.Join(dir, "prog", "main")) == nil {
-			finish(dir, "")
-		} else if message, failed := messages[dir]; failed {
-			finish(dir, message)
-		} else {
-			left = true
-		}
-	}
-	if left { // go's words name no program: alone, a program fails with them
-		os.Stderr.Write(said)
-		os.Exit(1)
-	}
-}
-
-func finish(dir, message string) {
-	if message != "" {
-		os.WriteFile(filepath.Join(dir, "error.txt"), []byte(message), 0o644)
-	}
-	os.WriteFile(filepath.Join(dir, "done"), nil, 0o644)
-}
-"""
-
 
 @dataclasses.dataclass(frozen=True)
 class Language:
@@ -229,7 +94,7 @@ class Language:
 
 LANGUAGES = {
     # -S: no site module, the slower part of the interpreter's start (the harness needs only sys)
-    "python": Language("main.py", ("python3", "-I", "-S", "-c", PYTHON_CHECK_MANY), ("python3", "-I", "-S", "{src}"),
+    "python": Language("main.py", ("python3", "-I", "-S", "-c", batch_checks.PYTHON_CHECK_MANY), ("python3", "-I", "-S", "{src}"),
                        "python3", compiled=False, batched=True),
     "c": Language("main.c", ("gcc", "-O1", *LINK_FLAGS, "-o", "{out}/main", "{src}", "-lm"), ("{prog}/main",), "gcc"),
     # Parsing <iostream> is most of g++'s time on a small program: the headers of tasks.harness
@@ -240,14 +105,14 @@ LANGUAGES = {
                     warm_up=({"prelude.h": "#include <algorithm>\n#include <cstdlib>\n#include <iostream>\n"},
                              ((("g++", *CPP_FLAGS, "-x", "c++-header", "-o", "{out}/prelude.h.gch", "{out}/prelude.h"),
                                ("prelude.h", "prelude.h.gch")),))),
-    # The JVM's start-up is most of javac's time on a small program: JAVAC_MANY compiles a batch in
-    # one JVM. Its warm-up compiles it into a jar and archives the classes it loads (AppCDS), which
+    # The JVM's start-up is most of javac's time on a small program: JAVAC_MANY compiles a batch
+    # in one JVM. Its warm-up compiles it into a jar and archives the classes it loads (AppCDS), which
     # halves that start-up again; a missing or stale archive is silently ignored.
     "java": Language("Main.java", ("java", *JAVAC_JVM_FLAGS, "-XX:SharedArchiveFile={cache}/javac-many.jsa",
                                    "-cp", "{cache}/javac-many.jar", "Javac"),
                      ("java", *JVM_FLAGS, "-cp", "{prog}", "Main"), "default-jdk-headless", batched=True,
                      memory=1536 * MiB, compile_memory=3072 * MiB,
-                     warm_up=({"Javac.java": JAVAC_MANY,
+                     warm_up=({"Javac.java": batch_checks.JAVAC_MANY,
                                "warm/Main.java": "public class Main { public static void main(String[] a) {} }\n"},
                               ((("javac", *(f"-J{flag}" for flag in JAVAC_JVM_FLAGS), "-d", "{out}", "{out}/Javac.java"),
                                 ()),
@@ -255,16 +120,16 @@ LANGUAGES = {
                                  "{out}/javac-many.jar", "-C", "{out}", "Javac.class"), ("javac-many.jar",)),
                                (("java", *JAVAC_JVM_FLAGS, "-XX:ArchiveClassesAtExit={out}/javac-many.jsa", "-cp",
                                  "{cache}/javac-many.jar", "Javac", "{out}/warm"), ("javac-many.jsa",))))),
-    "javascript": Language("main.js", ("node", "-e", JAVASCRIPT_CHECK_MANY),
+    "javascript": Language("main.js", ("node", "-e", batch_checks.JAVASCRIPT_CHECK_MANY),
                            ("node", "--max-old-space-size=256", "{src}"), "nodejs", compiled=False, batched=True,
                            memory=1536 * MiB),
     # bash computes its arithmetic by parsing strings, an order of magnitude slower than the
     # others: twice the budget keeps the costliest task it may be given (tasks.heaviest) as far
     # inside its budget as the other languages' are (RESULTS.md, "the run budget")
-    "bash": Language("main.sh", ("bash", "-c", BASH_CHECK_MANY, "bash"), ("bash", "{src}"), "bash", compiled=False,
+    "bash": Language("main.sh", ("bash", "-c", batch_checks.BASH_CHECK_MANY, "bash"), ("bash", "{src}"), "bash", compiled=False,
                      batched=True, run_budget_scale=2.0),
     # -n: no php.ini, nor the extensions it loads (the harness needs none)
-    "php": Language("main.php", ("php", "-n", "-r", PHP_CHECK_MANY),
+    "php": Language("main.php", ("php", "-n", "-r", batch_checks.PHP_CHECK_MANY),
                     ("php", "-n", "-d", "display_errors=stderr", "-d", "memory_limit=256M", "{src}"), "php-cli",
                     compiled=False, batched=True),
     # opt-level=0 compiles in ~0.13 s of CPU against ~0.20 at 1 (RESULTS.md); with overflow checks
@@ -278,7 +143,7 @@ LANGUAGES = {
                    memory=1024 * MiB,  # the Go runtime reserves ~700 MiB of address space at start
                    env=(("CGO_ENABLED", "0"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local"),
                         ("GOTELEMETRY", "off"), ("GO111MODULE", "off"), ("GOMAXPROCS", "2")),
-                   warm_up=({"go-build-many.go": GO_BUILD_MANY},
+                   warm_up=({"go-build-many.go": batch_checks.GO_BUILD_MANY},
                             ((("go", "build", "-o", "{out}/go-build-many", "{out}/go-build-many.go"), ("go-build-many",)),))),
     "lua": Language("main.lua", ("luac5.4", "-p", "{src}"), ("lua5.4", "{src}"), "lua5.4", compiled=False),
 }
@@ -301,75 +166,12 @@ TYPESCRIPT = "/usr/share/nodejs/typescript"
 MCS = "/usr/lib/mono/4.5/mcs.exe"
 JAVATUPLES = "/usr/share/java/javatuples.jar"
 GOPATH = "/usr/share/gocode"  # Debian's Go sources: testify and what it imports
-# Every program is a module of its own (benchmarks.py ends each with `export {}`), so one
-# TypeScript program holds a whole batch without their names meeting; each file is type-checked
-# and emitted alone, as `tsc --target esnext` would (MultiPL-E's harness), into its prog/main.js.
-TYPESCRIPT_CHECK_MANY = """\
-const ts = require("%s/lib/typescript.js"), fs = require("fs");
-const dirs = process.argv.slice(1), options = {target: ts.ScriptTarget.ESNext, module: ts.ModuleKind.CommonJS};
-const program = ts.createProgram(dirs.map(dir => dir + "/main.ts"), options);
-const host = {getCanonicalFileName: name => name, getCurrentDirectory: () => "/", getNewLine: () => "\\n"};
-for (const dir of dirs) {
-    const file = program.getSourceFile(dir + "/main.ts");
-    const said = ts.getPreEmitDiagnostics(program, file);
-    if (said.length) fs.writeFileSync(dir + "/error.txt", ts.formatDiagnostics(said, host));
-    else program.emit(file, (name, text) => fs.writeFileSync(dir + "/prog/main.js", text));
-    fs.writeFileSync(dir + "/done", "");
-}
-""" % TYPESCRIPT
-# `go test -c` builds one package's test program per call (Go before 1.21): one call after
-# another in one sandbox. Go's build cache (in the sandbox's $HOME) starts as a copy of the one
-# the warm-up made (-keep: in {out}), where testify and what it imports (net/http among them,
-# rebuilt without cgo) are compiled once and for all. Vet is off.
-GO_TEST_MANY = """\
-package main
-
-import (
-	"io/fs"
-	"os"
-	"os/exec"
-	"path/filepath"
-)
-
-func main() {
-	dirs, made, start := os.Args[1:], filepath.Join(os.Getenv("HOME"), "gocache"), os.Getenv("GOCACHE_START")
-	if dirs[0] == "-keep" {
-		dirs, made = dirs[1:], filepath.Join(filepath.Dir(dirs[1]), "gocache")
-	}
-	os.Setenv("GOCACHE", made)
-	os.Chdir(filepath.Dir(dirs[0])) // the programs' directories are siblings
-	filepath.WalkDir(start, func(path string, entry fs.DirEntry, err error) error {
-		if err == nil {
-			to := filepath.Join(made, path[len(start):])
-			if entry.IsDir() {
-				os.MkdirAll(to, 0o755)
-			} else if data, err := os.ReadFile(path); err == nil {
-				os.WriteFile(to, data, 0o644)
-			}
-		}
-		return nil
-	})
-	for _, dir := range dirs {
-		name := filepath.Base(dir)
-		os.MkdirAll(filepath.Join(name, "prog"), 0o755)
-		said, failed := exec.Command("go", "test", "-c", "-vet=off", "-ldflags=-s -w", "-o",
-			filepath.Join(name, "prog", "main"), "./"+name).CombinedOutput()
-		if failed != nil {
-			os.WriteFile(filepath.Join(name, "error.txt"), append(said, []byte(failed.Error())...), 0o644)
-		}
-		os.WriteFile(filepath.Join(name, "done"), nil, 0o644)
-	}
-}
-"""
 # MultiPL-E's Bash harness runs in a full system: its problems' programs use these commands
 SHELL_COMMANDS = ("cat", "cut", "date", "echo", "expr", "factor", "fold", "head", "od", "paste", "printf", "rev",
                   "seq", "sort", "tac", "tail", "tr", "uniq", "wc", "basename", "dirname", "tee", "shuf", "numfmt",
                   "sed", "grep", "awk", "bc", "xargs")
 GO_TEST_ENV = (("CGO_ENABLED", "0"), ("GOPROXY", "off"), ("GOTOOLCHAIN", "local"), ("GOTELEMETRY", "off"),
                ("GO111MODULE", "off"), ("GOPATH", GOPATH), ("GOMAXPROCS", "2"), ("GOCACHE_START", "{cache}/gocache"))
-GO_TEST_WARM = ('package main\n\nimport (\n\t"io"\n\t"os"\n\t"testing"\n\t"github.com/stretchr/testify/assert"\n)\n\n'
-                'func TestMain(m *testing.M) { io.Copy(os.Stdout, os.Stdin); os.Exit(m.Run()) }\n\n'
-                'func TestWarm(t *testing.T) { assert.Equal(t, 1, 1) }\n')
 # Parsing the headers is most of g++'s time on a benchmark's program: each program's first line
 # includes the one of these that its benchmark's programs all include (benchmarks.py), whose
 # precompiled form the warm-up makes.
@@ -393,7 +195,7 @@ BENCHMARK_LANGUAGES = {
                                   *LANGUAGES["java"].check[-4:]),
         run=("java", *JVM_FLAGS, "-ea", "-cp", f"{{prog}}:{JAVATUPLES}", "Main"),
         package="default-jdk-headless libjavatuples-java", runtime_extra=(JAVATUPLES,)),
-    "typescript": Language("main.ts", ("node", "-e", TYPESCRIPT_CHECK_MANY), ("node", "{prog}/main.js"),
+    "typescript": Language("main.ts", ("node", "-e", batch_checks.TYPESCRIPT_CHECK_MANY % TYPESCRIPT), ("node", "{prog}/main.js"),
                            "nodejs node-typescript", batched=True, memory=1536 * MiB, runtime_extra=(TYPESCRIPT,),
                            check_timeout=30.0),  # (tsc's start: the TypeScript compiler loaded and its libraries read)
     # (mcs takes a word that begins with / for an option, as /out: is: the source comes in through -recurse:)
@@ -409,7 +211,7 @@ BENCHMARK_LANGUAGES = {
                                  "-C", "strip=symbols", "-o", "{out}/main", "{src}"), ("{prog}/main",), "rustc"),
     "go": Language("main_test.go", ("{cache}/go-test-many",), ("{prog}/main",), "golang-go golang-github-stretchr-testify-dev",
                    batched=True, memory=1024 * MiB, env=GO_TEST_ENV, runtime_extra=(GOPATH,),
-                   warm_up=({"go-test-many.go": GO_TEST_MANY, "warm/main_test.go": GO_TEST_WARM},
+                   warm_up=({"go-test-many.go": batch_checks.GO_TEST_MANY, "warm/main_test.go": batch_checks.GO_TEST_WARM},
                             ((("go", "build", "-o", "{out}/go-test-many", "{out}/go-test-many.go"), ("go-test-many",)),
                              (("{cache}/go-test-many", "-keep", "{out}/warm"), ("gocache",)))),
                    check_timeout=60.0, batch_timeout=3.0),  # the warm-up builds testify; a test program links it
