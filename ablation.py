@@ -50,7 +50,7 @@ import torch
 
 from configurator import configure
 import tasks
-from eval import pyplot
+from metrics import pyplot
 from stats import Z95, estimate, pass_at_k
 
 # ----------------------------------------------------------------------------- configuration

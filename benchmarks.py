@@ -2,12 +2,13 @@
 benchmarks.py: the public code benchmarks the paper reports (MultiPL-E's HumanEval, Table 2) and
 HumanEval-X (the translation task of Table 3, from its canonical solutions), read from the files
 as their authors publish them and judged in our sandbox as their reference harnesses judge them,
-strictly. eval.py samples completions and reports; this file reads, assembles and judges.
+strictly. eval.py samples completions; this file reads, assembles, judges, scores and reports.
 
     import benchmarks
     problems = benchmarks.read("humaneval-x/")                  # .jsonl, .jsonl.gz or .parquet, or a folder
     completion = benchmarks.cut(text, problems[0])               # a base model's text, to the end of the function
     verdicts = benchmarks.judge([(problem, completion), ...])    # [Verdict(status="passed", ...), ...]
+    by_language = benchmarks.score(benchmarks.prompts("humaneval-x/"), {name: [completion, ...]}, n=1)
 
     python benchmarks.py PATH [PATH ...]   # the canonical solutions' pass rate per language (HumanEval-X),
                                            # or a file's completions: python benchmarks.py PATH --completions=FILE
@@ -51,12 +52,14 @@ import re
 import resource
 import secrets
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import languages
+import stats
 
 RUN_TIMEOUT = 10.0   # seconds of CPU time for one program's tests (MultiPL-E's harness allows 15 of wall clock)
 BATCH = 24           # programs per batched check: enough to share a start, small enough to keep both cores busy
@@ -400,6 +403,91 @@ def _run(lang, prog, timeout):
     return Verdict("passed")
 
 
+# ----------------------------------------------------------------------------- scoring and report
+
+def prompts(path, translate_from=""):
+    """{problem name: (problem, the prompt a model continues)}: the benchmark's own prompts, or
+    (translate_from, a HumanEval-X file) HumanEval-X's problems put as translations from that
+    file's language into each other one."""
+    problems = read(path)
+    if not translate_from:
+        return {p.name: (p, p.prompt) for p in problems}
+    sources = {p.name.split("/")[-1]: p for p in read(translate_from)}
+    if any(p.canonical is None for p in [*problems, *sources.values()]):
+        raise ValueError("translate_from makes translations of HumanEval-X problems: both files must be HumanEval-X's")
+    return {p.name: (p, translation_prompt(sources[p.name.split("/")[-1]], p)) for p in problems
+            if p.name.split("/")[-1] in sources and p.language != sources[p.name.split("/")[-1]].language}
+
+
+def read_completions(path, names):
+    """{problem name: [completion, ...]} of a JSONL file of {"name" or "task_id", "completion"}
+    lines (completions made elsewhere), every name one of `names`."""
+    samples = {}
+    for line in records(path):
+        name = line.get("name", line.get("task_id"))
+        if not isinstance(line.get("completion"), str):
+            raise ValueError(f'{path}: a line without a "completion" string: {str(line)[:200]}')
+        if name not in names:
+            raise ValueError(f"{path}: {name!r} is not a problem of this benchmark")
+        samples.setdefault(name, []).append(line["completion"])
+    if not samples:
+        raise ValueError(f"{path}: no completions")
+    return samples
+
+
+def score(prompts, samples, n, too_long=()):
+    """pass@k per language of each problem's first n samples, judged (judge): {language:
+    {"pass@k" (percent), "ci95", "problems", "outcomes" (per problem, 1 a pass), "statuses"}}, k
+    in stats.KS up to n; a problem of too_long (its prompt does not fit the model) scores 0 n times."""
+    jobs = [(prompts[name][0], completion) for name in samples for completion in samples[name][:n]]
+    verdicts = iter(judge(jobs))
+    by_language = {}
+    for name in prompts:
+        if name not in samples and name not in too_long:
+            continue
+        entry = by_language.setdefault(prompts[name][0].language, dict(outcomes={}, statuses={}))
+        statuses = ["prompt_too_long"] * n if name in too_long else [next(verdicts).status for _ in range(n)]
+        entry["outcomes"][name] = [int(status == "passed") for status in statuses]
+        for status in statuses:
+            entry["statuses"][status] = entry["statuses"].get(status, 0) + 1
+    for entry in by_language.values():
+        entry["problems"] = len(entry["outcomes"])
+        for k in [k for k in stats.KS if k <= n]:
+            value, ci = stats.estimate({"all": [stats.pass_at_k(n, sum(o), k) for o in entry["outcomes"].values()]})
+            entry[f"pass@{k}"], entry.setdefault("ci95", {})[f"pass@{k}"] = 100 * value, [
+                None if x is None else 100 * x for x in ci]
+    return by_language
+
+
+def report(result, other=None):
+    """pass@1 per language with its 95% interval and the average over languages, as the paper's
+    Table 2 (result: eval.py's, {"ckpt", "benchmark": score's, "prompt_too_long", "settings"});
+    with `other`, the paired difference per language (problem by problem)."""
+    lines = [f"pass@1 (%) [95% interval] of {result['ckpt']} on {result['settings']['benchmark']}"
+             + (f" (translated from {result['settings']['translate_from']})" if result["settings"]["translate_from"] else "")]
+    for lang, entry in sorted(result["benchmark"].items()):
+        lo, hi = entry["ci95"]["pass@1"]
+        line = f"{lang:>12}: {entry['pass@1']:5.1f} [{lo if lo is None else f'{lo:.1f}'}, {hi if hi is None else f'{hi:.1f}'}]"
+        line += f"  ({entry['problems']} problems)" + "".join(
+            f"  {key} {entry[key]:.1f}" for key in entry if key.startswith("pass@") and key != "pass@1")
+        if other and lang in other["benchmark"]:
+            a, b = entry["outcomes"], other["benchmark"][lang]["outcomes"]
+            differences = [statistics.fmean(a[p]) - statistics.fmean(b[p]) for p in a if p in b]
+            value, (lo, hi) = stats.estimate({"all": differences}, -1.0, 1.0)
+            line += f"  vs {other['ckpt']}: {100 * value:+.1f}"
+            line += f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else ""
+        lines.append(line)
+    lines.append(f"{'average':>12}: {statistics.fmean(e['pass@1'] for e in result['benchmark'].values()):5.1f}")
+    if result["prompt_too_long"]:
+        lines.append(f"{result['prompt_too_long']} prompts do not fit the model's block with max_new_tokens: scored 0")
+    statuses = {}
+    for entry in result["benchmark"].values():
+        for status, count in entry["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    lines.append("outcomes: " + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items(), key=lambda kv: -kv[1])))
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- command line
 
 # A check of the harness where a benchmark has no solutions (MultiPL-E): a completion that
@@ -424,7 +512,8 @@ def main(argv):
     problems = [problem for path in paths for problem in read(path)]
     if completions:
         by_name = {problem.name: problem for problem in problems}
-        jobs = [(by_name[line.get("name", line.get("task_id"))], line["completion"]) for line in records(completions[0])]
+        jobs = [(by_name[name], completion) for name, mine in read_completions(completions[0], by_name).items()
+                for completion in mine]
     elif stubs:
         jobs = [(problem, STUBS[problem.language]) for problem in problems if problem.benchmark == "multipl-e"]
     else:

@@ -55,7 +55,6 @@ import json
 import math
 import os
 import random
-import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -66,13 +65,14 @@ import benchmarks
 import checkpoints
 import ddp
 import gepo
+import metrics
 import reward
 import tasks
 import tokenizer
 from configurator import configure, snapshot
 from model import GPT
 from rollout import rollout
-from stats import KS, budget_table, estimate, paired, pass_at_k, summarize  # noqa: F401 (eval.pass_at_k: DESIGN.md's public name)
+from stats import budget_table, paired, pass_at_k, summarize  # noqa: F401 (eval.pass_at_k: DESIGN.md's public name)
 
 # ----------------------------------------------------------------------------- configuration
 ckpt = "out/oorl.pt"
@@ -410,97 +410,7 @@ def budget_report(a, b, programs_per_pair):
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------- training curves
-
-def pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib is not installed, so no plot: `pip install matplotlib` to get one")
-        return None
-    matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def smooth(values, window=10):
-    """Trailing moving average: per-step RL figures come from a few dozen completions and are noisy."""
-    return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
-
-
-def plot_metrics(metrics_path):
-    """Training curves from train.py's metrics.jsonl -> a PNG next to it (returns its path)."""
-    plt = pyplot()
-    if plt is None:
-        return None
-    rows = {}
-    with open(metrics_path) as f:
-        for line in f:
-            row = json.loads(line)
-            rows[(row["stage"], row["step"])] = row  # a resumed run may log a step twice: keep the last
-    sft = [r for (stage, _), r in sorted(rows.items()) if stage == "sft"]
-    rl = [r for (stage, _), r in sorted(rows.items()) if stage == "oorl"]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    panels = [("SFT loss", sft, ["loss"]), ("reward (eq. 4)", rl, ["reward"]),
-              ("KL(pi_old || pi_ref) per token", rl, ["kl"]),
-              ("GEPO margin: training groups, held-out probe", rl, ["gepo_margin", "probe_margin"]),
-              ("entropy, clip fraction, cos of successive gradients", rl, ["entropy", "clip_frac", "grad_cos"])]
-    for ax, (title, data, keys) in zip([axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1], axes[1, 2]], panels):
-        for key in keys:
-            points = [(r["step"], r[key]) for r in data if r.get(key) is not None]
-            if not points:
-                continue
-            steps, values = zip(*points)
-            if data is sft or key == "probe_margin":  # the probe runs every few steps on fixed groups
-                ax.plot(steps, values, marker="o" if key == "probe_margin" else None, label=key)
-            else:  # the raw per-step values faintly, their moving average on top
-                line, = ax.plot(steps, smooth(list(values)), label=key)
-                ax.plot(steps, values, color=line.get_color(), alpha=0.25)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        if len(keys) > 1 and ax.lines:
-            ax.legend()
-    ax = axes[0, 2]
-    for lang in tasks.RL_TARGETS:  # a language is missing from steps that sampled none of its prompts
-        points = [(r["step"], r["pass_rate"][lang]) for r in rl if lang in r.get("pass_rate", {})]
-        if points:
-            steps, values = zip(*points)
-            ax.plot(steps, smooth(list(values)), label=lang)
-    ax.set_title("pass rate per target language")
-    ax.set_xlabel("step")
-    if ax.lines:
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{metrics_path} (RL curves: moving average over 10 steps)")
-    fig.tight_layout()
-    png = os.path.splitext(metrics_path)[0] + ".png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    print(f"wrote {png}")
-    return png
-
-
 # ----------------------------------------------------------------------------- public benchmarks
-
-def benchmark_prompts(config):
-    """{problem name: (problem, the prompt a model continues)}: the benchmark's own prompts, or
-    (--translate_from) HumanEval-X's translations from that file's language into each other one."""
-    problems = read_benchmark(config["benchmark"])
-    if not config["translate_from"]:
-        return {p.name: (p, p.prompt) for p in problems}
-    sources = {p.name.split("/")[-1]: p for p in read_benchmark(config["translate_from"])}
-    if any(p.canonical is None for p in [*problems, *sources.values()]):
-        raise SystemExit("--translate_from makes translations of HumanEval-X problems: both files must be HumanEval-X's")
-    return {p.name: (p, benchmarks.translation_prompt(sources[p.name.split("/")[-1]], p)) for p in problems
-            if p.name.split("/")[-1] in sources and p.language != sources[p.name.split("/")[-1]].language}
-
-
-def read_benchmark(path):
-    """benchmarks.read, a missing or malformed file as one line."""
-    try:
-        return benchmarks.read(path)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"eval.py: {e}") from None
-
 
 def benchmark_samples(ckpt_path, prompts, config, device, autocast):
     """{name: [completion per sample]} sampled from a checkpoint, and the names whose prompt does
@@ -537,71 +447,19 @@ def benchmark_samples(ckpt_path, prompts, config, device, autocast):
 def evaluate_benchmark(ckpt_path, config, device="cpu", autocast=nullcontext()):
     """pass@k per language on a public benchmark (a checkpoint's samples, or --completions: n is
     then the fewest completions a problem has, and each problem's first n count), the .json's
-    "benchmark" entry: {language: {"pass@1" (percent), "ci95", "problems", "outcomes", "statuses"}}."""
-    prompts, too_long, s = benchmark_prompts(config), [], dict(n=config["n"])
-    if config["completions"]:
-        samples = {}
-        try:
-            lines = benchmarks.records(config["completions"])
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"eval.py: --completions: {e}") from None
-        for line in lines:
-            name = line.get("name", line.get("task_id"))
-            if not isinstance(line.get("completion"), str):
-                raise SystemExit(f"{config['completions']}: a line without a \"completion\" string: {str(line)[:200]}")
-            if name not in prompts:
-                raise SystemExit(f"{config['completions']}: {name!r} is not a problem of {config['benchmark']}")
-            samples.setdefault(name, []).append(line["completion"])
-        s["n"] = min(map(len, samples.values()))
-    else:
+    "benchmark" entry (benchmarks.score)."""
+    try:
+        prompts = benchmarks.prompts(config["benchmark"], config["translate_from"])
+        if config["completions"]:
+            samples, too_long = benchmarks.read_completions(config["completions"], prompts), []
+            s = dict(n=min(map(len, samples.values())))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"eval.py: {e}") from None
+    if not config["completions"]:
         samples, too_long, s = benchmark_samples(ckpt_path, prompts, config, device, autocast)
-    jobs = [(prompts[name][0], completion) for name in samples for completion in samples[name][:s["n"]]]
-    verdicts = iter(benchmarks.judge(jobs))
-    by_language = {}
-    for name in prompts:
-        if name not in samples and name not in too_long:
-            continue
-        entry = by_language.setdefault(prompts[name][0].language, dict(outcomes={}, statuses={}))
-        statuses = ["prompt_too_long"] * s["n"] if name in too_long else [next(verdicts).status for _ in range(s["n"])]
-        entry["outcomes"][name] = [int(status == "passed") for status in statuses]
-        for status in statuses:
-            entry["statuses"][status] = entry["statuses"].get(status, 0) + 1
-    for entry in by_language.values():
-        entry["problems"] = len(entry["outcomes"])
-        for k in [k for k in KS if k <= s["n"]]:
-            value, ci = estimate({"all": [pass_at_k(s["n"], sum(o), k) for o in entry["outcomes"].values()]})
-            entry[f"pass@{k}"], entry.setdefault("ci95", {})[f"pass@{k}"] = 100 * value, [
-                None if x is None else 100 * x for x in ci]
-    return dict(ckpt=ckpt_path or config["completions"], benchmark=by_language, prompt_too_long=len(too_long),
+    return dict(ckpt=ckpt_path or config["completions"], benchmark=benchmarks.score(prompts, samples, s["n"], too_long),
+                prompt_too_long=len(too_long),
                 settings=dict(s, benchmark=config["benchmark"], translate_from=config["translate_from"], chat=config["chat"]))
-
-
-def benchmark_report(result, other=None):
-    """pass@1 per language with its 95% interval and the average over languages, as the paper's
-    Table 2; with `other`, the paired difference per language (problem by problem)."""
-    lines = [f"pass@1 (%) [95% interval] of {result['ckpt']} on {result['settings']['benchmark']}"
-             + (f" (translated from {result['settings']['translate_from']})" if result["settings"]["translate_from"] else "")]
-    for lang, entry in sorted(result["benchmark"].items()):
-        lo, hi = entry["ci95"]["pass@1"]
-        line = f"{lang:>12}: {entry['pass@1']:5.1f} [{lo if lo is None else f'{lo:.1f}'}, {hi if hi is None else f'{hi:.1f}'}]"
-        line += f"  ({entry['problems']} problems)" + "".join(
-            f"  {key} {entry[key]:.1f}" for key in entry if key.startswith("pass@") and key != "pass@1")
-        if other and lang in other["benchmark"]:
-            a, b = entry["outcomes"], other["benchmark"][lang]["outcomes"]
-            differences = [statistics.fmean(a[p]) - statistics.fmean(b[p]) for p in a if p in b]
-            value, (lo, hi) = estimate({"all": differences}, -1.0, 1.0)
-            line += f"  vs {other['ckpt']}: {100 * value:+.1f}"
-            line += f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else ""
-        lines.append(line)
-    lines.append(f"{'average':>12}: {statistics.fmean(e['pass@1'] for e in result['benchmark'].values()):5.1f}")
-    if result["prompt_too_long"]:
-        lines.append(f"{result['prompt_too_long']} prompts do not fit the model's block with max_new_tokens: scored 0")
-    statuses = {}
-    for entry in result["benchmark"].values():
-        for status, count in entry["statuses"].items():
-            statuses[status] = statuses.get(status, 0) + count
-    lines.append("outcomes: " + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items(), key=lambda kv: -kv[1])))
-    return "\n".join(lines)
 
 
 def benchmark_main(config):
@@ -611,7 +469,7 @@ def benchmark_main(config):
     other = evaluate_benchmark(config["compare"], config, device_name, autocast) if config["compare"] else None
     json_path = config["out_json"] or (config["completions"] or os.path.splitext(config["ckpt"])[0]) + ".benchmark.json"
     write_json(dict(result, compared_with=other), json_path)
-    print(benchmark_report(result, other))
+    print(benchmarks.report(result, other))
     print(f"-> {json_path}")
 
 
@@ -643,9 +501,9 @@ def main(config):
             print(difference_report(result["difference"]))
             if config["budget"]:
                 print(budget_report(result, other, config["budget"]))
-        metrics = os.path.join(os.path.dirname(config["ckpt"]), "metrics.jsonl")
-        if os.path.exists(metrics):  # the training curves of the run that made this checkpoint
-            plot_metrics(metrics)
+        metrics_path = os.path.join(os.path.dirname(config["ckpt"]), "metrics.jsonl")
+        if os.path.exists(metrics_path):  # the training curves of the run that made this checkpoint
+            metrics.plot(metrics_path)
     ddp.teardown()
 
 
@@ -654,7 +512,7 @@ if __name__ == "__main__":
     if plot:
         if not os.path.exists(plot):
             raise SystemExit(f"--plot: no file {plot}")
-        plot_metrics(plot)
+        metrics.plot(plot)
         sys.exit(0)
     if (completions or translate_from or chat) and not benchmark:
         raise SystemExit("--completions, --translate_from and --chat go with --benchmark=FILE")

@@ -24,6 +24,7 @@ Groups have different numbers of winners and losers, so a batch of B groups is p
     with torch.no_grad():  # the reference is frozen: a cache computes each IR's log-prob once per run
         ref_chosen, ref_rejected, _, _ = group_logps(ref_model, groups, cache=ref_cache)
     loss = gepo_loss(chosen, rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask)
+    loss, figures = preference_loss(model, groups, ref_chosen, ref_rejected)  # the two lines above, and gepo_metrics
     print(probe(model, ref_model, held_out_groups))   # {"margin", "positive_share", "groups"}
 
 Tests: python -m pytest tests/test_gepo.py
@@ -186,6 +187,19 @@ def group_logps(model, groups, device=None, cache=None):
         outputs.append((values, mask))
     (chosen, chosen_mask), (rejected, rejected_mask) = outputs
     return chosen, rejected, chosen_mask, rejected_mask
+
+
+def preference_loss(policy, groups, ref_chosen, ref_rejected, kind="gepo", beta=0.1, lam=1.0, device=None):
+    """The policy's preference loss on a batch of IR groups, given their reference log-probs:
+    GEPO (eqs. 6-9) over whole groups, or (kind="dpo") DPO on their single pairs; and
+    gepo_metrics' figures of the batch."""
+    chosen, rejected, chosen_mask, rejected_mask = group_logps(policy, groups, device)
+    args = (chosen, rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask)
+    if kind == "dpo":
+        loss = dpo_loss(chosen[:, 0], rejected[:, 0], ref_chosen[:, 0], ref_rejected[:, 0], beta=beta)
+    else:
+        loss = gepo_loss(*args, beta=beta, lam=lam)
+    return loss, gepo_metrics(*args, beta=beta)
 
 
 @torch.no_grad()

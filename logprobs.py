@@ -11,7 +11,7 @@ a check of the kernels against the torch path on a GPU, in a child process, befo
     logprobs.gpu_launches()   # every Triton launch a GPU can see, to compile ahead of time
 
 model.GPT's token_logprobs and completion_logprobs call fused_logprobs, train.py calls self_check
-at start-up; tests/test_logprobs.py checks both paths against the naive computation; bench.py
+at start-up; tests/test_logprobs.py checks both paths against the naive computation; bench_kernel.py
 times them, checks every method it times with disagreement and compiles gpu_launches for GPUs.
 """
 import contextlib
@@ -218,7 +218,7 @@ def disagreement(method, reference, hidden, weight, targets, grad, reference_dty
     (N,), agree on these inputs, else what differs: the log-probs by more than
     SELF_CHECK_LOGP_NATS, or a gradient of sum(grad * log p) (hidden's, weight's) by more than
     SELF_CHECK_GRAD_SHARE of the reference's largest value. Each gets leaf copies of hidden and
-    weight of its own; the reference's in reference_dtype when given (bench.py: float64)."""
+    weight of its own; the reference's in reference_dtype when given (bench_kernel.py: float64)."""
     compared = torch.promote_types(reference_dtype or hidden.dtype, torch.float32)
     results = []
     for function, dtype in ((method, hidden.dtype), (reference, reference_dtype or hidden.dtype)):
@@ -550,7 +550,7 @@ class _TritonLogprobs(torch.autograd.Function):
 def gpu_launches():
     """Every launch of a Triton kernel that fused_logprobs can make on a CUDA GPU, as
     triton.compile takes it, so that it can be compiled without one (bench.py --part=gpu_compile,
-    tests/test_bench.py): the forward with and without entropy, the backward for each set of
+    tests/test_bench_kernel.py): the forward with and without entropy, the backward for each set of
     gradients, for fp32 (IEEE or, when torch allows it, TF32 dots), bf16 and fp16 inputs, with
     _triton_tiles' GPU tiles. Yields (name, kernel, dtype, signature, constexprs, options): the
     Triton type of each argument, the compile-time constants and the launch options."""

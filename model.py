@@ -386,6 +386,17 @@ class GPT(nn.Module):
         hugging_face.copy_weights(model, hf.model_type, hf_weights, loading, model_dir)
         return model
 
+    def compile_blocks(self):
+        """Each transformer block compiled by torch.compile, for shapes that vary (the tokens of
+        a step's micro-batches differ from step to step); the rest stays eager, the fused log-prob
+        kernel above all (its launches cannot be traced). Returns the model."""
+        # a block's forward runs in a few fixed variants, each compiled once in the first steps:
+        # policy or frozen reference, with or without gradients, full / prefill / one-token decode
+        torch._dynamo.config.recompile_limit = 16
+        for block in self.transformer.h:
+            block.compile(dynamic=True)
+        return self
+
     def configure_optimizers(self, weight_decay, learning_rate, betas, device):
         """AdamW; weight decay on matrices only (not biases, norms); fused (one kernel for
         all parameters) on CUDA. device: "cpu", "cuda", "cuda:0", ... or a torch.device."""

@@ -43,6 +43,8 @@ import curriculum
 import ddp
 import gepo
 import logprobs
+import metrics
+import packing
 import reinforce
 import reward
 import sandbox
@@ -127,26 +129,13 @@ CONFIG_KEYS = list(snapshot(globals()))
 
 # ----------------------------------------------------------------------------- stage 2: OORL
 @dataclasses.dataclass
-class MicroBatch:
-    """Prompts with their G completions each, as GPT.completion_logprobs computes them. The
-    per-token tensors are (rows, W), W the longest completion here; mask: the tokens learnt from."""
-    prompts: list            # token ids of each prompt
-    completions: list        # token ids of their completions, G each (end-of-text included)
-    rows: list               # where those completions are in the rollout
-    mask: torch.Tensor = None
-    logp_old: torch.Tensor = None  # log pi_old of each token
-    logp_ref: torch.Tensor = None  # log pi_ref
-    advantages: torch.Tensor = None
-
-
-@dataclasses.dataclass
 class Experience:
     """One step's batch (this rank's share), computed once before the PPO epochs."""
     tasks: list              # the task of each completion
     verdicts: list           # reward.Verdict of each completion (eq. 4)
     learn: torch.Tensor      # (rows,) bool: learnt from (an infrastructure failure says nothing of the program)
     rollout: object          # rollout.Rollout: sampled tokens, mask, entropy
-    batches: list            # MicroBatch list
+    batches: list            # packing.MicroBatch list
     n_tokens: float          # completion tokens learnt from, over every rank: the loss's denominator
     groups: list             # IR groups of the preference loss, with their reference log-probs
     ref_chosen: torch.Tensor = None
@@ -210,17 +199,20 @@ def collect(step, policy, reference, rl_tasks, gepo_groups, rng, generator, ref_
     if adv_estimator == "grpo":  # GRPO compares a prompt's G completions: a group with a gap is left out
         infra = infra.view(-1, group_size).any(1, keepdim=True).expand(-1, group_size).flatten()
     learn = (~infra).to(device)
-    batches = micro_batches(prompt_ids, completions)
+    batches = packing.micro_batches(prompt_ids, completions, group_size, micro_batch_tokens)
     t3 = time.time()
     # pi_old is what the training forward computes (the rollout's decode is another computation,
     # in bf16 under autocast), so that each step starts at ratio 1 and, at step 0, KL 0
-    for b, (logp, mask) in zip(batches, logprobs_of(policy, batches)):
-        b.logp_old, b.mask = logp, mask & learn[b.rows, None]
+    with autocast:
+        for b, (logp, mask) in zip(batches, packing.logprobs_of(policy, batches, group_size, temperature)):
+            b.logp_old, b.mask = logp, mask & learn[b.rows, None]
     t4 = time.time()
     # pi_ref only serves the KL term: without one (beta_kl = 0, as DAPO trains) its forward is
     # skipped and pi_ref stands at pi_old, which makes every KL figure 0
-    for b, logp in zip(batches, [logp for logp, _ in logprobs_of(reference, batches)] if beta_kl > 0
-                       else [b.logp_old for b in batches]):
+    with autocast:
+        references = (packing.logprobs_of(reference, batches, group_size, temperature) if beta_kl > 0
+                      else [(b.logp_old, None) for b in batches])
+    for b, (logp, _) in zip(batches, references):
         b.logp_ref = logp
     t5 = time.time()
     # advantages in the rollout's layout, (rows, max_new_tokens), over the rows learnt from
@@ -273,7 +265,10 @@ def update(policy, optimizer, exp):
         t1 = time.time()
         if epoch == 0 and exp.groups:
             with autocast:
-                loss_pref, pref = preference_loss(policy, exp)
+                loss_pref, pref = gepo.preference_loss(policy, exp.groups, exp.ref_chosen, exp.ref_rejected, pref_loss,
+                                                       gepo_beta, gepo_lam, device)
+            # this rank's share of the mean over the global batch of groups
+            loss_pref = loss_pref * len(exp.groups) / gepo_groups_per_step
             (w_gepo * loss_pref).backward()
             stats.update(loss_gepo=loss_pref.item(), gepo_margin=pref["margin"] * len(exp.groups),
                          gepo_winner_var=pref["winner_var"] * len(exp.groups))
@@ -293,55 +288,10 @@ def update(policy, optimizer, exp):
 
 
 def log_step(step, lr, exp, stats, previous_grad, t_start, start, probe):
-    """One row of metrics over every rank's completions, from one all-reduce of the sums it needs,
-    each by its name."""
-    out, learnt = exp.rollout, exp.rollout.mask[exp.learn]
-    rewards = torch.tensor([v.reward for v in exp.verdicts])
-    sampled = out.mask.clone()
-    sampled[exp.replayed] = False  # a replayed success was not sampled now: it has no entropy of this policy's
-    sums = dict(
-        completions=len(exp.verdicts), reward=float(rewards.sum()), sampled_tokens=sampled.sum().item(),
-        entropy=(out.entropy * sampled).sum().item(), truncated=float(out.truncated.sum()),
-        zero_adv_groups=reinforce.zero_advantage_share(rewards, group_size) * len(exp.verdicts) / group_size,
-        infra_errors=sum(v.status == "infra_error" for v in exp.verdicts),
-        kl=sum(((b.logp_old - b.logp_ref) * b.mask).sum().item() for b in exp.batches),  # eq. 1's KL, k1
-        learnt_tokens=learnt.sum().item(), loss_onp=stats["loss_onp"], clip_frac=stats["clip_frac"],
-        loss_gepo=stats["loss_gepo"], gepo_margin=stats["gepo_margin"], gepo_winner_var=stats["gepo_winner_var"],
-        groups=len(exp.groups), replayed=len(exp.replayed), gen_batches=exp.gen_batches)
-    for lang in tasks.RL_TARGETS:
-        sums[f"{lang} completions"] = sum(t["tgt_lang"] == lang for t in exp.tasks)
-        sums[f"{lang} reward"] = sum(v.reward for t, v in zip(exp.tasks, exp.verdicts) if t["tgt_lang"] == lang)
-    sums = dict(zip(sums, ddp.all_sum(torch.tensor(list(sums.values()), dtype=torch.float64)).tolist()))
-    n, groups, grad = sums["completions"], max(sums["groups"], 1), stats.pop("grad")
-    row = dict(step=step, stage="oorl", reward=sums["reward"] / n,
-               kl=sums["kl"] / max(sums["learnt_tokens"], 1) if beta_kl > 0 else None,
-               loss_onp=sums["loss_onp"], loss_gepo=sums["loss_gepo"], lr=lr,
-               entropy=sums["entropy"] / sums["sampled_tokens"], clip_frac=sums["clip_frac"],
-               pass_rate={lang: sums[f"{lang} reward"] / sums[f"{lang} completions"]
-                          for lang in tasks.RL_TARGETS if sums[f"{lang} completions"]},
-               zero_adv_share=sums["zero_adv_groups"] / (n / group_size), truncated=sums["truncated"] / n,
-               infra_errors=int(sums["infra_errors"]), gepo_margin=sums["gepo_margin"] / groups,
-               gepo_winner_var=sums["gepo_winner_var"] / groups, grad_norm=stats["grad_norm"],
-               grad_cos=(torch.nn.functional.cosine_similarity(grad, previous_grad, dim=0).item()
-                         if previous_grad is not None else None),
-               replayed=int(sums["replayed"]), gen_batches=sums["gen_batches"] / world_size,
-               rollout_tok_per_s=sums["sampled_tokens"] / exp.times["time_rollout"], **exp.times,
-               **{k: stats[k] for k in ("time_policy", "time_preference", "time_optimizer")}, **probe)
-    row["time_update"] = (row["time_reference"] + row["time_pi_old"] + sum(row["time_policy"])
-                          + row["time_preference"] + row["time_optimizer"])
+    """The step's row in metrics.jsonl and its line (metrics.py); returns its gradient."""
+    row, grad = metrics.oorl_row(step, lr, exp, stats, previous_grad, probe, group_size, beta_kl > 0, world_size)
     log_metrics(row)
-    log(f"oorl step {step} | reward {row['reward']:.3f} | kl " + ("-" if row["kl"] is None else f"{row['kl']:.4f}")
-        + f" | entropy {row['entropy']:.3f} | "
-        f"clip {row['clip_frac']:.3f} | gepo {row['loss_gepo']:.4f} margin {row['gepo_margin']:.3f}"
-        + (f" probe {probe['probe_margin']:+.3f}" if probe else "")
-        + f" | zero-adv {row['zero_adv_share']:.2f} | grad cos "
-        + ("-" if row["grad_cos"] is None else f"{row['grad_cos']:.3f}")
-        + (f" | infra errors {row['infra_errors']}" if row["infra_errors"] else "")
-        + (f" | replayed {row['replayed']}" if replay_successes else "")
-        + (f" | sampling rounds {row['gen_batches']:.1f}" if filter_groups else "") + " | "
-        + " ".join(f"{lang} {r:.2f}" for lang, r in row["pass_rate"].items())
-        + f" | time rollout {row['time_rollout']:.1f}s reward after it {row['time_reward']:.1f}s update {row['time_update']:.1f}s"
-        + f" | {progress('oorl', step, rl_steps, t_start, start)}")
+    log(metrics.oorl_line(row, replay_successes, filter_groups) + f" | {metrics.progress('oorl', step, rl_steps, t_start, start)}")
     return grad
 
 
@@ -365,43 +315,6 @@ def sample_and_score(policy, chosen, generator, replay, times):
     times["time_rollout"] += t1 - t0
     times["time_reward"] += time.time() - t1
     return out, verdicts
-
-
-def micro_batches(prompt_ids, completions):
-    """The step's prompts, each with its G completions, in micro-batches of about
-    micro_batch_tokens tokens; prompts whose completions are about as long go together, since a
-    micro-batch is padded to its longest completion (they end anywhere up to max_new_tokens)."""
-    G = group_size
-    width = [max(map(len, completions[b * G:(b + 1) * G])) for b in range(len(prompt_ids))]
-    cuts, current = [], []
-    for b in sorted(range(len(prompt_ids)), key=width.__getitem__):
-        prompt_width = max(len(prompt_ids[i]) for i in current + [b])
-        if current and (len(current) + 1) * (prompt_width + G * width[b]) > micro_batch_tokens:
-            cuts.append(current)
-            current = []
-        current.append(b)
-    cuts.append(current)
-    rows = [[b * G + g for b in cut for g in range(G)] for cut in cuts]
-    return [MicroBatch([prompt_ids[b] for b in cut], [completions[r] for r in rs], rs) for cut, rs in zip(cuts, rows)]
-
-
-@torch.no_grad()
-def logprobs_of(model, batches):
-    """(log-probs, mask) of every micro-batch's completion tokens under model, float32."""
-    with autocast:
-        return [model.completion_logprobs(b.prompts, b.completions, group_size, temperature) for b in batches]
-
-
-def preference_loss(policy, exp):
-    """GEPO (eqs. 6-9) over whole groups, or DPO on the single pairs: this rank's share of the
-    mean over the global batch of groups."""
-    chosen, rejected, chosen_mask, rejected_mask = gepo.group_logps(policy, exp.groups, device)
-    args = (chosen, rejected, exp.ref_chosen, exp.ref_rejected, chosen_mask, rejected_mask)
-    if pref_loss == "dpo":
-        loss = gepo.dpo_loss(chosen[:, 0], rejected[:, 0], exp.ref_chosen[:, 0], exp.ref_rejected[:, 0], beta=gepo_beta)
-    else:
-        loss = gepo.gepo_loss(*args, beta=gepo_beta, lam=gepo_lam)
-    return loss * len(exp.groups) / gepo_groups_per_step, gepo.gepo_metrics(*args, beta=gepo_beta)
 
 
 def rl_prompts(model_block_size):
@@ -459,11 +372,7 @@ def run_sft(policy):
             if validate:
                 row.update(val_loss=sft.validation_loss(policy, val_translations, sft_batch_size, tok.eot, device, autocast),
                            val_loss_ir=sft.validation_loss(policy, val_irs, sft_batch_size, tok.eot, device, autocast))
-            log(f"sft step {step} | loss {loss_value:.4f} | lr {lr:.2e} | {row['tokens_per_s']:.0f} tok/s"
-                + (f" | mfu {100 * row['mfu']:.1f}%" if row.get("mfu") is not None else "")
-                + (f" | val loss {row['val_loss']:.4f}" if validate else "")
-                + (f" ir {row['val_loss_ir']:.4f}" if row.get("val_loss_ir") is not None else "")
-                + f" | {progress('sft', step, sft_steps, t_start, start)}")
+            log(f"{metrics.sft_line(row)} | {metrics.progress('sft', step, sft_steps, t_start, start)}")
             log_metrics(row)
             t_log, logged = time.time(), step
         if (step + 1) % ckpt_interval == 0 or step == sft_steps - 1:
@@ -531,12 +440,6 @@ def log_metrics(row):
             wandb.log(row, step=row["step"] + (sft_steps if row["stage"] == "oorl" else 0))
 
 
-def progress(stage, step, total, t_start, start):
-    done = step + 1
-    eta = (time.time() - t_start) / (done - start) * (total - done)
-    return f"{stage} {done}/{total} | eta {eta / 60:.1f} min"
-
-
 def scratch_config(vocab_size):
     """The GPTConfig of a model trained from scratch at this run's settings."""
     return GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
@@ -553,16 +456,7 @@ def new_model():
 
 
 def compiled(model):
-    """With compile=True, each transformer block compiled by torch.compile, for shapes that vary
-    (the tokens of a step's micro-batches differ from step to step); the rest stays eager, the
-    fused log-prob kernel above all (its launches cannot be traced)."""
-    if compile:
-        # a block's forward runs in a few fixed variants, each compiled once in the first steps:
-        # policy or frozen reference, with or without gradients, full / prefill / one-token decode
-        torch._dynamo.config.recompile_limit = 16
-        for block in model.transformer.h:
-            block.compile(dynamic=True)
-    return model
+    return model.compile_blocks() if compile else model
 
 
 def check(ok, key, allowed):

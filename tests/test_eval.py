@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import benchmarks
 import eval as evaluation
 import stats
 import tasks
@@ -37,29 +38,6 @@ def test_pass_matrix_puts_rl_and_heldout_targets_apart():
     assert header.index("php") < header.index("|") < header.index("rust")
     assert python_row.split()[:5] == ["python", "-", "-", "40±20", "-"]
     assert cpp_row.split("|")[1].split() == ["-", "100±0", "-"]
-
-
-# ----------------------------------------------------------------------------- plots
-
-def test_plot_without_matplotlib_says_so_and_does_not_crash(tmp_path, monkeypatch, capsys):
-    metrics = tmp_path / "metrics.jsonl"
-    metrics.write_text(json.dumps({"step": 0, "stage": "sft", "loss": 3.0}) + "\n")
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
-    assert evaluation.plot_metrics(str(metrics)) is None
-    assert "matplotlib is not installed" in capsys.readouterr().out
-    assert not (tmp_path / "metrics.png").exists()
-
-
-def test_training_curves_are_plotted_with_the_probe_margin(tmp_path):
-    import matplotlib  # noqa: F401  (installed by setup.sh; the test above covers its absence)
-    metrics = tmp_path / "metrics.jsonl"
-    rows = [{"step": s, "stage": "sft", "loss": 3.0 - s / 10} for s in range(3)]
-    rows += [{"step": s, "stage": "oorl", "reward": 0.1 * s, "kl": 0.01, "gepo_margin": 0.1, "entropy": 1.0,
-              "clip_frac": 0.0, "pass_rate": {"java": 0.5}, **({"probe_margin": 0.01 * s} if s % 2 == 0 else {})}
-             for s in range(3)]
-    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert evaluation.plot_metrics(str(metrics)) == str(tmp_path / "metrics.png")
-    assert (tmp_path / "metrics.png").stat().st_size > 0
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -245,14 +223,14 @@ def test_benchmark_completions_and_translations_are_scored(tmp_path):
     scores = result["benchmark"]
     assert scores["python"]["outcomes"] == {"Python/0": [1, 0]} and scores["python"]["pass@1"] == 50.0
     assert scores["javascript"]["statuses"] == {"passed": 2} and result["settings"]["n"] == 2
-    assert "average:  75.0" in evaluation.benchmark_report(result)
+    assert "average:  75.0" in benchmarks.report(result)
     # a translation from Python: only the JavaScript problem is a translation; the completion continues its prompt
     source = write_humaneval_x(tmp_path / "python.jsonl", ["python"])
     completions.write_text(json.dumps({"task_id": "JavaScript/0", "completion": "  return a + b\n}\n"}) + "\n")
     config = benchmark_config(benchmark=str(bench), translate_from=source, completions=str(completions))
     result = evaluation.evaluate_benchmark(None, config)
     assert list(result["benchmark"]) == ["javascript"] and result["benchmark"]["javascript"]["pass@1"] == 100.0
-    prompt = evaluation.benchmark_prompts(config)["JavaScript/0"][1]
+    prompt = benchmarks.prompts(str(bench), source)["JavaScript/0"][1]
     assert "return a + b" in prompt and prompt.endswith("const add = (a, b) => {\n")
     completions.write_text(json.dumps({"task_id": "Python/0", "completion": "    return a + b\n"}) + "\n")
     with pytest.raises(SystemExit, match="'Python/0' is not a problem"):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import gepo
-from gepo import dpo_loss, gepo_loss, gepo_metrics, group_logps, probe
+from gepo import dpo_loss, gepo_loss, gepo_metrics, group_logps, preference_loss, probe
 from model import GPT, GPTConfig, pack
 
 GARBAGE = 1e6  # what padding entries hold in these tests: huge, so any leak shows
@@ -226,6 +226,23 @@ def test_group_logps_gradient_equals_direct_gradient():
         per_group.append(gepo_loss(c[None], r[None], ref_c[None], ref_r[None], all_c, all_r, beta=0.5))
     torch.stack(per_group).mean().backward()
     assert torch.allclose(batched_grad, lm.head.weight.grad, atol=1e-5)
+
+
+def test_preference_loss_is_gepo_over_groups_or_dpo_over_their_first_pair():
+    """What train.py's update calls: the policy's group log-probs, then GEPO (eq. 9) over whole
+    groups or DPO on each group's first (winner, loser) pair, with the batch's figures."""
+    lm, groups = TinyCausalLM(), ir_groups()
+    chosen, rejected, chosen_mask, rejected_mask = group_logps(lm, groups)
+    with torch.no_grad():  # (not a constant offset: the winners' rewards differ, GEPO is not DPO)
+        ref_chosen, ref_rejected = 0.9 * chosen - 1.0, 1.1 * rejected + 0.5
+    args = (chosen, rejected, ref_chosen, ref_rejected, chosen_mask, rejected_mask)
+    loss, figures = preference_loss(lm, groups, ref_chosen, ref_rejected, "gepo", beta=0.5, lam=0.7)
+    assert loss.item() == pytest.approx(gepo_loss(*args, beta=0.5, lam=0.7).item(), abs=1e-6) and loss.requires_grad
+    assert figures == pytest.approx(gepo_metrics(*args, beta=0.5))
+    loss, _ = preference_loss(lm, groups, ref_chosen, ref_rejected, "dpo", beta=0.5)
+    expected = dpo_loss(chosen[:, 0], rejected[:, 0], ref_chosen[:, 0], ref_rejected[:, 0], beta=0.5)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6) and expected.item() != pytest.approx(
+        gepo_loss(*args, beta=0.5, lam=0.7).item())
 
 
 def test_group_logps_rejects_groups_without_winners_or_losers():

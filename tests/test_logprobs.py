@@ -246,7 +246,7 @@ def naive_logprobs(hidden, weight, targets):
 
 
 def test_disagreement_passes_a_right_method_and_names_what_a_wrong_one_gets_wrong():
-    """The self-check's comparison, and bench.py's against float64: every log-prob, both gradients."""
+    """The self-check's comparison, and bench_kernel.py's against float64: every log-prob, both gradients."""
     hidden, weight, targets, grad = logprob_problem(300, 16, 500, 1.0)
     chunked = lambda h, w, t: logprobs.fused_logprobs(h, w, t, backend="torch")
     assert logprobs.disagreement(chunked, naive_logprobs, hidden, weight, targets, grad, torch.float64) is None
@@ -264,7 +264,7 @@ def test_disagreement_passes_a_right_method_and_names_what_a_wrong_one_gets_wron
 
 
 def test_gpu_launches_name_every_argument_of_the_kernels():
-    """What CI compiles ahead of time (tests/test_bench.py) is what the dispatcher launches: every
+    """What CI compiles ahead of time (tests/test_bench_kernel.py) is what the dispatcher launches: every
     argument typed or constant, with the dispatcher's GPU tiles, for each dtype and gradient set."""
     launches = list(logprobs.gpu_launches())
     assert len(launches) == 4 * (2 + 3)  # fp32 IEEE and TF32, bf16, fp16: 2 forwards, 3 backwards
